@@ -1,0 +1,84 @@
+"""Profiles: named sets of notebook parameters, from a seconds-long smoke test to the paper's settings.
+
+Every notebook receives the whole profile through papermill and reads the keys its
+``parameters`` cell declares; ``python -m aims_kit run -p key=value`` overrides any of them.
+"""
+
+from __future__ import annotations
+
+#: Parameters every profile sets. ``learning_rate`` 0 means the paper's rate for the condition.
+PROFILES: dict[str, dict] = {
+    "smoke": {
+        "model": "embedded",
+        "data_source": "",
+        "max_steps": 4,
+        "epochs": 1.0,
+        "learning_rate": 2e-3,
+        "batch_size": 8,
+        "eval_steps": 2,
+        "eval_limit": 24,
+        "max_new_tokens": 24,
+        "seed": 22,
+    },
+    "cpu": {
+        "model": "embedded",
+        "data_source": "",
+        "max_steps": 200,
+        "epochs": 6.0,
+        "learning_rate": 3e-3,
+        "batch_size": 16,
+        "eval_steps": 25,
+        "eval_limit": 0,
+        "max_new_tokens": 48,
+        "seed": 22,
+    },
+    "gpu-small": {
+        "model": "Qwen/Qwen3-0.6B",
+        "data_source": "Jazhyc/aims-safety-intents",
+        "max_steps": -1,
+        "epochs": 3.0,
+        "learning_rate": 0.0,
+        "batch_size": 32,
+        "eval_steps": 10,
+        "eval_limit": 0,
+        "max_new_tokens": 96,
+        "seed": 22,
+    },
+    "paper": {
+        "model": "meta-llama/Llama-3.1-8B-Instruct",
+        "data_source": "Jazhyc/aims-safety-intents",
+        "max_steps": -1,
+        "epochs": 3.0,
+        "learning_rate": 0.0,
+        "batch_size": 32,
+        "eval_steps": 10,
+        "eval_limit": 0,
+        "max_new_tokens": 256,
+        "seed": 22,
+    },
+}
+DEFAULT_PROFILE = "cpu"
+
+
+def profile_parameters(name: str, overrides: dict | None = None) -> dict:
+    """The profile's parameters with ``overrides`` applied; unknown profile names are an error."""
+    if name not in PROFILES:
+        raise KeyError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
+    return {**PROFILES[name], "profile": name, **(overrides or {})}
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """``key=value`` from the command line; the value is read as JSON when it parses, else as text.
+
+    JSON, never ``eval``: parameters may come from untrusted sweep files.
+    """
+    import json
+
+    if "=" not in text:
+        raise ValueError(f"override {text!r} is not key=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value

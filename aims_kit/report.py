@@ -1,0 +1,82 @@
+"""The self-contained HTML report of one run folder: results, baselines, Pareto plot, parameters.
+
+Plotly's JavaScript is inlined so the file opens offline; every cell of user or model text is
+HTML-escaped (prompts are adversarial by design).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import platform
+from pathlib import Path
+
+import pandas as pd
+
+from . import plots
+from .results import atomic_write_text, load_records
+
+TABLE_COLUMNS = [
+    "regime", "condition", "dataset", "n", "f1", "precision", "recall", "accuracy",
+    "f1_flag_all", "f1_flag_none", "parse_failure_rate", "ms_per_prompt", "tokens_per_prompt", "seed",
+]
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("torch", "transformers", "trl", "peft", "datasets", "papermill", "plotly"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def results_table(records: pd.DataFrame) -> pd.DataFrame:
+    """The F1 table with the trivial baselines beside every row (honest numbers)."""
+    if records.empty:
+        return pd.DataFrame(columns=TABLE_COLUMNS)
+    columns = [c for c in TABLE_COLUMNS if c in records.columns]
+    return records[columns].sort_values(["dataset", "regime", "condition"]).reset_index(drop=True).round(3)
+
+
+def write_report(out_dir: Path, parameters: dict | None = None) -> Path:
+    """Write ``out_dir/report.html`` from the records under ``out_dir``; returns its path."""
+    out_dir = Path(out_dir)
+    records = load_records(out_dir)
+    table = results_table(records)
+    summary = plots.summarise_runs(records)
+    parts = [
+        "<h1>AIMS Kit report</h1>",
+        f"<p>Run folder: <code>{html.escape(str(out_dir))}</code></p>",
+        "<p><strong>Read this first.</strong> On the embedded default (a tiny model trained from scratch on "
+        "the kit's teaching sample) these numbers demonstrate the pipeline; they are not the paper's results. "
+        "Each F1 sits beside the F1 of flagging everything and of flagging nothing.</p>",
+        "<h2>Pareto: F1 against latency</h2>",
+    ]
+    if len(summary):
+        figure = plots.pareto_figure(summary)
+        parts.append(figure.to_html(full_html=False, include_plotlyjs=True, div_id="pareto"))
+    else:
+        parts.append("<p>No results records found.</p>")
+    parts += [
+        "<h2>Results</h2>",
+        table.to_html(index=False, escape=True, classes="results"),
+        "<h2>Parameters</h2>",
+        f"<pre>{html.escape(json.dumps(parameters or {}, indent=2, default=str))}</pre>",
+        "<h2>Versions</h2>",
+        f"<pre>{html.escape(json.dumps(versions(), indent=2))}</pre>",
+    ]
+    page = (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>AIMS Kit report</title>"
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
+        "table.results{border-collapse:collapse;font-size:13px}"
+        "table.results td,table.results th{border:1px solid #ccc;padding:3px 6px}</style></head><body>"
+        + "\n".join(parts)
+        + "</body></html>"
+    )
+    path = out_dir / "report.html"
+    atomic_write_text(path, page)
+    return path

@@ -1,0 +1,1 @@
+"""Training regimes: SFT (:mod:`.sft`), DPO, reasoning distillation and GRPO build on :mod:`.common`."""

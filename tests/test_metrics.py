@@ -1,0 +1,33 @@
+import pytest
+
+from aims_kit import metrics
+
+
+def test_metrics_on_a_hand_computed_case():
+    gold = ["harmful", "harmful", "harmful", "safe", "safe", "safe", "safe", "harmful"]
+    pred = ["harmful", "harmful", "safe", "harmful", "safe", "safe", "safe", "safe"]
+    # tp=2 fp=1 fn=2 tn=3 -> precision 2/3, recall 1/2, F1 = 2*(2/3)(1/2)/(2/3+1/2) = 4/7
+    m = metrics.binary_metrics(gold, pred)
+    assert (m["tp"], m["fp"], m["fn"], m["tn"]) == (2, 1, 2, 3)
+    assert m["precision"] == pytest.approx(2 / 3)
+    assert m["recall"] == pytest.approx(0.5)
+    assert m["f1"] == pytest.approx(4 / 7)
+    assert m["accuracy"] == pytest.approx(5 / 8)
+
+
+def test_undefined_ratios_are_zero_not_errors():
+    m = metrics.binary_metrics(["safe", "safe"], ["safe", "safe"])
+    assert m["f1"] == 0 and m["precision"] == 0 and m["recall"] == 0 and m["accuracy"] == 1
+
+
+def test_trivial_baselines_match_xstest_flag_everything():
+    # XSTest: 200 unsafe, 250 safe -> flagging everything gives F1 = 2*200/(2*200+250) = 0.615
+    gold = ["harmful"] * 200 + ["safe"] * 250
+    baselines = metrics.trivial_baselines(gold)
+    assert baselines["f1_flag_all"] == pytest.approx(0.6154, abs=1e-4)
+    assert baselines["f1_flag_none"] == 0
+
+
+def test_length_mismatch_is_an_error():
+    with pytest.raises(ValueError):
+        metrics.binary_metrics(["safe"], [])

@@ -1,0 +1,64 @@
+"""Every notebook runs headlessly through papermill on the smoke profile, in order, like `aims_kit run`."""
+
+import json
+import re
+import subprocess
+
+import nbformat
+import pytest
+
+from aims_kit import paths, results, runner
+
+
+@pytest.fixture(scope="module")
+def smoke_session(tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke")
+    return runner.run_all("smoke", out=out, log=lambda _: None)
+
+
+def test_every_notebook_executes(smoke_session):
+    executed = sorted(p.name for p in (smoke_session / "notebooks").glob("*.ipynb"))
+    assert executed == [p.name for p in runner.notebooks()]
+    for path in (smoke_session / "notebooks").glob("*.ipynb"):
+        nb = nbformat.read(path, as_version=4)
+        errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
+        assert not errors, path.name
+
+
+def test_smoke_run_writes_records_and_report(smoke_session):
+    records = results.load_records(smoke_session)
+    sft = records[records["regime"] == "sft"]
+    assert set(sft["condition"]) == {"label_only", "intent_label"}
+    assert set(sft["dataset"]) == {"aims_test"}
+    for _, row in sft.iterrows():
+        assert 0 <= row["f1"] <= 1 and row["ms_per_prompt"] > 0 and row["parse_rule"]
+        assert row["config"]["profile"] == "smoke"
+    report = (smoke_session / "report.html").read_text()
+    assert "Plotly.newPlot" in report
+    assert not re.search(r"<script[^>]+src=[\"']https?://", report), "the report must open offline"
+    assert json.loads((smoke_session / "parameters.json").read_text())["profile"] == "smoke"
+
+
+def test_notebooks_declare_parsable_parameters():
+    import papermill as pm
+
+    for path in runner.notebooks():
+        declared = pm.inspect_notebook(str(path))
+        nb = nbformat.read(path, as_version=4)
+        source = next(c.source for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+        assigned = [line.split("=")[0].strip() for line in source.splitlines() if "=" in line and not line.startswith("#")]
+        assert sorted(declared) == sorted(assigned), f"{path.name}: papermill could not parse some parameter lines"
+        assert "out_dir" in declared
+
+
+def test_notebooks_are_committed_clean():
+    for path in runner.notebooks():
+        nb = nbformat.read(path, as_version=4)
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                assert cell.outputs == [] and cell.execution_count is None, f"{path.name} has outputs"
+
+
+def test_outputs_folder_is_ignored_by_git():
+    ignored = subprocess.run(["git", "check-ignore", "outputs/x.json"], cwd=paths.REPO_DIR, capture_output=True)
+    assert ignored.returncode == 0

@@ -1,0 +1,48 @@
+import json
+
+import pytest
+
+from aims_kit import results
+
+
+def test_every_run_gets_a_new_folder(tmp_path):
+    a = results.create_run(tmp_path, "sft", {"regime": "sft", "model": "m"})
+    b = results.create_run(tmp_path, "sft", {"regime": "sft", "model": "m"})
+    assert a != b and a.is_dir() and b.is_dir()
+    config = results.read_run_config(a)
+    assert config["run_id"] == a.name and config["git_commit"] and config["created"]
+
+
+def test_records_round_trip_and_bad_records_are_skipped_with_a_warning(tmp_path):
+    run = results.create_run(tmp_path, "sft", {"regime": "sft", "condition": "label_only", "model": "m", "seed": 3})
+    results.write_record(run, "aims_test", {"f1": 0.5, "ms_per_prompt": 2.0}, [{"id": "1", "pred": "safe"}])
+    (run / "results" / "broken.json").write_text('{"run_id": "x", "f1"')
+    with pytest.warns(UserWarning, match="broken.json"):
+        frame = results.load_records(tmp_path)
+    assert len(frame) == 1
+    row = frame.iloc[0]
+    assert (row["run_id"], row["dataset"], row["f1"], row["seed"]) == (run.name, "aims_test", 0.5, 3)
+    assert results.read_jsonl(run / "predictions" / "aims_test.jsonl") == [{"id": "1", "pred": "safe"}]
+
+
+def test_atomic_write_leaves_no_partial_file(tmp_path):
+    target = tmp_path / "r.json"
+    results.atomic_write_json(target, {"a": 1})
+    with pytest.raises(TypeError):
+        results.atomic_write_json(target, {"a": object()})
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_secrets_are_never_written(tmp_path):
+    with pytest.raises(ValueError, match="api_key"):
+        results.create_run(tmp_path, "dpo", {"judge": {"api_key": "sk-123"}})
+    results.create_run(tmp_path, "dpo", {"judge": {"api_key": ""}, "max_new_tokens": 5})
+
+
+def test_latest_run_matches_config_and_explains_absence(tmp_path):
+    first = results.create_run(tmp_path, "sft", {"regime": "sft", "condition": "intent_label"})
+    results.create_run(tmp_path, "sft", {"regime": "sft", "condition": "label_only"})
+    assert results.latest_run(tmp_path, regime="sft", condition="intent_label") == first
+    with pytest.raises(FileNotFoundError, match="regime='dpo'"):
+        results.latest_run(tmp_path, regime="dpo")
