@@ -402,6 +402,62 @@ def build_traces(df: pd.DataFrame) -> list[dict]:
     return traces
 
 
+def _md_table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def stats_markdown(df: pd.DataFrame, traces: list[dict]) -> str:
+    kept = df[df["Annotator Harm"] != "Flag for Removal"].copy()
+    kept["label"] = kept["Annotator Harm"].map(BINARY)
+    n_h = int((kept["label"] == "harmful").sum())
+    n_s = int((kept["label"] == "safe").sum())
+    out = [f"Total rows: **{len(df)}** ({len(kept)} after dropping flagged rows).", ""]
+    out.append("By binary label (flagged rows dropped):\n")
+    out.append(_md_table(["label", "rows", "share"], [
+        ["harmful", n_h, f"{n_h / len(kept):.1%}"], ["safe", n_s, f"{n_s / len(kept):.1%}"]]))
+    out.append("\nBy Annotator Harm:\n")
+    vc = df["Annotator Harm"].value_counts()
+    order = ["Completely Harmful", "Uncertain Harmful", "Uncertain Safe", "Completely Safe",
+             "Flag for Removal"]
+    out.append(_md_table(["Annotator Harm", "rows"], [[k, int(vc.get(k, 0))] for k in order]))
+    out.append("\nBy category (harmful / safe after mapping; flagged rows counted separately):\n")
+    rows = []
+    for cat in sorted(CATEGORIES):
+        sub = df[df["Category"] == cat]
+        k = kept[kept["Category"] == cat]
+        rows.append([f"`{cat}`", len(sub), int((k["label"] == "harmful").sum()),
+                     int((k["label"] == "safe").sum()),
+                     int((sub["Annotator Harm"] == "Flag for Removal").sum()),
+                     int((sub["Adversarial"] == "True").sum())])
+    out.append(_md_table(["category", "rows", "harmful", "safe", "flagged", "adversarial"], rows))
+    adv = df["Adversarial"] == "True"
+    adv_k = kept["Adversarial"] == "True"
+    dup = df[df["Duplicate ID"].notna()]
+    agree = ((kept["label"] == "harmful") == (kept["Dataset Harm"] == "harmful")).mean()
+    ids = {t["id"] for t in traces}
+    tr = kept[kept["ID"].isin(ids)]
+    out.append("\nOther counts:\n")
+    out.append(_md_table(["quantity", "value"], [
+        ["adversarial rows", f"{int(adv.sum())} ({adv.mean():.1%})"],
+        ["adversarial harmful / safe",
+         f"{int((adv_k & (kept['label'] == 'harmful')).sum())} / "
+         f"{int((adv_k & (kept['label'] == 'safe')).sum())}"],
+        ["Uncertain rows (of non-flagged)",
+         f"{int(kept['Annotator Harm'].str.startswith('Uncertain').sum())} "
+         f"({kept['Annotator Harm'].str.startswith('Uncertain').mean():.1%})"],
+        ["duplicate groups (rows)", f"{dup['Duplicate ID'].nunique()} ({len(dup)})"],
+        ["flagged rows", int((df["Annotator Harm"] == "Flag for Removal").sum())],
+        ["Dataset Harm agrees with annotator", f"{agree:.1%}"],
+        ["trace lines", len(traces)],
+        ["rows with traces (harmful / safe)",
+         f"{len(ids)} ({int((tr['label'] == 'harmful').sum())} / "
+         f"{int((tr['label'] == 'safe').sum())})"],
+    ]))
+    return "\n".join(out)
+
+
 def main() -> None:
     rows = read_rows()
     check_rows(rows)
@@ -412,6 +468,9 @@ def main() -> None:
     with open(OUT / "reference_traces.jsonl", "w", encoding="utf-8") as f:
         for t in traces:
             f.write(json.dumps(t, ensure_ascii=False) + "\n")
+    template = (SRC / "README_template.md").read_text(encoding="utf-8")
+    readme = template.replace("{{STATS}}", stats_markdown(df, traces))
+    (OUT / "README.md").write_text(readme, encoding="utf-8")
     print(f"rows={len(df)} traces={len(traces)}")
 
 
