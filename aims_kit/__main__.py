@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override a parameter")
     run.add_argument("--out", type=Path, default=None, help="parent folder of the new run folder (default outputs/)")
     run.add_argument("--only", action="append", default=None, metavar="NAME", help="run only notebooks whose name contains NAME")
+    run.add_argument("--resume", type=Path, default=None, metavar="RUN_FOLDER", help="finish an interrupted run folder")
 
     data = sub.add_parser("data", help="data utilities")
     data_sub = data.add_subparsers(dest="data_command", required=True)
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
-        return main_run(args.profile, overrides, args.out, args.only)
+        return main_run(args.profile, overrides, args.out, args.only, args.resume)
     if args.command == "data":
         from .data import AimsDataError, load_aims, split_aims, summary
 

@@ -59,6 +59,8 @@ def sft_run(params: dict, splits: data.Splits, condition: formats.Condition, out
     """Train one SFT condition into a new run folder and evaluate it on the test split."""
     settings = train_settings(params, condition)
     run_dir = results.create_run(out_dir, f"sft-{condition}", run_config(params, "sft", condition, settings))
+    if results.is_evaluated(run_dir, "aims_test"):  # finished before an interruption
+        return run_dir
     train_sft(params["model"], splits.train, splits.val, condition=condition, settings=settings, run_dir=run_dir)
     evaluate_run(run_dir, splits.test, "aims_test", params)
     return run_dir

@@ -99,8 +99,22 @@ def git_commit() -> str:
         return "unknown"
 
 
+#: Set by ``python -m aims_kit run --resume``: :func:`create_run` then reuses an earlier run folder
+#: with the same config, so an interrupted training continues from its last checkpoint.
+RESUME_ENV = "AIMS_KIT_RESUME"
+
+
 def create_run(out_dir: Path, name: str, config: dict) -> Path:
-    """A new run folder with its ``config.json`` (commit and creation time added)."""
+    """A new run folder with its ``config.json`` (commit and creation time added).
+
+    When resuming (``$AIMS_KIT_RESUME``), the newest run under ``out_dir`` whose config matches
+    ``config`` is returned instead, so its checkpoints and finished evaluations are reused.
+    """
+    if os.environ.get(RESUME_ENV):
+        wanted = json.loads(json.dumps(config, default=_json_default))
+        matches = find_runs(out_dir, **wanted)
+        if matches:
+            return matches[-1]
     run_dir = new_folder(Path(out_dir) / "runs", name)
     full = {
         **config,
@@ -118,6 +132,11 @@ def read_run_config(run_dir: str | Path) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"{run_dir}: not a run folder (no config.json)")
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def is_evaluated(run_dir: Path, dataset: str) -> bool:
+    """Whether ``run_dir`` already holds a results record for ``dataset`` (a resumed run skips it)."""
+    return (Path(run_dir) / "results" / f"{dataset}.json").exists()
 
 
 def write_record(run_dir: Path, dataset: str, metrics: dict, predictions: list[dict]) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 from .paths import NOTEBOOKS_DIR, outputs_dir
 from .profiles import profile_parameters
 from .progress import PLAIN_ENV
-from .results import atomic_write_json, new_folder
+from .results import RESUME_ENV, atomic_write_json, new_folder, read_json
 
 
 @dataclass
@@ -65,34 +66,73 @@ def run_all(
     *,
     only: list[str] | None = None,
     notebooks_dir: Path = NOTEBOOKS_DIR,
+    resume: Path | None = None,
     log=print,
 ) -> Path:
-    """Run the notebooks into ``<out>/run-<profile>-<time>-<rand>/`` and write ``report.html`` there."""
-    parameters = profile_parameters(profile, overrides)
-    session = new_folder(Path(out) if out else outputs_dir(), f"run-{profile}")
-    parameters["out_dir"] = str(session)
-    atomic_write_json(session / "parameters.json", parameters)
-    os.environ[PLAIN_ENV] = "1"
-    selected = [nb for nb in notebooks(notebooks_dir) if not only or any(key in nb.name for key in only)]
-    log(f"AIMS Kit: {len(selected)} notebooks, profile {profile!r}, writing to {session}")
-    started = time.perf_counter()
-    for index, notebook in enumerate(selected, start=1):
-        t0 = time.perf_counter()
-        log(f"[{index}/{len(selected)}] {notebook.name} ...")
-        execute(notebook, session / "notebooks" / notebook.name, parameters)
-        log(f"[{index}/{len(selected)}] {notebook.name} done in {time.perf_counter() - t0:.0f}s")
+    """Run the notebooks into ``<out>/run-<profile>-<time>-<rand>/`` and write ``report.html`` there.
+
+    ``resume`` names an earlier run folder: its parameters are reused, notebooks that completed
+    are skipped, and an interrupted training continues from its last checkpoint.
+    """
+    if resume is not None:
+        session = Path(resume)
+        parameters = read_json(session / "parameters.json")
+    else:
+        parameters = profile_parameters(profile, overrides)
+        session = new_folder(Path(out) if out else outputs_dir(), f"run-{profile}")
+        parameters["out_dir"] = str(session)
+        atomic_write_json(session / "parameters.json", parameters)
+    kernel_env = {PLAIN_ENV: "1", **({RESUME_ENV: "1"} if resume is not None else {})}
+    with _environment(kernel_env):
+        _run_notebooks(session, parameters, only, notebooks_dir, log)
     from .report import write_report
 
     report = write_report(session, parameters)
-    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     log(f"Report: {report}")
-    log(f"Finished in {time.perf_counter() - started:.0f}s; peak memory of a notebook kernel {peak_mb:.0f} MB")
     return session
 
 
-def main_run(profile: str, overrides: dict, out: Path | None, only: list[str] | None) -> int:
+@contextlib.contextmanager
+def _environment(values: dict[str, str]):
+    """Set variables the notebook kernels inherit, and restore the caller's afterwards."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
     try:
-        run_all(profile, overrides, out, only=only)
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+def _run_notebooks(session: Path, parameters: dict, only: list[str] | None, notebooks_dir: Path, log) -> None:
+    status_path = session / "status.json"
+    completed: list[str] = read_json(status_path)["completed"] if status_path.exists() else []
+    selected = [nb for nb in notebooks(notebooks_dir) if not only or any(key in nb.name for key in only)]
+    log(f"AIMS Kit: {len(selected)} notebooks, profile {parameters['profile']!r}, writing to {session}")
+    started = time.perf_counter()
+    for index, notebook in enumerate(selected, start=1):
+        if notebook.name in completed:
+            log(f"[{index}/{len(selected)}] {notebook.name} completed earlier, skipped")
+            continue
+        t0 = time.perf_counter()
+        log(f"[{index}/{len(selected)}] {notebook.name} ...")
+        execute(notebook, session / "notebooks" / notebook.name, parameters)
+        completed.append(notebook.name)
+        atomic_write_json(status_path, {"completed": completed})
+        log(f"[{index}/{len(selected)}] {notebook.name} done in {time.perf_counter() - t0:.0f}s")
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    log(f"Notebooks finished in {time.perf_counter() - started:.0f}s; peak memory of a notebook kernel {peak_mb:.0f} MB")
+
+
+def main_run(profile: str, overrides: dict, out: Path | None, only: list[str] | None, resume: Path | None = None) -> int:
+    if resume is not None and not (Path(resume) / "parameters.json").exists():
+        print(f"error: {resume} is not a run folder (no parameters.json)", file=sys.stderr)
+        return 2
+    try:
+        run_all(profile, overrides, out, only=only, resume=resume)
     except NotebookFailure as failure:
         print(f"FAILED: {failure}", file=sys.stderr)
         return 1
