@@ -5,15 +5,8 @@ import re
 import subprocess
 
 import nbformat
-import pytest
 
 from aims_kit import paths, results, runner
-
-
-@pytest.fixture(scope="module")
-def smoke_session(tmp_path_factory):
-    out = tmp_path_factory.mktemp("smoke")
-    return runner.run_all("smoke", out=out, log=lambda _: None)
 
 
 def test_every_notebook_executes(smoke_session):
