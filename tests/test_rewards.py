@@ -154,3 +154,14 @@ def test_reward_set_names():
         rewards.make_reward_set("everything")
     with pytest.raises(ValueError, match="needs a judge"):
         rewards.make_reward_set("label_intent")
+
+
+def test_reward_table_shows_both_sets(chat_endpoint):
+    chat_endpoint.answer = "bad"
+    table = rewards.reward_table(
+        [f"Intent: {GOLD}; Harm: safe", "safe"], label="safe", intent=GOLD,
+        judge=judges.make_judge(f"chat:judge@{chat_endpoint.url}"),
+    )
+    assert table["reward · label_only"].tolist() == [1.0, 0.0]
+    assert table["reward · label_intent"].tolist() == pytest.approx([0.1, 0.0])
+    assert table["completion"].tolist()[1] == "safe"

@@ -202,3 +202,19 @@ def make_reward_set(name: str, judge: CachedJudge | None = None) -> RewardSet:
 def _same_length(completions: Sequence, column: Sequence, name: str) -> None:
     if len(completions) != len(column):
         raise ValueError(f"{len(completions)} completions but {len(column)} values in column {name!r}")
+
+
+def reward_table(completions: Sequence[Completion], *, label: str, intent: str, judge: CachedJudge):
+    """Every component and both reward sets for ``completions`` against one gold row, as a table.
+
+    For teaching: shows what each answer would earn before any training happens.
+    """
+    import pandas as pd
+
+    columns = {"label": [label] * len(completions), "intent": [intent] * len(completions)}
+    full = make_reward_set("label_intent", judge)
+    table = pd.DataFrame(full.component_values(completions, **columns))
+    table.insert(0, "completion", [completion_text(c) for c in completions])
+    for name in REWARD_SETS:
+        table[f"reward · {name}"] = table[list(REWARD_SETS[name])].prod(axis=1)
+    return table
