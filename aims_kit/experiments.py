@@ -13,6 +13,8 @@ import pandas as pd
 from . import data, evaluation, formats, results
 from .models import LoraSettings, load_trained
 from .training.common import TrainSettings
+from .training.grpo import CONDITION as GRPO_CONDITION
+from .training.grpo import GRPOSettings, train_grpo
 from .training.sft import PAPER_LR, train_sft
 
 
@@ -62,6 +64,54 @@ def sft_run(params: dict, splits: data.Splits, condition: formats.Condition, out
     if results.is_evaluated(run_dir, "aims_test"):  # finished before an interruption
         return run_dir
     train_sft(params["model"], splits.train, splits.val, condition=condition, settings=settings, run_dir=run_dir)
+    evaluate_run(run_dir, splits.test, "aims_test", params)
+    return run_dir
+
+
+def grpo_settings(params: dict, reward_set: str) -> GRPOSettings:
+    """GRPO settings from notebook parameters (``grpo_*`` keys; the paper's values by default)."""
+    defaults = GRPOSettings()
+    return GRPOSettings(
+        reward_set=reward_set,
+        start=params.get("grpo_start", defaults.start),
+        num_generations=params.get("grpo_num_generations", defaults.num_generations),
+        prompts_per_step=params.get("grpo_prompts_per_step", defaults.prompts_per_step),
+        temperature=params.get("grpo_temperature", defaults.temperature),
+        beta=params.get("grpo_beta", defaults.beta),
+        learning_rate=params.get("grpo_learning_rate", defaults.learning_rate),
+        steps=params.get("grpo_steps", defaults.steps),
+        eval_steps=params.get("grpo_eval_steps", defaults.eval_steps),
+        max_completion_length=params.get("max_new_tokens", defaults.max_completion_length),
+        judge=params.get("judge", defaults.judge),
+        judge_on_failure=params.get("judge_on_failure", defaults.judge_on_failure),
+        val_limit=params.get("eval_limit", 0),
+        seed=params.get("seed", defaults.seed),
+    )
+
+
+def grpo_run(
+    params: dict,
+    splits: data.Splits,
+    reward_set: str,
+    out_dir: Path,
+    sft_run: Path | None = None,
+) -> Path:
+    """Train GRPO with one reward set into a new run folder and evaluate it on the test split.
+
+    With ``grpo_start="sft"`` (default) it continues ``sft_run``, or the latest SFT intent_label
+    run under ``out_dir``; the run records that parent and uses the parent's base model.
+    """
+    settings = grpo_settings(params, reward_set)
+    parent = None
+    if settings.start == "sft":
+        parent = Path(sft_run) if sft_run else results.latest_run(out_dir, regime="sft", condition="intent_label")
+        params = {**params, "model": results.read_run_config(parent)["model"]}
+    config = run_config(
+        params, "grpo", GRPO_CONDITION, settings.train_settings(),
+        variant=reward_set, parent_run=parent.name if parent else None, grpo=settings.to_dict(),
+    )
+    run_dir = results.create_run(out_dir, f"grpo-{reward_set}", config)
+    train_grpo(params["model"], splits.train, splits.val, settings=settings, run_dir=run_dir, sft_run=parent)
     evaluate_run(run_dir, splits.test, "aims_test", params)
     return run_dir
 

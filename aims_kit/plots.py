@@ -114,3 +114,30 @@ def loss_figure(log_history: list[dict], title: str = "training and validation l
             steps, values = zip(*points)
             fig.add_trace(go.Scatter(x=steps, y=values, mode="lines+markers", name=name))
     return fig
+
+
+def reward_figure(reward_log: list[dict], val_history: list[dict] | None = None, title: str = "GRPO rewards per step"):
+    """Watch the policy change: mean of each reward component, the fraction in format and the
+    validation F1 of the snapshots (top), mean completion length (bottom)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.65, 0.35], vertical_spacing=0.08)
+    length_key = "completion_tokens" if any("completion_tokens" in row for row in reward_log) else "completion_chars"
+    skip = {"step", "completion_tokens", "completion_chars"}
+    keys = [k for k in (reward_log[0] if reward_log else {}) if k not in skip]
+    steps = [row["step"] for row in reward_log]
+    for key in keys:
+        width = 3 if key == "reward" else 1.5
+        fig.add_trace(go.Scatter(x=steps, y=[row.get(key) for row in reward_log], mode="lines+markers",
+                                 name=key, line={"width": width}), row=1, col=1)
+    if val_history:
+        fig.add_trace(go.Scatter(x=[p["step"] for p in val_history], y=[p["val_f1"] for p in val_history],
+                                 mode="markers", marker={"symbol": "star", "size": 12}, name="val F1 (snapshot)"), row=1, col=1)
+    fig.add_trace(go.Scatter(x=steps, y=[row.get(length_key) for row in reward_log], mode="lines+markers",
+                             name=f"mean {length_key.replace('completion_', '')} / completion"), row=2, col=1)
+    fig.update_yaxes(title_text="mean reward", range=[-0.05, 1.05], row=1, col=1)
+    fig.update_yaxes(title_text=length_key.replace("completion_", ""), row=2, col=1)
+    fig.update_xaxes(title_text="step", row=2, col=1)
+    fig.update_layout(title=title, template="plotly_white", height=550)
+    return fig

@@ -17,7 +17,7 @@ from . import plots
 from .results import atomic_write_text, load_records
 
 TABLE_COLUMNS = [
-    "regime", "condition", "dataset", "n", "f1", "precision", "recall", "accuracy",
+    "regime", "condition", "variant", "dataset", "n", "f1", "precision", "recall", "accuracy",
     "f1_flag_all", "f1_flag_none", "parse_failure_rate", "ms_per_prompt", "tokens_per_prompt", "seed",
 ]
 

@@ -147,6 +147,7 @@ def write_record(run_dir: Path, dataset: str, metrics: dict, predictions: list[d
         "run_dir": str(run_dir),
         "regime": config.get("regime"),
         "condition": config.get("condition"),
+        "variant": config.get("variant"),
         "model": config.get("model"),
         "profile": config.get("profile"),
         "seed": config.get("seed"),

@@ -1,64 +1,31 @@
 """The judge interface, its cache and failure policy — against a real HTTP server on localhost."""
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
-
 import pytest
 
 from aims_kit import judges
 
-
-class _Endpoint(BaseHTTPRequestHandler):
-    answer = "good"
-    calls: list = []
-
-    def do_POST(self):  # noqa: N802 (http.server API)
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        type(self).calls.append({"body": body, "auth": self.headers.get("Authorization")})
-        payload = json.dumps({"choices": [{"message": {"content": type(self).answer}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture()
-def endpoint():
-    _Endpoint.calls = []
-    server = HTTPServer(("127.0.0.1", 0), _Endpoint)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/v1"
-    server.shutdown()
-
-
-def test_chat_judge_grades_caches_and_keeps_the_key_out_of_its_state(endpoint, monkeypatch):
+def test_chat_judge_grades_caches_and_keeps_the_key_out_of_its_state(chat_endpoint, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-123")
-    judge = judges.make_judge(f"chat:judge-model@{endpoint}")
-    _Endpoint.answer = "Decent."
+    judge = judges.make_judge(f"chat:judge-model@{chat_endpoint.url}")
+    chat_endpoint.answer = "Decent."
     pairs = [("The user wants a cake recipe.", "The user wants to bake."), ("a", "b"), ("The user wants a cake recipe.", "The user wants to bake.")]
     assert judge.grade(pairs) == ["decent", "decent", "decent"]
-    assert len(_Endpoint.calls) == 2  # the repeated pair was asked once
-    assert judge.grade(pairs[:1]) == ["decent"] and len(_Endpoint.calls) == 2  # cached
-    assert _Endpoint.calls[0]["auth"] == "Bearer sk-test-123"
-    assert _Endpoint.calls[0]["body"]["model"] == "judge-model"
+    assert len(chat_endpoint.calls) == 2  # the repeated pair was asked once
+    assert judge.grade(pairs[:1]) == ["decent"] and len(chat_endpoint.calls) == 2  # cached
+    assert chat_endpoint.calls[0]["auth"] == "Bearer sk-test-123"
+    assert chat_endpoint.calls[0]["body"]["model"] == "judge-model"
     assert "sk-test" not in repr(judge)
     assert judge.scores([("x", "y")]) == [0.5]
 
 
-def test_unparseable_answer_is_a_clear_failure(endpoint):
-    _Endpoint.answer = "I would rather not say"
+def test_unparseable_answer_is_a_clear_failure(chat_endpoint):
+    chat_endpoint.answer = "I would rather not say"
     with pytest.raises(judges.JudgeUnavailable, match="not good/decent/bad"):
-        judges.make_judge(f"chat:m@{endpoint}").grade([("a", "b")])
+        judges.make_judge(f"chat:m@{chat_endpoint.url}").grade([("a", "b")])
 
 
-def test_unreachable_endpoint_raises_or_falls_back():
-    dead = "http://127.0.0.1:9/v1"  # discard port: nothing listens
+def test_unreachable_endpoint_raises_or_falls_back(dead_endpoint):
+    dead = dead_endpoint
     with pytest.raises(judges.JudgeUnavailable, match="127.0.0.1:9"):
         judges.make_judge(f"chat:m@{dead}", timeout=2).grade([("a", "b")])
     fallback = judges.make_judge(f"chat:m@{dead}", on_failure="fallback", timeout=2)

@@ -1,0 +1,226 @@
+"""GRPO: reinforcement learning on the intent → label format, rewarded for faithful intents.
+
+TRL's ``GRPOTrainer`` samples ``num_generations`` completions per train prompt, scores each
+with a :class:`~aims_kit.training.rewards.RewardSet`, and pushes the policy towards the
+completions that beat their group's mean. Two starting points:
+
+- ``start="sft"`` (the paper's best runs): the SFT intent → label adapter is loaded trainable
+  and passed to the trainer *without* a ``peft_config``. TRL then copies it into a frozen
+  second adapter named ``"ref"`` and computes the KL term against that copy, so β keeps the
+  policy near the SFT model rather than near the base model. Only the ``"default"`` adapter
+  is saved with the run.
+- ``start="base"``: a fresh LoRA adapter on the base model (``peft_config``); the reference
+  is then the base model with the adapter disabled.
+
+Rollouts use vLLM when it is installed and a CUDA GPU is present, plain ``generate`` otherwise.
+The checkpoint kept is the snapshot with the best **validation** F1 (never test): every
+``eval_steps`` steps the policy is evaluated greedily on the val split and the adapter is
+saved when it beats every earlier snapshot.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+
+from .. import evaluation, formats
+from ..judges import OnFailure, make_judge
+from ..models import LoraSettings, has_cuda, load_model, load_trained
+from ..results import atomic_write_json, atomic_write_jsonl
+from .common import TrainSettings, progress_callback, require_split, trainer_kwargs
+from .rewards import REWARD_SETS, RewardSet, make_reward_set
+
+#: GRPO trains the intent → label output (the reasoning variant also earns the format reward).
+CONDITION: formats.Condition = "intent_label"
+
+
+@dataclass
+class GRPOSettings:
+    """GRPO hyper-parameters. Defaults are the paper's (DESIGN.md §5) where it gives them."""
+
+    #: Which reward to maximise: ``label_intent`` (format × label × length × faithfulness) or
+    #: ``label_only`` (format × label, the paper's ablation).
+    reward_set: str = "label_intent"
+    #: ``sft``: continue the SFT intent → label adapter; ``base``: a fresh LoRA on the base model.
+    start: Literal["sft", "base"] = "sft"
+    #: Rollouts per prompt (paper: 8–16). GRPO needs at least 2 to compare within a group.
+    num_generations: int = 8
+    #: Prompts per optimiser step; the step's batch is ``prompts_per_step × num_generations``.
+    prompts_per_step: int = 4
+    #: Sampling temperature of the rollouts (paper: 1.2).
+    temperature: float = 1.2
+    #: KL coefficient towards the reference (paper: 0.001).
+    beta: float = 0.001
+    #: Paper: 1e-6 (on 8B models; a tiny model from scratch needs far more to move).
+    learning_rate: float = 1e-6
+    #: Optimiser steps.
+    steps: int = 200
+    #: Evaluate on val and snapshot the adapter every this many steps (and at the last step).
+    eval_steps: int = 50
+    #: Longest rollout, in tokens.
+    max_completion_length: int = 64
+    #: Judge for the faithfulness reward (see :func:`aims_kit.judges.make_judge`).
+    judge: str = "embedding"
+    #: What to do when the judge is unreachable: ``raise`` or ``fallback`` (offline embedding judge).
+    judge_on_failure: OnFailure = "raise"
+    #: Validation rows used for checkpoint selection (``0``: all), balanced over labels.
+    val_limit: int = 0
+    eval_batch_size: int = 32
+    seed: int = 22
+    lora: LoraSettings = field(default_factory=LoraSettings)
+
+    def __post_init__(self) -> None:
+        if self.reward_set not in REWARD_SETS:
+            raise ValueError(f"unknown reward set {self.reward_set!r}; choose one of {', '.join(REWARD_SETS)}")
+        if self.start not in ("sft", "base"):
+            raise ValueError(f"start must be 'sft' or 'base', got {self.start!r}")
+        if self.num_generations < 2:
+            raise ValueError("GRPO compares rollouts within a group: num_generations must be at least 2")
+
+    def train_settings(self) -> TrainSettings:
+        """The shared optimiser settings; one step consumes ``prompts_per_step`` whole groups."""
+        return TrainSettings(
+            learning_rate=self.learning_rate,
+            max_steps=self.steps,
+            batch_size=self.prompts_per_step * self.num_generations,
+            eval_steps=self.eval_steps,
+            seed=self.seed,
+            lora=self.lora,
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def grpo_records(frame: pd.DataFrame) -> list[dict]:
+    """Chat prompts plus the columns the rewards read (``label`` and ``intent``, gold)."""
+    return [
+        {"prompt": formats.prompt_messages(prompt, CONDITION), "label": label, "intent": intent}
+        for prompt, label, intent in zip(frame["Prompt"], frame["label"], frame["Intent"])
+    ]
+
+
+def use_vllm() -> bool:
+    """vLLM rollouts only where they can run: vLLM installed and a CUDA GPU present."""
+    return has_cuda() and importlib.util.find_spec("vllm") is not None
+
+
+def train_grpo(
+    model_name: str,
+    train: pd.DataFrame,
+    val: pd.DataFrame,
+    *,
+    settings: GRPOSettings,
+    run_dir: Path,
+    sft_run: Path | None = None,
+):
+    """Train with GRPO into ``run_dir``; returns the trainer.
+
+    Writes ``adapter/`` (the best-on-val snapshot), ``reward_log.jsonl`` (per-step reward
+    components), ``val_selection.json`` (val F1 per snapshot, the step kept) and
+    ``train_log.json`` (TRL's log history).
+    """
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    require_split(train, "train", "GRPO rollouts")
+    require_split(val, "val", "GRPO checkpoint selection")
+    judge = make_judge(settings.judge, on_failure=settings.judge_on_failure) if "faithfulness" in REWARD_SETS[settings.reward_set] else None
+    reward = make_reward_set(settings.reward_set, judge)
+    if settings.start == "sft":
+        if sft_run is None:
+            raise ValueError("start='sft' needs the SFT intent_label run folder (sft_run)")
+        model, tokenizer = load_trained(sft_run, trainable=True)
+        peft_config = None  # TRL keeps a frozen "ref" copy of this adapter for the KL term
+    else:
+        model, tokenizer = load_model(model_name)
+        peft_config = settings.lora.to_peft()
+    kwargs = trainer_kwargs(settings.train_settings(), run_dir, with_eval=False)
+    # Log every step (the reward curves), no trainer checkpoints (the val snapshots replace them),
+    # gradient checkpointing only where memory is scarce: on CPU it only costs time.
+    kwargs.update(logging_steps=1, save_strategy="no", gradient_checkpointing=has_cuda())
+    config = GRPOConfig(
+        **kwargs,
+        num_generations=settings.num_generations,
+        temperature=settings.temperature,
+        beta=settings.beta,
+        max_completion_length=settings.max_completion_length,
+        use_vllm=use_vllm(),
+    )
+    selection = _ValSelection(val, tokenizer, run_dir, settings)
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=[reward],
+        args=config,
+        train_dataset=Dataset.from_list(grpo_records(train)),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[selection.callback(), progress_callback(f"GRPO {settings.reward_set}")],
+    )
+    trainer.train()
+    _save_logs(trainer, reward, selection, run_dir, judge)
+    return trainer
+
+
+class _ValSelection:
+    """Evaluate the policy on val every ``eval_steps`` steps; keep the adapter with the best F1."""
+
+    def __init__(self, val: pd.DataFrame, tokenizer, run_dir: Path, settings: GRPOSettings):
+        from ..experiments import limit_rows
+
+        self.val = limit_rows(val, settings.val_limit)
+        self.tokenizer = tokenizer
+        self.adapter_dir = run_dir / "adapter"
+        self.settings = settings
+        self.history: list[dict] = []
+        self.best: dict | None = None
+
+    def evaluate(self, model, step: int) -> None:
+        metrics, _ = evaluation.evaluate(
+            model,
+            self.tokenizer,
+            self.val,
+            condition=CONDITION,
+            dataset="aims_val",
+            batch_size=self.settings.eval_batch_size,
+            max_new_tokens=self.settings.max_completion_length,
+        )
+        point = {"step": step, "val_f1": metrics["f1"], "val_parse_failure_rate": metrics["parse_failure_rate"]}
+        self.history.append(point)
+        if self.best is None or point["val_f1"] > self.best["val_f1"]:
+            self.best = point
+            # Only the trained adapter: the frozen "ref" copy is a training device, not a result.
+            model.save_pretrained(str(self.adapter_dir), selected_adapters=["default"], safe_serialization=True)
+
+    def callback(self):
+        from transformers import TrainerCallback
+
+        outer = self
+
+        class _Callback(TrainerCallback):
+            def on_step_end(self, args, state, control, model=None, **kwargs):
+                step = state.global_step
+                if step % outer.settings.eval_steps == 0 or step >= state.max_steps:
+                    outer.evaluate(model, step)
+
+        return _Callback()
+
+
+def _save_logs(trainer, reward: RewardSet, selection: _ValSelection, run_dir: Path, judge) -> None:
+    atomic_write_jsonl(run_dir / "reward_log.jsonl", reward.log)
+    atomic_write_json(run_dir / "train_log.json", trainer.state.log_history)
+    atomic_write_json(
+        run_dir / "val_selection.json",
+        {
+            "split": "val",
+            "metric": "f1",
+            "history": selection.history,
+            "best_step": selection.best["step"] if selection.best else None,
+            "judge": judge.name if judge else None,
+            "judge_fallbacks": judge.fallbacks if judge else 0,
+        },
+    )

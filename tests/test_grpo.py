@@ -1,0 +1,52 @@
+"""A tiny GRPO run on the embedded model: run folder, reward log, val-only checkpoint selection."""
+
+import pytest
+
+from aims_kit import experiments, results
+from aims_kit.training.common import SplitHygieneError
+from aims_kit.training.grpo import GRPOSettings, train_grpo
+
+PARAMS = {
+    "model": "embedded", "profile": "test", "seed": 22, "max_steps": 2, "epochs": 1.0, "learning_rate": 2e-3,
+    "batch_size": 4, "eval_steps": 2, "eval_limit": 4, "max_new_tokens": 12,
+    "grpo_steps": 2, "grpo_num_generations": 2, "grpo_prompts_per_step": 2, "grpo_eval_steps": 1,
+    "grpo_learning_rate": 1e-3, "judge": "embedding",
+}
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return experiments.load_splits("", 22)
+
+
+def test_grpo_from_sft_writes_a_run_with_its_reward_log(splits, tmp_path):
+    sft = experiments.sft_run(PARAMS, splits, "intent_label", tmp_path)
+    run = experiments.grpo_run(PARAMS, splits, "label_intent", tmp_path)
+    config = results.read_run_config(run)
+    assert (config["regime"], config["condition"], config["variant"]) == ("grpo", "intent_label", "label_intent")
+    assert config["parent_run"] == sft.name and config["grpo"]["start"] == "sft"
+    log = results.read_jsonl(run / "reward_log.jsonl")
+    assert [row["step"] for row in log] == [0, 1]
+    for row in log:
+        assert {"reward", "format", "label", "intent_length", "faithfulness", "frac_format", "completion_tokens"} <= set(row)
+        assert 0 <= row["reward"] <= 1 and 0 < row["completion_tokens"] <= PARAMS["max_new_tokens"]
+    selection = results.read_json(run / "val_selection.json")
+    assert selection["split"] == "val" and [p["step"] for p in selection["history"]] == [1, 2]
+    assert selection["best_step"] in (1, 2)
+    # only the trained adapter is saved; TRL's frozen "ref" copy stays out of the run
+    assert (run / "adapter" / "adapter_config.json").exists() and not (run / "adapter" / "ref").exists()
+    record = results.read_json(run / "results" / "aims_test.json")
+    assert record["regime"] == "grpo" and record["variant"] == "label_intent" and record["n"] == 4
+    assert any("components/frac_format" in entry for entry in results.read_json(run / "train_log.json"))
+
+
+def test_grpo_refuses_test_rows_for_checkpoint_selection(splits, tmp_path):
+    with pytest.raises(SplitHygieneError, match="checkpoint selection"):
+        train_grpo("embedded", splits.train, splits.test, settings=GRPOSettings(start="base"), run_dir=tmp_path)
+
+
+def test_grpo_settings_are_checked():
+    with pytest.raises(ValueError, match="at least 2"):
+        GRPOSettings(num_generations=1)
+    with pytest.raises(ValueError, match="unknown reward set"):
+        GRPOSettings(reward_set="vibes")
