@@ -55,3 +55,11 @@ def test_notebooks_are_committed_clean():
 def test_outputs_folder_is_ignored_by_git():
     ignored = subprocess.run(["git", "check-ignore", "outputs/x.json"], cwd=paths.REPO_DIR, capture_output=True)
     assert ignored.returncode == 0
+
+
+def test_notebooks_open_with_what_they_teach_and_end_with_what_to_try():
+    for path in runner.notebooks():
+        cells = nbformat.read(path, as_version=4).cells
+        first, last = cells[0], cells[-1]
+        assert first.cell_type == "markdown" and "What this teaches" in first.source and "What it needs" in first.source, path.name
+        assert last.cell_type == "markdown" and "What to try next" in last.source, path.name
