@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from .formats import CONDITIONS
 from .profiles import DEFAULT_PROFILE, PROFILES, parse_override
 
 
@@ -29,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     who = ev.add_mutually_exclusive_group(required=True)
     who.add_argument("--run", type=Path, help="a run folder (trained adapter, encoder or zero-shot run)")
     who.add_argument("--model", help="hub id, folder or embedded: evaluated zero-shot in a new run folder")
-    ev.add_argument("--condition", default="label_only", help="output format to prompt and parse with (--model only)")
+    ev.add_argument("--condition", default="label_only", choices=CONDITIONS, help="output format to prompt and parse with (--model only)")
     ev.add_argument("--out", type=Path, default=None, help="where --model creates its run folder (default outputs/lab)")
     ev.add_argument("--benchmark", required=True, help="registry name, e.g. xstest")
     ev.add_argument("--path", type=Path, default=None, help="local upstream file or hub export (default: the hub)")
@@ -55,11 +56,7 @@ def main_eval(args: argparse.Namespace) -> int:
     if args.run is not None:
         run_dir = args.run
     else:
-        try:
-            run_dir = benchmark_runs.zero_shot_run(resolve_out_dir(args.out), args.model, args.condition)
-        except ValueError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
+        run_dir = benchmark_runs.zero_shot_run(resolve_out_dir(args.out), args.model, args.condition)
     params = {"benchmark_limit": args.limit, "eval_batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,
               "latency_sample": args.latency_sample, "n_boot": args.n_boot, "seed": args.seed}
     try:

@@ -75,21 +75,20 @@ def evaluate_loaded(run: LoadedRun, frame: pd.DataFrame, dataset: str, params: d
     frame = benchmarks.subsample(frame, int(params.get("benchmark_limit", 0) or 0), seed=int(params.get("seed", 22) or 0))
     latency_sample = int(params.get("latency_sample", 16))
     batch_size = int(params.get("eval_batch_size", 32))
+    n_boot = int(params.get("n_boot", 1000))
     if run.is_encoder:
         from .encoder import evaluate_encoder
 
         scores, predictions = evaluate_encoder(run.model, run.tokenizer, frame, dataset=dataset, batch_size=batch_size,
-                                               latency_sample=latency_sample)
+                                               latency_sample=latency_sample, n_boot=n_boot)
     else:
         scores, predictions = evaluation.evaluate(
             run.model, run.tokenizer, frame, condition=run.config["condition"], dataset=dataset, batch_size=batch_size,
-            max_new_tokens=int(params.get("max_new_tokens", 64)), latency_sample=latency_sample,
+            max_new_tokens=int(params.get("max_new_tokens", 64)), latency_sample=latency_sample, n_boot=n_boot,
         )
     slices = [c for c in ("type", "Adversarial", "Category") if c in frame.columns]
     for prediction, values in zip(predictions, frame[slices].to_dict("records")):
         prediction.update(values)
-    ci = stats.bootstrap_ci(frame["label"].tolist(), [p["pred"] for p in predictions],
-                            n_boot=int(params.get("n_boot", 1000)), seed=int(params.get("seed", 22) or 0))
     extra = {
         "benchmark": frame.attrs.get("benchmark", dataset),
         "benchmark_kind": found.kind if found else "local",
@@ -99,7 +98,7 @@ def evaluate_loaded(run: LoadedRun, frame: pd.DataFrame, dataset: str, params: d
         "benchmark_limit": int(params.get("benchmark_limit", 0) or 0),
         "variant": run.config.get("variant", ""),
     }
-    return results.write_record(run.run_dir, dataset, {**scores, **ci, **extra}, predictions)
+    return results.write_record(run.run_dir, dataset, {**scores, **extra}, predictions)
 
 
 def evaluate_runs(run_dirs: list[Path], found: list[Found], params: dict, *, log=print) -> pd.DataFrame:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from . import metrics, results
+from . import metrics, results, stats
 from .evaluation import device_info, single_request_latency
 from .training.common import TrainSettings, require_split, trainer_kwargs
 
@@ -108,7 +108,8 @@ def classify(model, tokenizer, prompts: list[str], batch_size: int = 32) -> list
 
 
 def evaluate_encoder(
-    model, tokenizer, frame: pd.DataFrame, *, dataset: str, batch_size: int = 32, latency_sample: int = 16
+    model, tokenizer, frame: pd.DataFrame, *, dataset: str, batch_size: int = 32, latency_sample: int = 16,
+    n_boot: int = 1000,
 ) -> tuple[dict, list[dict]]:
     """Score an encoder on ``frame``: the same metrics and latency fields as :func:`evaluation.evaluate`."""
     import time
@@ -123,6 +124,7 @@ def evaluate_encoder(
     gold = list(frame["label"])
     result = {
         **metrics.binary_metrics(gold, pred),
+        **(stats.bootstrap_ci(gold, pred, n_boot=n_boot) if n_boot else {}),
         **metrics.trivial_baselines(gold),
         "parse_failure_rate": 0.0,
         "parse_rule": "none needed (classification head)",
@@ -138,3 +140,38 @@ def evaluate_encoder(
         for row_id, prompt, g, p in zip(frame["ID"].astype(str), prompts, gold, pred)
     ]
     return result, predictions
+
+
+def encoder_run(params: dict, splits, out_dir: Path) -> Path:
+    """Train the encoder baseline into a new run folder and score it on the AIMS test split.
+
+    Parameters: ``encoder_learning_rate`` (default 5e-5, the usual BERT fine-tuning rate),
+    ``encoder_max_steps`` (-1: run ``encoder_epochs``, default 3), ``batch_size``, ``eval_steps``, ``seed``.
+    """
+    settings = TrainSettings(
+        learning_rate=params.get("encoder_learning_rate") or 5e-5,
+        epochs=params.get("encoder_epochs", 3.0),
+        max_steps=params.get("encoder_max_steps", -1),
+        batch_size=params.get("batch_size", 32),
+        eval_steps=params.get("eval_steps", 20),
+        seed=params.get("seed", 22),
+    )
+    config = {
+        "regime": "encoder",
+        "condition": "label_only",
+        "model": ENCODER_MODEL,
+        "data_source": params.get("data_source") or "aims-kit sample",
+        "profile": params.get("profile", "custom"),
+        "seed": settings.seed,
+        "train": {k: v for k, v in settings.to_dict().items() if k != "lora"},
+        "variant": "minilm-seqcls",
+    }
+    run_dir = results.create_run(out_dir, "encoder-minilm", config)
+    train_encoder(splits.train, splits.val, settings, run_dir)
+    model, tokenizer = load_encoder(run_dir)
+    scores, predictions = evaluate_encoder(
+        model, tokenizer, splits.test, dataset="aims_test", batch_size=params.get("eval_batch_size", 32),
+        latency_sample=params.get("latency_sample", 16), n_boot=params.get("n_boot", 1000),
+    )
+    results.write_record(run_dir, "aims_test", scores, predictions)
+    return run_dir

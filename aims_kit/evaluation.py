@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import formats, metrics
+from . import formats, metrics, stats
 from .progress import progress
 
 
@@ -154,12 +154,14 @@ def evaluate(
     batch_size: int = 32,
     max_new_tokens: int = 64,
     latency_sample: int = 16,
+    n_boot: int = 1000,
 ) -> tuple[dict, list[dict]]:
     """Classify ``frame['Prompt']`` and score against ``frame['label']``.
 
     Returns ``(metrics, predictions)``: metrics include F1, precision, recall, accuracy, the
     parse-failure rate and rule, ms/prompt (batched throughput), single-request p50/p95 ms over
-    ``latency_sample`` prompts (0: skip), tokens/prompt, the trivial baselines and the device.
+    ``latency_sample`` prompts (0: skip), bootstrap 95% intervals from ``n_boot`` resamples
+    (0: skip), tokens/prompt, the trivial baselines and the device.
     """
     if len(frame) == 0:
         raise ValueError(f"{dataset}: nothing to evaluate (0 rows)")
@@ -180,6 +182,7 @@ def evaluate(
     ids = frame["ID"].astype(str).tolist() if "ID" in frame else [str(i) for i in range(len(frame))]
     result = {
         **metrics.binary_metrics(gold, pred),
+        **(stats.bootstrap_ci(gold, pred, n_boot=n_boot) if n_boot else {}),
         **metrics.trivial_baselines(gold),
         "parse_failure_rate": sum(not p.ok for p in parsed) / len(parsed),
         "parse_rule": f"unparseable -> {formats.PARSE_FAILURE_RULE}",

@@ -29,7 +29,7 @@ def test_smoke_run_writes_records_and_report(smoke_session):
     records = results.load_records(smoke_session)
     sft = records[records["regime"] == "sft"]
     assert set(sft["condition"]) == {"label_only", "intent_label"}
-    assert set(sft["dataset"]) == {"aims_test"}
+    assert "aims_test" in set(sft["dataset"])
     for _, row in sft.iterrows():
         assert 0 <= row["f1"] <= 1 and row["ms_per_prompt"] > 0 and row["parse_rule"]
         assert row["config"]["profile"] == "smoke"
