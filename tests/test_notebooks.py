@@ -7,7 +7,7 @@ import subprocess
 import nbformat
 import pytest
 
-from aims_kit import paths, results, runner
+from aims_kit import benchmarks, paths, results, runner
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +37,15 @@ def test_smoke_run_writes_records_and_report(smoke_session):
     assert "Plotly.newPlot" in report
     assert not re.search(r"<script[^>]+src=[\"']https?://", report), "the report must open offline"
     assert json.loads((smoke_session / "parameters.json").read_text())["profile"] == "smoke"
+
+
+def test_smoke_benchmarks_are_fixtures_with_intervals(smoke_session):
+    records = results.load_records(smoke_session)
+    bench = records[records["dataset"].str.startswith(("bench:", "fixture:"))]
+    assert set(bench["dataset"]) == {f"fixture:{name}" for name in benchmarks.REGISTRY}  # smoke: fixtures only
+    assert {"sft", "encoder"} <= set(bench["regime"])
+    assert (bench["f1_ci_low"] <= bench["f1"]).all() and (bench["f1"] <= bench["f1_ci_high"]).all()
+    assert bench["latency_p50_ms"].notna().all()
 
 
 def test_notebooks_declare_parsable_parameters():
