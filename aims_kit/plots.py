@@ -145,7 +145,8 @@ def benchmark_figure(records: pd.DataFrame, datasets: list[str] | None = None):
     fig = px.scatter(
         frame, x="ms_per_prompt", y="f1", color="regime", symbol="condition", facet_col="dataset", facet_col_wrap=3,
         error_y="err_plus", error_y_minus="err_minus", hover_name="run_id",
-        hover_data={"seed": True, "f1_flag_all": ":.3f", "latency_p50_ms": ":.1f", "device": True},
+        hover_data={k: v for k, v in {"seed": True, "f1_flag_all": ":.3f", "latency_p50_ms": ":.1f", "device": True}.items()
+                    if k in frame},
         labels={"ms_per_prompt": "ms / prompt", "f1": "F1 (95% CI)"}, title="F1 per benchmark",
     )
     fig.update_layout(template="plotly_white", legend={"title": None})
