@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from .formats import CONDITIONS
 from .profiles import DEFAULT_PROFILE, PROFILES, parse_override
 
 
@@ -25,7 +26,48 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = data.add_subparsers(dest="data_command", required=True)
     check = data_sub.add_parser("check", help="validate an AIMS-format file and print a summary")
     check.add_argument("path", nargs="?", default=None, help="CSV / parquet / JSONL file (default: the shipped sample)")
+
+    ev = sub.add_parser("eval", help="evaluate a run (or an untrained model) on an external benchmark")
+    who = ev.add_mutually_exclusive_group(required=True)
+    who.add_argument("--run", type=Path, help="a run folder (trained adapter, encoder or zero-shot run)")
+    who.add_argument("--model", help="hub id, folder or embedded: evaluated zero-shot in a new run folder")
+    ev.add_argument("--condition", default="label_only", choices=CONDITIONS, help="output format to prompt and parse with (--model only)")
+    ev.add_argument("--out", type=Path, default=None, help="where --model creates its run folder (default outputs/lab)")
+    ev.add_argument("--benchmark", required=True, help="registry name, e.g. xstest")
+    ev.add_argument("--path", type=Path, default=None, help="local upstream file or hub export (default: the hub)")
+    ev.add_argument("--limit", type=int, default=0, help="evaluate a seeded, label-stratified sample of N rows (0: all)")
+    ev.add_argument("--batch-size", type=int, default=32)
+    ev.add_argument("--max-new-tokens", type=int, default=64)
+    ev.add_argument("--latency-sample", type=int, default=16, help="prompts timed one at a time for p50/p95 latency")
+    ev.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the confidence intervals")
+    ev.add_argument("--seed", type=int, default=22)
     return parser
+
+
+def main_eval(args: argparse.Namespace) -> int:
+    """Evaluate one run on one benchmark; print one JSON line of metrics (no predictions)."""
+    from . import benchmark_runs, benchmarks
+    from .results import resolve_out_dir
+
+    try:
+        frame = benchmarks.load_benchmark(args.benchmark, args.path)
+    except (benchmarks.BenchmarkError, KeyError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if args.run is not None:
+        run_dir = args.run
+    else:
+        run_dir = benchmark_runs.zero_shot_run(resolve_out_dir(args.out), args.model, args.condition)
+    params = {"benchmark_limit": args.limit, "eval_batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,
+              "latency_sample": args.latency_sample, "n_boot": args.n_boot, "seed": args.seed}
+    try:
+        run = benchmark_runs.load_run(run_dir)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    record = benchmark_runs.evaluate_loaded(run, frame, benchmark_runs.dataset_name(args.benchmark, args.path), params)
+    print(json.dumps({k: v for k, v in record.items() if k != "config"}, default=str))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         report["splits"] = split_aims(frame).sizes()
         print(json.dumps(report, indent=2))
         return 0
+    if args.command == "eval":
+        return main_eval(args)
     return 2
 
 

@@ -2,7 +2,8 @@
 
 Throughput latency (DESIGN.md §6) is the wall clock of generating the whole set in batches
 divided by the number of prompts; generated tokens per prompt go beside it because a model that
-reasons at length pays for it there.
+reasons at length pays for it there. Single-request latency (p50 / p95 ms at batch size 1 over a
+fixed sample) is what one user waiting for one verdict sees; both are recorded.
 """
 
 from __future__ import annotations
@@ -10,12 +11,13 @@ from __future__ import annotations
 import platform
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 
-from . import formats, metrics
+from . import formats, metrics, stats
 from .progress import progress
 
 
@@ -114,6 +116,34 @@ def device_info(model) -> dict:
     }
 
 
+def latency_sample_indices(n_items: int, sample: int) -> list[int]:
+    """A fixed, evenly spaced sample of row positions (same rows on every run of the same set)."""
+    if sample <= 0 or n_items == 0:
+        return []
+    if sample >= n_items:
+        return list(range(n_items))
+    return sorted({round(i * (n_items - 1) / (sample - 1)) for i in range(sample)}) if sample > 1 else [0]
+
+
+def single_request_latency(run_one: Callable[[int], object], n_items: int, sample: int = 16) -> dict:
+    """p50 / p95 wall-clock ms of ``run_one(i)`` (one request, batch size 1) over a fixed sample.
+
+    One untimed warm-up call first, so a lazy first-call cost (kernel compilation, allocator) does
+    not land in the percentiles.
+    """
+    indices = latency_sample_indices(n_items, sample)
+    if not indices:
+        return {"latency_p50_ms": None, "latency_p95_ms": None, "latency_n": 0, "latency_batch_size": 1}
+    run_one(indices[0])
+    times = []
+    for i in indices:
+        start = time.perf_counter()
+        run_one(i)
+        times.append(1000 * (time.perf_counter() - start))
+    p50, p95 = np.percentile(times, [50, 95])
+    return {"latency_p50_ms": float(p50), "latency_p95_ms": float(p95), "latency_n": len(times), "latency_batch_size": 1}
+
+
 def evaluate(
     model,
     tokenizer,
@@ -123,11 +153,15 @@ def evaluate(
     dataset: str,
     batch_size: int = 32,
     max_new_tokens: int = 64,
+    latency_sample: int = 16,
+    n_boot: int = 1000,
 ) -> tuple[dict, list[dict]]:
     """Classify ``frame['Prompt']`` and score against ``frame['label']``.
 
     Returns ``(metrics, predictions)``: metrics include F1, precision, recall, accuracy, the
-    parse-failure rate and rule, ms/prompt, tokens/prompt, the trivial baselines and the device.
+    parse-failure rate and rule, ms/prompt (batched throughput), single-request p50/p95 ms over
+    ``latency_sample`` prompts (0: skip), bootstrap 95% intervals from ``n_boot`` resamples
+    (0: skip), tokens/prompt, the trivial baselines and the device.
     """
     if len(frame) == 0:
         raise ValueError(f"{dataset}: nothing to evaluate (0 rows)")
@@ -135,6 +169,11 @@ def evaluate(
     model.eval()
     conversations = [formats.prompt_messages(p, condition) for p in frame["Prompt"]]
     gen = generate(model, tokenizer, conversations, max_new_tokens=max_new_tokens, batch_size=batch_size, desc=f"eval {dataset}")
+    latency = single_request_latency(
+        lambda i: generate(model, tokenizer, [conversations[i]], max_new_tokens=max_new_tokens, batch_size=1, desc=""),
+        len(conversations),
+        latency_sample,
+    )
     if was_training:
         model.train()
     parsed = [formats.parse_output(t) for t in gen.texts]
@@ -143,11 +182,13 @@ def evaluate(
     ids = frame["ID"].astype(str).tolist() if "ID" in frame else [str(i) for i in range(len(frame))]
     result = {
         **metrics.binary_metrics(gold, pred),
+        **(stats.bootstrap_ci(gold, pred, n_boot=n_boot) if n_boot else {}),
         **metrics.trivial_baselines(gold),
         "parse_failure_rate": sum(not p.ok for p in parsed) / len(parsed),
         "parse_rule": f"unparseable -> {formats.PARSE_FAILURE_RULE}",
         "ms_per_prompt": 1000 * gen.seconds / len(frame),
         "tokens_per_prompt": sum(gen.new_tokens) / len(frame),
+        **latency,
         "batch_size": batch_size,
         "backend": "transformers",
         **device_info(model),

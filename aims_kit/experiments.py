@@ -128,6 +128,8 @@ def evaluate_run(run_dir: Path, frame: pd.DataFrame, dataset: str, params: dict)
         dataset=dataset,
         batch_size=params.get("eval_batch_size", 32),
         max_new_tokens=params.get("max_new_tokens", 64),
+        latency_sample=params.get("latency_sample", 16),
+        n_boot=params.get("n_boot", 1000),
     )
     return results.write_record(run_dir, dataset, metrics, predictions)
 

@@ -4,6 +4,18 @@ from __future__ import annotations
 
 import pandas as pd
 
+#: Paper-reported mean F1 over the five benchmarks (DESIGN.md §6): reference lines only, never
+#: targets. Their latency was measured on other hardware, so they are drawn as horizontal lines.
+PAPER_MEAN_F1 = {
+    "WildGuard-7B": 0.804,
+    "GuardReasoner-8B": 0.804,
+    "LlamaGuard-4": 0.691,
+    "paper SFT Llama-8B": 0.792,
+    "paper DPO": 0.812,
+    "paper distillation": 0.817,
+    "paper GRPO": 0.826,
+}
+
 #: Renderers that show in JupyterLab *and* leave HTML in the saved notebook (DESIGN.md §7).
 NOTEBOOK_RENDERER = "plotly_mimetype+notebook_connected"
 
@@ -14,11 +26,14 @@ def use_notebook_renderer() -> None:
     pio.renderers.default = NOTEBOOK_RENDERER
 
 
-def summarise_runs(records: pd.DataFrame, datasets: list[str] | None = None) -> pd.DataFrame:
+def summarise_runs(records: pd.DataFrame, datasets: list[str] | None = None, *, group_seeds: bool = False) -> pd.DataFrame:
     """One row per run: mean F1 and mean ms/prompt over ``datasets`` (default: every dataset seen).
 
     Only runs evaluated on *all* chosen datasets are kept, so a mean never hides a missing
-    benchmark.
+    benchmark. Where records carry bootstrap intervals, ``f1_err`` is the half-width of the
+    mean's interval (:func:`aims_kit.stats.mean_f1_interval`). With ``group_seeds`` runs that
+    differ only in seed become one point at their mean, ``f1_err`` then being the seed spread
+    (std) when there are several seeds; the frontier is always computed on these means.
     """
     if records.empty:
         return pd.DataFrame(columns=["run_id", "regime", "condition", "mean_f1", "ms_per_prompt"])
@@ -37,10 +52,35 @@ def summarise_runs(records: pd.DataFrame, datasets: list[str] | None = None) -> 
         parse_failure_rate=("parse_failure_rate", "mean"),
         device=("device", "first"),
     ).reset_index()
+    if "f1_ci_low" in subset:
+        from .stats import mean_f1_interval
+
+        half = (subset["f1_ci_high"] - subset["f1_ci_low"]) / 2
+        summary["f1_err"] = half.groupby(subset["run_id"]).apply(mean_f1_interval).reindex(summary["run_id"]).to_numpy()
     summary = summary[summary["n_datasets"] == len(chosen)].reset_index(drop=True)
+    if group_seeds and len(summary):
+        summary = _group_seeds(summary, records)
     summary["label"] = summary["regime"] + " · " + summary["condition"]
     summary["on_frontier"] = pareto_mask(summary["ms_per_prompt"].tolist(), summary["mean_f1"].tolist())
     return summary
+
+
+def _group_seeds(summary: pd.DataFrame, records: pd.DataFrame) -> pd.DataFrame:
+    from .stats import experiment_key
+
+    keys = records.drop_duplicates("run_id").set_index("run_id")["config"].map(experiment_key)
+    summary = summary.assign(experiment=summary["run_id"].map(keys))
+    first = summary.groupby("experiment", sort=False).first()
+    means = summary.groupby("experiment", sort=False)[["mean_f1", "ms_per_prompt", "tokens_per_prompt", "parse_failure_rate"]].mean()
+    spread = summary.groupby("experiment", sort=False)["mean_f1"].std()
+    n_seeds = summary.groupby("experiment", sort=False)["seed"].nunique()
+    out = first.drop(columns=means.columns).join(means)
+    out["n_seeds"] = n_seeds
+    if "f1_err" in out:
+        out["f1_err"] = spread.where(n_seeds > 1, out["f1_err"])
+    else:
+        out["f1_err"] = spread
+    return out.reset_index(drop=True)
 
 
 def pareto_mask(latency: list[float], score: list[float]) -> list[bool]:
@@ -56,8 +96,12 @@ def pareto_mask(latency: list[float], score: list[float]) -> list[bool]:
     return mask
 
 
-def pareto_figure(summary: pd.DataFrame, title: str = "F1 against latency"):
-    """Scatter of mean F1 against ms/prompt, one colour per regime, frontier drawn as a line."""
+def pareto_figure(summary: pd.DataFrame, title: str = "F1 against latency", references: dict[str, float] | None = None):
+    """Scatter of mean F1 against ms/prompt, one colour per regime, frontier drawn as a line.
+
+    Error bars come from ``f1_err`` when the summary has it; ``references`` (e.g.
+    :data:`PAPER_MEAN_F1`) adds labelled horizontal lines for scores measured elsewhere.
+    """
     import plotly.express as px
     import plotly.graph_objects as go
 
@@ -71,7 +115,12 @@ def pareto_figure(summary: pd.DataFrame, title: str = "F1 against latency"):
         hover_data={"model": True, "seed": True, "tokens_per_prompt": ":.1f", "parse_failure_rate": ":.2f", "device": True},
         labels={"ms_per_prompt": "ms / prompt (batched throughput)", "mean_f1": "mean harmful-class F1"},
         title=title,
+        error_y="f1_err" if "f1_err" in summary and summary["f1_err"].notna().any() else None,
     )
+    for name, value in (references or {}).items():
+        fig.add_hline(y=value, line={"dash": "dot", "color": "lightgrey"},
+                      annotation_text=f"{name} {value:.3f} (paper, other hardware)", annotation_position="top left",
+                      annotation_font_size=9)
     frontier = summary[summary["on_frontier"]].sort_values("ms_per_prompt")
     if len(frontier):
         fig.add_trace(
@@ -82,6 +131,26 @@ def pareto_figure(summary: pd.DataFrame, title: str = "F1 against latency"):
         )
     fig.update_traces(marker={"size": 12}, selector={"mode": "markers"})
     fig.update_layout(legend={"title": None}, template="plotly_white")
+    return fig
+
+
+def benchmark_figure(records: pd.DataFrame, datasets: list[str] | None = None):
+    """Per-benchmark view: F1 (with its bootstrap interval) against ms/prompt, one panel each."""
+    import plotly.express as px
+
+    frame = records if datasets is None else records[records["dataset"].isin(datasets)]
+    frame = frame.assign(
+        err_plus=frame["f1_ci_high"] - frame["f1"], err_minus=frame["f1"] - frame["f1_ci_low"]
+    ) if "f1_ci_low" in frame else frame.assign(err_plus=None, err_minus=None)
+    fig = px.scatter(
+        frame, x="ms_per_prompt", y="f1", color="regime", symbol="condition", facet_col="dataset", facet_col_wrap=3,
+        error_y="err_plus", error_y_minus="err_minus", hover_name="run_id",
+        hover_data={k: v for k, v in {"seed": True, "f1_flag_all": ":.3f", "latency_p50_ms": ":.1f", "device": True}.items()
+                    if k in frame},
+        labels={"ms_per_prompt": "ms / prompt", "f1": "F1 (95% CI)"}, title="F1 per benchmark",
+    )
+    fig.update_layout(template="plotly_white", legend={"title": None})
+    fig.for_each_annotation(lambda a: a.update(text=a.text.split("=", 1)[-1]))
     return fig
 
 

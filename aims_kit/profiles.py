@@ -7,6 +7,9 @@ Every notebook receives the whole profile through papermill and reads the keys i
 from __future__ import annotations
 
 #: Parameters every profile sets. ``learning_rate`` 0 means the paper's rate for the condition.
+#: Benchmarks (06): ``benchmark_sources`` in order of preference (local files, the hub, the kit's
+#: fixtures), ``benchmark_limit`` rows per benchmark (0: all; the cpu profile samples 200 to stay
+#: within minutes), ``n_boot`` bootstrap resamples, ``latency_sample`` prompts timed at batch 1.
 PROFILES: dict[str, dict] = {
     "smoke": {
         "model": "embedded",
@@ -18,6 +21,11 @@ PROFILES: dict[str, dict] = {
         "eval_steps": 2,
         "eval_limit": 24,
         "max_new_tokens": 24,
+        "benchmark_sources": ["fixture"],
+        "benchmark_limit": 0,
+        "n_boot": 200,
+        "latency_sample": 2,
+        "encoder_max_steps": 2,
         "seed": 22,
         "grpo_steps": 2,
         "grpo_num_generations": 2,
@@ -38,6 +46,11 @@ PROFILES: dict[str, dict] = {
         "eval_steps": 25,
         "eval_limit": 0,
         "max_new_tokens": 48,
+        "benchmark_sources": ["local", "fixture"],
+        "benchmark_limit": 200,
+        "n_boot": 1000,
+        "latency_sample": 8,
+        "encoder_max_steps": 60,
         "seed": 22,
         "grpo_steps": 16,
         "grpo_num_generations": 4,
@@ -58,6 +71,11 @@ PROFILES: dict[str, dict] = {
         "eval_steps": 10,
         "eval_limit": 0,
         "max_new_tokens": 96,
+        "benchmark_sources": ["local", "hub"],
+        "benchmark_limit": 0,
+        "n_boot": 1000,
+        "latency_sample": 16,
+        "encoder_max_steps": -1,
         "seed": 22,
         "grpo_steps": 200,
         "grpo_num_generations": 8,
@@ -78,6 +96,11 @@ PROFILES: dict[str, dict] = {
         "eval_steps": 10,
         "eval_limit": 0,
         "max_new_tokens": 256,
+        "benchmark_sources": ["local", "hub"],
+        "benchmark_limit": 0,
+        "n_boot": 2000,
+        "latency_sample": 32,
+        "encoder_max_steps": -1,
         "seed": 22,
         "grpo_steps": 400,
         "grpo_num_generations": 16,

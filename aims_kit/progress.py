@@ -12,7 +12,12 @@ PLAIN_ENV = "AIMS_KIT_PLAIN_PROGRESS"
 
 
 def progress(iterable: Iterable[T], *, desc: str, total: int | None = None, unit: str = "it") -> Iterable[T]:
-    """A tqdm bar: a widget in JupyterLab, sparse plain text (every 30 s) under the runner."""
+    """A tqdm bar: a widget in JupyterLab, sparse plain text (every 30 s) under the runner.
+
+    An empty ``desc`` means no bar (timed single requests would otherwise print one each).
+    """
+    if not desc:
+        return iterable
     if os.environ.get(PLAIN_ENV):
         from tqdm import tqdm
 

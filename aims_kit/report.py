@@ -17,8 +17,9 @@ from . import plots
 from .results import atomic_write_text, load_records
 
 TABLE_COLUMNS = [
-    "regime", "condition", "variant", "dataset", "n", "f1", "precision", "recall", "accuracy",
-    "f1_flag_all", "f1_flag_none", "parse_failure_rate", "ms_per_prompt", "tokens_per_prompt", "seed",
+    "regime", "condition", "variant", "dataset", "n", "f1", "f1_ci_low", "f1_ci_high", "precision", "recall",
+    "accuracy", "f1_flag_all", "f1_flag_none", "parse_failure_rate", "ms_per_prompt", "latency_p50_ms",
+    "latency_p95_ms", "tokens_per_prompt", "seed",
 ]
 
 

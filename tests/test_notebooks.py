@@ -6,7 +6,7 @@ import subprocess
 
 import nbformat
 
-from aims_kit import paths, results, runner
+from aims_kit import benchmarks, paths, results, runner
 
 
 def test_every_notebook_executes(smoke_session):
@@ -22,7 +22,7 @@ def test_smoke_run_writes_records_and_report(smoke_session):
     records = results.load_records(smoke_session)
     sft = records[records["regime"] == "sft"]
     assert set(sft["condition"]) == {"label_only", "intent_label"}
-    assert set(sft["dataset"]) == {"aims_test"}
+    assert "aims_test" in set(sft["dataset"])
     for _, row in sft.iterrows():
         assert 0 <= row["f1"] <= 1 and row["ms_per_prompt"] > 0 and row["parse_rule"]
         assert row["config"]["profile"] == "smoke"
@@ -30,6 +30,15 @@ def test_smoke_run_writes_records_and_report(smoke_session):
     assert "Plotly.newPlot" in report
     assert not re.search(r"<script[^>]+src=[\"']https?://", report), "the report must open offline"
     assert json.loads((smoke_session / "parameters.json").read_text())["profile"] == "smoke"
+
+
+def test_smoke_benchmarks_are_fixtures_with_intervals(smoke_session):
+    records = results.load_records(smoke_session)
+    bench = records[records["dataset"].str.startswith(("bench:", "fixture:"))]
+    assert set(bench["dataset"]) == {f"fixture:{name}" for name in benchmarks.REGISTRY}  # smoke: fixtures only
+    assert {"sft", "encoder"} <= set(bench["regime"])
+    assert (bench["f1_ci_low"] <= bench["f1"]).all() and (bench["f1"] <= bench["f1_ci_high"]).all()
+    assert bench["latency_p50_ms"].notna().all()
 
 
 def test_notebooks_declare_parsable_parameters():

@@ -1,0 +1,158 @@
+"""Evaluate runs on external benchmarks: one tidy record per (run, benchmark), with intervals.
+
+The glue the ``06_benchmarks`` notebook and ``python -m aims_kit eval`` share. Any run kind is
+accepted — a trained adapter (SFT, DPO, distillation, GRPO), a zero-shot model, the encoder
+baseline — and each is loaded once and scored on every benchmark frame through the same metric,
+bootstrap and latency code, so their records sit in one table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from . import benchmarks, evaluation, results, stats
+from .benchmarks import Found
+
+#: Columns of the benchmark table: point estimates, intervals, baselines, both latencies.
+TABLE_COLUMNS = [
+    "dataset", "regime", "condition", "variant", "seed", "n", "f1", "f1_ci_low", "f1_ci_high", "precision", "recall",
+    "f1_flag_all", "parse_failure_rate", "ms_per_prompt", "latency_p50_ms", "latency_p95_ms", "tokens_per_prompt",
+    "n_unknown_skipped", "device", "run_id",
+]
+
+
+@dataclass
+class LoadedRun:
+    """A run's model, loaded once for all benchmarks."""
+
+    run_dir: Path
+    config: dict
+    model: object
+    tokenizer: object
+
+    @property
+    def is_encoder(self) -> bool:
+        return self.config.get("regime") == "encoder"
+
+
+def load_run(run_dir: str | Path) -> LoadedRun:
+    """Load what the run's regime needs: the encoder, a bare model (zero-shot), or base + adapter."""
+    from .models import load_model, load_trained
+
+    run_dir = Path(run_dir)
+    config = results.read_run_config(run_dir)
+    regime = config.get("regime")
+    if regime == "encoder":
+        from .encoder import load_encoder
+
+        model, tokenizer = load_encoder(run_dir)
+    elif regime == "zero_shot":
+        model, tokenizer = load_model(config["model"])
+    else:
+        model, tokenizer = load_trained(run_dir)
+    return LoadedRun(run_dir, config, model, tokenizer)
+
+
+def zero_shot_run(out_dir: str | Path, model: str, condition: str, profile: str = "custom") -> Path:
+    """A new run folder for an untrained model prompted with ``condition``'s instruction."""
+    from .formats import CONDITIONS
+
+    if condition not in CONDITIONS:
+        raise ValueError(f"unknown condition {condition!r}; choose one of {', '.join(CONDITIONS)}")
+    config = {"regime": "zero_shot", "condition": condition, "model": model, "profile": profile, "seed": None}
+    return results.create_run(Path(out_dir), f"zero_shot-{condition}", config)
+
+
+def evaluate_loaded(run: LoadedRun, frame: pd.DataFrame, dataset: str, params: dict, *, found: Found | None = None) -> dict:
+    """Score one loaded run on one benchmark frame and write the record (with bootstrap CIs).
+
+    Slice columns of the frame (``type``, ``Adversarial``, ``Category``) are copied into the
+    saved predictions, so per-slice F1 can be computed from the files alone.
+    """
+    frame = benchmarks.subsample(frame, int(params.get("benchmark_limit", 0) or 0), seed=int(params.get("seed", 22) or 0))
+    latency_sample = int(params.get("latency_sample", 16))
+    batch_size = int(params.get("eval_batch_size", 32))
+    n_boot = int(params.get("n_boot", 1000))
+    if run.is_encoder:
+        from .encoder import evaluate_encoder
+
+        scores, predictions = evaluate_encoder(run.model, run.tokenizer, frame, dataset=dataset, batch_size=batch_size,
+                                               latency_sample=latency_sample, n_boot=n_boot)
+    else:
+        scores, predictions = evaluation.evaluate(
+            run.model, run.tokenizer, frame, condition=run.config["condition"], dataset=dataset, batch_size=batch_size,
+            max_new_tokens=int(params.get("max_new_tokens", 64)), latency_sample=latency_sample, n_boot=n_boot,
+        )
+    slices = [c for c in ("type", "Adversarial", "Category") if c in frame.columns]
+    for prediction, values in zip(predictions, frame[slices].to_dict("records")):
+        prediction.update(values)
+    extra = {
+        "benchmark": frame.attrs.get("benchmark", dataset),
+        "benchmark_kind": found.kind if found else "local",
+        "benchmark_source": found.source if found else frame.attrs.get("source", ""),
+        "n_unknown_skipped": int(frame.attrs.get("n_unknown", 0)),
+        "benchmark_rows": int(frame.attrs.get("n_raw", len(frame))),
+        "benchmark_limit": int(params.get("benchmark_limit", 0) or 0),
+        "variant": run.config.get("variant", ""),
+    }
+    return results.write_record(run.run_dir, dataset, {**scores, **extra}, predictions)
+
+
+def evaluate_runs(run_dirs: list[Path], found: list[Found], params: dict, *, log=print) -> pd.DataFrame:
+    """Every run on every found benchmark (each model loaded once); returns the new records."""
+    records = []
+    usable = [f for f in found if f.frame is not None]
+    for run_dir in run_dirs:
+        run = load_run(run_dir)
+        for item in usable:
+            record = evaluate_loaded(run, item.frame, item.dataset, params, found=item)
+            log(f"{run.run_dir.name} · {item.dataset}: F1 {record['f1']:.3f} "
+                f"[{record['f1_ci_low']:.3f}, {record['f1_ci_high']:.3f}]")
+            records.append(record)
+    return pd.DataFrame(records)
+
+
+def evaluated_runs(out_dir: str | Path) -> list[Path]:
+    """Run folders in ``out_dir`` with something to evaluate: a trained adapter, an encoder, or zero-shot."""
+    return [
+        run for run in results.find_runs(out_dir)
+        if (run / "adapter" / "adapter_config.json").exists() or (run / "encoder" / "config.json").exists()
+        or results.read_run_config(run).get("regime") == "zero_shot"
+    ]
+
+
+def benchmark_table(records: pd.DataFrame) -> pd.DataFrame:
+    """Benchmark records with their intervals, baselines and both latencies, fixtures marked."""
+    if records.empty:
+        return pd.DataFrame(columns=TABLE_COLUMNS)
+    subset = records[records["dataset"].str.startswith(("bench:", "fixture:"))]
+    columns = [c for c in TABLE_COLUMNS if c in subset.columns]
+    table = subset[columns].sort_values(["dataset", "regime", "condition"]).reset_index(drop=True)
+    table.insert(1, "what", table["dataset"].map(lambda d: "fixture (not a real benchmark)" if d.startswith("fixture:") else "benchmark"))
+    return table.round(3)
+
+
+def paired_table(out_dir: str | Path, a: dict, b: dict, datasets: list[str], *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Paired comparison of the latest run matching ``a`` against the latest matching ``b`` per dataset."""
+    run_a, run_b = results.latest_run(out_dir, **a), results.latest_run(out_dir, **b)
+    rows = [
+        stats.compare_runs(run_a, run_b, dataset, n_boot=n_boot, seed=seed)
+        for dataset in datasets
+        if (run_a / "predictions" / f"{dataset}.jsonl").exists() and (run_b / "predictions" / f"{dataset}.jsonl").exists()
+    ]
+    return pd.DataFrame(rows).round(4)
+
+
+def run_predictions(run_dir: str | Path, dataset: str) -> pd.DataFrame:
+    """A run's saved predictions on ``dataset`` with their slice columns."""
+    return pd.DataFrame(results.read_jsonl(Path(run_dir) / "predictions" / f"{dataset}.jsonl"))
+
+
+def dataset_name(name: str, path: str | Path | None) -> str:
+    """Record name for the CLI: ``fixture:<name>`` for the kit's own fixture files, else ``bench:<name>``."""
+    if path is not None and Path(path).resolve().parent == benchmarks.FIXTURES_DIR.resolve():
+        return f"fixture:{name}"
+    return f"bench:{name}"

@@ -1,0 +1,476 @@
+"""External benchmarks: one registry entry each, loaded from the hub, a downloaded file or a fixture.
+
+Every loaded benchmark becomes the same frame as the AIMS splits (``ID``, ``Prompt``, ``label``
+harmful/safe) plus slice columns where the benchmark has them (``type``, ``Adversarial``,
+``Category``), and ``split = "benchmark:<name>"`` so :func:`aims_kit.training.common.require_split`
+refuses it for any training decision.
+
+Label policy, the same for every benchmark:
+
+- a label value outside the entry's mapping is an error naming the file, row and field;
+- an *empty* label (missing in the file) is **unknown**: the row is skipped, counted in
+  ``frame.attrs["n_unknown"]`` and reported with every result (``n_unknown_skipped``).
+  OpenAI Moderation stores one flag per category instead of a label: a row is harmful when any
+  flag equals 1; safe when every flag is present and 0; unknown when no flag is 1 and some are
+  missing (it might have been flagged by the missing one).
+
+The kit ships tiny fixture files in each upstream format (``aims_kit/data/fixtures``, its own
+harmless text) so tests and the smoke profile exercise every loader offline. Fixture numbers are
+not benchmark numbers and are always named ``fixture:<name>``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .data import AimsDataError
+from .paths import REPO_DIR
+
+FIXTURES_DIR = Path(__file__).parent / "data" / "fixtures"
+#: Environment variable with extra benchmark folders (``os.pathsep``-separated).
+PATHS_ENV = "AIMS_KIT_BENCHMARKS"
+#: Where a checkout next to the project's shared folder finds the real files (e.g. XSTest).
+SHARED_DIR = REPO_DIR.parent / "shared" / "benchmarks"
+SOURCES = ("local", "hub", "fixture")
+
+
+class BenchmarkError(AimsDataError):
+    """A benchmark file or hub dataset that cannot be read as the registry entry says it should."""
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """How to read one benchmark. Column fields list alternatives: the first one present is used
+    (upstream files and hub exports name the same column differently)."""
+
+    name: str
+    title: str
+    hub_id: str
+    config: str | None
+    split: str | tuple[str, ...]
+    prompt_columns: tuple[str, ...]
+    #: Raw label value (compared as lower-case text) → ``harmful`` / ``safe``.
+    label_map: dict[str, str]
+    label_columns: tuple[str, ...] = ()
+    #: Every row has this label (sets of harmful behaviours).
+    fixed_label: str | None = None
+    #: Category flag columns: harmful when any is 1 (OpenAI Moderation upstream file).
+    flag_columns: tuple[str, ...] = ()
+    id_columns: tuple[str, ...] = ()
+    #: Standard slice column → raw alternatives.
+    slices: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    licence: str = "see the dataset card"
+    gating: str = "not gated"
+    upstream: str = ""
+    #: File names (relative to a search folder) this benchmark is found under locally.
+    local_names: tuple[str, ...] = ()
+    fixture: str = ""
+    #: One of the paper's five (its mean F1 averages over exactly these).
+    paper_five: bool = False
+
+
+_HARM = {"harmful": "harmful", "unharmful": "safe"}
+_UNSAFE = {"unsafe": "harmful", "safe": "safe"}
+_BINARY = {"1": "harmful", "0": "safe", "1.0": "harmful", "0.0": "safe", "true": "harmful", "false": "safe"}
+
+REGISTRY: dict[str, Benchmark] = {
+    b.name: b
+    for b in (
+        Benchmark(
+            name="wildguardtest", title="WildGuardTest", hub_id="allenai/wildguardmix", config="wildguardtest",
+            split="test", prompt_columns=("prompt",), label_columns=("prompt_harm_label",), label_map=_HARM,
+            slices={"Adversarial": ("adversarial",), "Category": ("subcategory",)},
+            licence="ODC-BY", gating="gated: accept the AI2 terms on the hub page, then log in",
+            upstream="hub only (parquet); export with datasets to parquet/CSV/JSONL",
+            local_names=("wildguardtest.parquet", "wildguardtest.csv", "wildguardtest.jsonl"),
+            fixture="wildguardtest.parquet", paper_five=True,
+        ),
+        Benchmark(
+            name="xstest", title="XSTest", hub_id="walledai/XSTest", config=None, split="test",
+            prompt_columns=("prompt",), label_columns=("label",), label_map=_UNSAFE, id_columns=("id",),
+            slices={"type": ("type",), "Category": ("note",)},
+            licence="CC-BY-4.0", upstream="CSV xstest_prompts.csv: id, prompt, type, label, focus, note",
+            local_names=("xstest/xstest_prompts.csv", "xstest_prompts.csv", "xstest.parquet", "xstest.csv", "xstest.jsonl"),
+            fixture="xstest_prompts.csv", paper_five=True,
+        ),
+        Benchmark(
+            name="toxicchat", title="ToxicChat-0124", hub_id="lmsys/toxic-chat", config="toxicchat0124", split="test",
+            prompt_columns=("user_input",), label_columns=("toxicity",), label_map=_BINARY, id_columns=("conv_id",),
+            slices={"Adversarial": ("jailbreaking",)},
+            licence="CC-BY-NC-4.0", upstream="hub CSV toxic-chat_annotation_test.csv (conv_id, user_input, toxicity, jailbreaking, ...)",
+            local_names=("toxicchat/toxic-chat_annotation_test.csv", "toxic-chat_annotation_test.csv", "toxicchat.parquet", "toxicchat.csv", "toxicchat.jsonl"),
+            fixture="toxic-chat_annotation_test.csv", paper_five=True,
+        ),
+        Benchmark(
+            name="aegis2", title="Aegis 2.0", hub_id="nvidia/Aegis-AI-Content-Safety-Dataset-2.0", config=None, split="test",
+            prompt_columns=("prompt",), label_columns=("prompt_label",), label_map=_UNSAFE, id_columns=("id",),
+            slices={"Category": ("violated_categories",)},
+            licence="CC-BY-4.0", upstream="hub JSON/parquet test split (id, prompt, prompt_label, violated_categories, ...)",
+            local_names=("aegis2/test.json", "aegis2.parquet", "aegis2.csv", "aegis2.jsonl"),
+            fixture="aegis2_test.jsonl", paper_five=True,
+        ),
+        Benchmark(
+            name="openai_moderation", title="OpenAI Moderation", hub_id="AllanK24/openai-moderation-binary", config=None,
+            split="train", prompt_columns=("prompt",), label_columns=("prompt_label", "label"),
+            label_map={**_BINARY, **_UNSAFE, "harmful": "harmful", "flagged": "harmful"},
+            flag_columns=("S", "H", "V", "HR", "SH", "S3", "H2", "V2"),
+            licence="MIT (openai/moderation-api-release)",
+            upstream="samples-1680.jsonl.gz: prompt plus category flags S, H, V, HR, SH, S3, H2, V2 (1 = flagged)",
+            local_names=("openai_moderation/samples-1680.jsonl.gz", "samples-1680.jsonl.gz", "openai_moderation.parquet", "openai_moderation.csv", "openai_moderation.jsonl"),
+            fixture="samples-1680.jsonl.gz", paper_five=True,
+        ),
+        Benchmark(
+            name="simplesafetytests", title="SimpleSafetyTests", hub_id="Bertievidgen/SimpleSafetyTests", config=None,
+            split="test", prompt_columns=("prompts_final", "prompt"), label_map={}, fixed_label="harmful",
+            id_columns=("id",), slices={"Category": ("harm_area",)},
+            licence="CC-BY-2.0", upstream="CSV sst_test_cases.csv with prompts_final (all harmful)",
+            local_names=("simplesafetytests/sst_test_cases.csv", "sst_test_cases.csv", "simplesafetytests.csv", "simplesafetytests.parquet"),
+            fixture="sst_test_cases.csv",
+        ),
+        Benchmark(
+            name="harmbench", title="HarmBench behaviours", hub_id="walledai/HarmBench", config="standard", split="train",
+            prompt_columns=("Behavior", "prompt"), label_map={}, fixed_label="harmful", id_columns=("BehaviorID",),
+            slices={"Category": ("SemanticCategory", "category")},
+            licence="MIT", upstream="CSV harmbench_behaviors_text_all.csv: Behavior, FunctionalCategory, SemanticCategory, ..., BehaviorID (all harmful)",
+            local_names=("harmbench/harmbench_behaviors_text_all.csv", "harmbench_behaviors_text_all.csv", "harmbench.csv", "harmbench.parquet"),
+            fixture="harmbench_behaviors_text_all.csv",
+        ),
+        Benchmark(
+            name="jailbreakbench", title="JailbreakBench behaviours", hub_id="JailbreakBench/JBB-Behaviors", config="behaviors",
+            split=("harmful", "benign"), prompt_columns=("Goal", "goal"), label_columns=("split", "label"),
+            label_map={"harmful": "harmful", "benign": "safe"}, id_columns=("Index",),
+            slices={"Category": ("Category",)},
+            licence="MIT", upstream="hub splits harmful + benign (Index, Goal, Target, Behavior, Category, Source); "
+            "a local export holds both with a split column",
+            local_names=("jailbreakbench/jbb_behaviors.csv", "jbb_behaviors.csv", "jailbreakbench.csv", "jailbreakbench.parquet"),
+            fixture="jbb_behaviors.csv",
+        ),
+    )
+}
+PAPER_FIVE = tuple(name for name, b in REGISTRY.items() if b.paper_five)
+
+
+def get(name: str) -> Benchmark:
+    if name not in REGISTRY:
+        raise KeyError(f"unknown benchmark {name!r}; choose one of {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+# ---------------------------------------------------------------- reading files
+
+
+def read_file(path: str | Path) -> pd.DataFrame:
+    """Read a CSV / TSV / parquet / JSONL / JSON file (optionally gzipped), detecting the format
+    from its content first and its name second, with every failure naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise BenchmarkError(str(path), "no such file")
+    raw = path.read_bytes()
+    name = path.name.lower()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (EOFError, OSError, zlib.error) as err:
+            raise BenchmarkError(str(path), f"truncated or corrupt gzip file ({err}); download it again") from None
+        name = name.removesuffix(".gz")
+    if raw[:4] == b"PAR1":
+        try:
+            return pd.read_parquet(io.BytesIO(raw))
+        except Exception as err:  # pyarrow raises several types
+            raise BenchmarkError(str(path), f"could not be read as parquet ({type(err).__name__}: {err})") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise BenchmarkError(str(path), f"not UTF-8 text, parquet or gzip (byte {err.start}); expected CSV, JSONL or parquet") from None
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        try:
+            return pd.DataFrame(json.loads(text))
+        except (json.JSONDecodeError, ValueError) as err:
+            raise BenchmarkError(str(path), f"not a valid JSON list of rows ({err})") from None
+    if stripped.startswith("{"):
+        return _read_jsonl_text(text, str(path))
+    try:
+        return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, sep="\t" if name.endswith(".tsv") else ",")
+    except Exception as err:  # pandas parser errors
+        raise BenchmarkError(str(path), f"could not be read as CSV ({type(err).__name__}: {err})") from None
+
+
+def _read_jsonl_text(text: str, source: str) -> pd.DataFrame:
+    rows = []
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise BenchmarkError(source, f"line {line_no} is not valid JSON ({err.msg}); truncated file?", row=line_no) from None
+        if not isinstance(row, dict):
+            raise BenchmarkError(source, f"line {line_no} is not a JSON object", row=line_no)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def read_hub(bench: Benchmark) -> pd.DataFrame:
+    """Load the benchmark from the Hugging Face hub (needs network, and a login for gated sets)."""
+    import datasets
+
+    splits = (bench.split,) if isinstance(bench.split, str) else bench.split
+    frames = []
+    for split in splits:
+        try:
+            frame = datasets.load_dataset(bench.hub_id, bench.config, split=split).to_pandas()
+        except Exception as err:
+            raise BenchmarkError(
+                bench.hub_id,
+                f"could not load from the hub ({type(err).__name__}: {err}). {bench.gating}. "
+                f"Offline? Download it ({bench.upstream}) and pass the local path.",
+            ) from None
+        if len(splits) > 1:
+            frame["split"] = split
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+# ---------------------------------------------------------------- normalising
+
+
+def normalise(raw: pd.DataFrame, bench: Benchmark, source: str) -> pd.DataFrame:
+    """Validate ``raw`` against ``bench`` and return the kit's benchmark frame.
+
+    Rows are numbered from 1 as data rows (the header is not counted).
+    """
+    prompt_col = _pick(raw, bench.prompt_columns, source, "prompt")
+    flags = [c for c in bench.flag_columns if c in raw.columns]
+    label_col = _pick(raw, bench.label_columns, source, "label", required=False) if bench.label_columns else None
+    if bench.fixed_label is None and label_col is None and not flags:
+        wanted = [*bench.label_columns, *(["/".join(bench.flag_columns)] if bench.flag_columns else [])]
+        raise BenchmarkError(source, f"no label column; expected one of {wanted} ({bench.upstream}); found {list(raw.columns)}")
+    labels: list[str | None] = []
+    for position, row in enumerate(raw.to_dict("records"), start=1):
+        prompt = row[prompt_col]
+        if _missing(prompt) or not str(prompt).strip():
+            raise BenchmarkError(source, "empty prompt", row=position, field=prompt_col)
+        if bench.fixed_label is not None:
+            labels.append(bench.fixed_label)
+        elif label_col is not None:
+            labels.append(_map_label(row[label_col], bench, source, position, label_col))
+        else:
+            labels.append(_flag_label(row, flags, bench.flag_columns, source, position))
+    known = np.array([label is not None for label in labels], dtype=bool)
+    out = pd.DataFrame({
+        "ID": _ids(raw, bench),
+        "Prompt": raw[prompt_col].astype(str),
+        "label": labels,
+    })
+    for std, alternatives in bench.slices.items():
+        column = next((c for c in alternatives if c in raw.columns), None)
+        if column is not None:
+            values = raw[column]
+            out[std] = values.map(_as_flag) if std == "Adversarial" else values.map(_slice_text)
+    out = out.loc[known].reset_index(drop=True)
+    out["split"] = f"benchmark:{bench.name}"
+    out.attrs.update(benchmark=bench.name, source=source, n_unknown=int((~known).sum()), n_raw=len(raw))
+    if out.empty:
+        raise BenchmarkError(source, "no rows with a known label")
+    return out
+
+
+def _pick(raw: pd.DataFrame, alternatives: tuple[str, ...], source: str, what: str, required: bool = True) -> str | None:
+    for column in alternatives:
+        if column in raw.columns:
+            return column
+    if required:
+        raise BenchmarkError(source, f"missing {what} column; expected one of {list(alternatives)}; found {list(raw.columns)}",
+                             field=alternatives[0])
+    return None
+
+
+def _map_label(value: object, bench: Benchmark, source: str, position: int, column: str) -> str | None:
+    if _missing(value) or str(value).strip() == "":
+        return None
+    key = str(value).strip().lower()
+    if key not in bench.label_map:
+        allowed = sorted(set(bench.label_map))
+        raise BenchmarkError(source, f"unknown label {value!r}; expected one of {allowed}", row=position, field=column)
+    return bench.label_map[key]
+
+
+def _flag_label(row: dict, present: list[str], expected: tuple[str, ...], source: str, position: int) -> str | None:
+    """Harmful if any flag is 1; safe if all are 0; unknown (None) if none is 1 and one is missing."""
+    values = []
+    for column in expected:
+        value = row.get(column) if column in present else None
+        if _missing(value) or str(value).strip() == "":
+            values.append(None)
+            continue
+        text = str(value).strip().lower()
+        if text not in ("0", "1", "0.0", "1.0", "true", "false"):
+            raise BenchmarkError(source, f"flag value {value!r} is not 0 or 1", row=position, field=column)
+        values.append(text in ("1", "1.0", "true"))
+    if any(v is True for v in values):
+        return "harmful"
+    return None if any(v is None for v in values) else "safe"
+
+
+def _ids(raw: pd.DataFrame, bench: Benchmark) -> list[str]:
+    column = next((c for c in bench.id_columns if c in raw.columns), None)
+    if column is None:
+        return [f"{bench.name}-{i}" for i in range(1, len(raw) + 1)]
+    ids = raw[column].astype(str)
+    if "split" in raw.columns and isinstance(bench.split, tuple):  # JailbreakBench numbers each split from 1
+        ids = raw["split"].astype(str) + "-" + ids
+    if ids.duplicated().any():  # an ID must identify a prompt for paired comparisons
+        return [f"{bench.name}-{i}" for i in range(1, len(raw) + 1)]
+    return ids.tolist()
+
+
+def _missing(value: object) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))
+
+
+def _as_flag(value: object) -> bool:
+    return str(value).strip().lower() in ("1", "1.0", "true", "yes", "adversarial")
+
+
+def _slice_text(value: object) -> str:
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return ", ".join(str(v) for v in value) or "none"
+    return "none" if _missing(value) or str(value).strip() == "" else str(value).strip()
+
+
+# ---------------------------------------------------------------- loading and searching
+
+
+def load_benchmark(name: str, path: str | Path | None = None) -> pd.DataFrame:
+    """Load ``name`` from ``path`` (an upstream file or a hub export) or, without a path, the hub."""
+    bench = get(name)
+    if path is not None:
+        return normalise(read_file(path), bench, str(path))
+    return normalise(read_hub(bench), bench, f"{bench.hub_id} [{bench.config or 'default'}]")
+
+
+def load_fixture(name: str) -> pd.DataFrame:
+    """The kit's own few-row file in ``name``'s upstream format (for tests and smoke runs)."""
+    return load_benchmark(name, FIXTURES_DIR / get(name).fixture)
+
+
+def search_dirs(benchmark_paths: str | list | tuple | None = None) -> list[Path]:
+    """Folders searched for downloaded files, in order: ``benchmark_paths``, ``$AIMS_KIT_BENCHMARKS``,
+    and ``shared/benchmarks`` next to the checkout."""
+    given = benchmark_paths.split(os.pathsep) if isinstance(benchmark_paths, str) else list(benchmark_paths or [])
+    env = [p for p in os.environ.get(PATHS_ENV, "").split(os.pathsep) if p]
+    dirs = [Path(p).expanduser() for p in (*given, *env) if p] + [SHARED_DIR]
+    return list(dict.fromkeys(dirs))
+
+
+def find_local(name: str, dirs: list[Path]) -> Path | None:
+    bench = get(name)
+    for folder in dirs:
+        for relative in bench.local_names:
+            candidate = folder / relative
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+@dataclass
+class Found:
+    """One benchmark's outcome of :func:`discover`: a frame and where it came from, or why it was skipped."""
+
+    name: str
+    kind: str  # "local", "hub", "fixture" or "skipped"
+    source: str
+    frame: pd.DataFrame | None
+    note: str
+
+    @property
+    def dataset(self) -> str:
+        """The record name: fixtures never pass for the real benchmark."""
+        return f"fixture:{self.name}" if self.kind == "fixture" else f"bench:{self.name}"
+
+
+def discover(
+    names: list[str] | tuple[str, ...] | None = None,
+    *,
+    sources: list[str] | tuple[str, ...] = ("local", "fixture"),
+    benchmark_paths: str | list | None = None,
+) -> list[Found]:
+    """For each benchmark, take the first source in ``sources`` that works and say why others failed.
+
+    ``local`` searches :func:`search_dirs`; ``hub`` tries ``datasets.load_dataset``; ``fixture``
+    uses the kit's own few-row file (reported as a fixture, not a benchmark). A local file that
+    exists but is malformed is an error, not a skip: the user meant it to be read.
+    """
+    unknown = [s for s in sources if s not in SOURCES]
+    if unknown:
+        raise ValueError(f"unknown benchmark source(s) {unknown}; choose from {SOURCES}")
+    dirs = search_dirs(benchmark_paths)
+    found = []
+    for name in names or list(REGISTRY):
+        bench, reasons = get(name), []
+        for source in sources:
+            if source == "local":
+                path = find_local(name, dirs)
+                if path is None:
+                    reasons.append(f"no local file ({bench.local_names[0]}) in {', '.join(map(str, dirs))}")
+                    continue
+                found.append(Found(name, "local", str(path), load_benchmark(name, path), "real benchmark file"))
+                break
+            if source == "hub":
+                try:
+                    frame = load_benchmark(name)
+                except BenchmarkError as err:
+                    reasons.append(f"hub: {err}")
+                    continue
+                found.append(Found(name, "hub", bench.hub_id, frame, "real benchmark from the hub"))
+                break
+            found.append(Found(name, "fixture", str(FIXTURES_DIR / bench.fixture), load_fixture(name),
+                               "fixture (not a real benchmark); " + "; ".join(reasons)))
+            break
+        else:
+            found.append(Found(name, "skipped", "", None, "; ".join(reasons) or "no source requested"))
+    return found
+
+
+def discovery_table(found: list[Found]) -> pd.DataFrame:
+    """What was found, where, how many rows (and unknown-label rows skipped), and what was skipped why."""
+    return pd.DataFrame([
+        {
+            "benchmark": f.name,
+            "dataset": f.dataset if f.frame is not None else "",
+            "kind": f.kind,
+            "rows": 0 if f.frame is None else len(f.frame),
+            "harmful": 0 if f.frame is None else int((f.frame["label"] == "harmful").sum()),
+            "unknown_skipped": 0 if f.frame is None else f.frame.attrs.get("n_unknown", 0),
+            "source": f.source,
+            "note": f.note,
+        }
+        for f in found
+    ])
+
+
+def subsample(frame: pd.DataFrame, limit: int, seed: int = 0) -> pd.DataFrame:
+    """At most ``limit`` rows, a seeded sample stratified on the label (``0``: all rows).
+
+    Keeps the harmful share and spreads over slices (a head() would take XSTest's first types only).
+    """
+    if not limit or limit >= len(frame):
+        return frame
+    share = limit / len(frame)
+    parts = [
+        group.sample(n=max(1, round(len(group) * share)), random_state=seed)
+        for _, group in frame.groupby("label", sort=True)
+    ]
+    out = pd.concat(parts).sort_index().reset_index(drop=True)
+    out.attrs.update(frame.attrs, limit=limit)
+    return out

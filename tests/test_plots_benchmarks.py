@@ -1,0 +1,40 @@
+"""Pareto summary with bootstrap error bars, seed grouping and paper reference lines."""
+
+import pandas as pd
+import pytest
+
+from aims_kit import plots
+
+
+def _record(run, seed, dataset, f1, ms, lr=0.1, half=0.1):
+    config = {"regime": "sft", "condition": "intent_label", "model": "m", "seed": seed, "run_id": run, "lr": lr}
+    return {"run_id": run, "regime": "sft", "condition": "intent_label", "model": "m", "seed": seed, "dataset": dataset,
+            "f1": f1, "f1_ci_low": f1 - half, "f1_ci_high": f1 + half, "ms_per_prompt": ms, "tokens_per_prompt": 5.0,
+            "parse_failure_rate": 0.0, "device": "cpu", "config": config}
+
+
+def test_error_bars_combine_benchmark_intervals_and_seeds_group_on_means():
+    records = pd.DataFrame([
+        _record("a", 1, "bench:x", 0.6, 10), _record("a", 1, "bench:y", 0.8, 10),
+        _record("b", 2, "bench:x", 0.8, 20), _record("b", 2, "bench:y", 0.6, 30),
+        _record("c", 1, "bench:x", 0.9, 5, lr=0.5), _record("c", 1, "bench:y", 0.9, 5, lr=0.5),
+    ])
+    summary = plots.summarise_runs(records).set_index("run_id")
+    assert summary.loc["a", "mean_f1"] == pytest.approx(0.7)
+    assert summary.loc["a", "f1_err"] == pytest.approx((0.1**2 * 2) ** 0.5 / 2)
+    grouped = plots.summarise_runs(records, group_seeds=True)
+    assert len(grouped) == 2
+    seeds = grouped[grouped["n_seeds"] == 2].iloc[0]
+    assert seeds["mean_f1"] == pytest.approx(0.7) and seeds["ms_per_prompt"] == pytest.approx(17.5)
+    assert seeds["f1_err"] == pytest.approx(0.0)  # both seeds average 0.7: no spread
+    assert grouped["on_frontier"].tolist().count(True) == 1  # c is faster and better than the seed mean
+
+
+def test_pareto_figure_draws_error_bars_and_labelled_reference_lines():
+    records = pd.DataFrame([_record("a", 1, "bench:x", 0.6, 10), _record("b", 1, "bench:x", 0.7, 20, lr=0.2)])
+    fig = plots.pareto_figure(plots.summarise_runs(records), references=plots.PAPER_MEAN_F1)
+    assert any(trace.error_y and trace.error_y.array is not None for trace in fig.data)
+    texts = [a.text for a in fig.layout.annotations]
+    assert any("GRPO 0.826" in t and "other hardware" in t for t in texts) and len(texts) == len(plots.PAPER_MEAN_F1)
+    panels = plots.benchmark_figure(records)
+    assert panels.data and panels.layout.title.text == "F1 per benchmark"

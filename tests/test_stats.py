@@ -1,0 +1,121 @@
+"""Bootstrap intervals, the paired comparison, seed aggregation and slice F1 on cases with known answers."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from aims_kit import results, stats
+from aims_kit.metrics import binary_metrics
+
+
+def _noisy(n, error_rate, seed=0):
+    rng = np.random.default_rng(seed)
+    gold = ["harmful" if i % 2 else "safe" for i in range(n)]
+    flip = rng.random(n) < error_rate
+    pred = [("safe" if g == "harmful" else "harmful") if f else g for g, f in zip(gold, flip)]
+    return gold, pred
+
+
+def test_perfect_predictions_give_a_degenerate_interval_at_one():
+    gold = ["harmful", "safe"] * 20
+    ci = stats.bootstrap_ci(gold, gold, n_boot=300)
+    assert ci["f1_ci_low"] == ci["f1_ci_high"] == 1.0
+    assert ci["precision_ci_low"] == ci["recall_ci_high"] == 1.0
+
+
+def test_interval_contains_the_estimate_and_shrinks_with_n():
+    widths = []
+    for n in (60, 600, 3000):
+        gold, pred = _noisy(n, 0.25)
+        f1 = binary_metrics(gold, pred)["f1"]
+        ci = stats.bootstrap_ci(gold, pred, n_boot=500, seed=3)
+        assert ci["f1_ci_low"] < f1 < ci["f1_ci_high"]
+        widths.append(ci["f1_ci_high"] - ci["f1_ci_low"])
+    assert widths[0] > widths[1] > widths[2]
+    # roughly 1/sqrt(n): 50x the data, about 7x narrower
+    assert 4 < widths[0] / widths[2] < 11
+
+
+def test_bootstrap_is_seeded():
+    gold, pred = _noisy(200, 0.3)
+    assert stats.bootstrap_ci(gold, pred, n_boot=200, seed=5) == stats.bootstrap_ci(gold, pred, n_boot=200, seed=5)
+    assert stats.bootstrap_ci(gold, pred, n_boot=200, seed=5) != stats.bootstrap_ci(gold, pred, n_boot=200, seed=6)
+
+
+def test_identical_runs_differ_by_exactly_zero():
+    gold, pred = _noisy(300, 0.3)
+    result = stats.paired_comparison(gold, pred, pred, n_boot=300)
+    assert result["f1_diff"] == result["diff_ci_low"] == result["diff_ci_high"] == 0.0
+    assert result["mcnemar_p"] == 1.0 and not result["a_better"] and not result["b_better"]
+
+
+def test_a_clearly_better_run_wins_and_a_noisy_tie_does_not():
+    gold, good = _noisy(400, 0.05, seed=1)
+    _, bad = _noisy(400, 0.35, seed=2)
+    result = stats.paired_comparison(gold, good, bad, n_boot=500)
+    assert result["a_better"] and result["diff_ci_low"] > 0 and result["mcnemar_p"] < 1e-6
+    swapped = stats.paired_comparison(gold, bad, good, n_boot=500)
+    assert swapped["b_better"] and not swapped["a_better"]
+    _, other = _noisy(400, 0.35, seed=3)
+    tie = stats.paired_comparison(gold, bad, other, n_boot=500)
+    assert tie["diff_ci_low"] < 0 < tie["diff_ci_high"] and not (tie["a_better"] or tie["b_better"])
+
+
+def test_mcnemar_exact_matches_the_binomial():
+    from scipy.stats import binomtest
+
+    a = [True] * 10 + [False] * 2 + [True] * 30
+    b = [False] * 10 + [True] * 2 + [True] * 30
+    result = stats.mcnemar_exact(a, b)
+    assert (result["only_a_correct"], result["only_b_correct"]) == (10, 2)
+    assert result["mcnemar_p"] == pytest.approx(binomtest(2, 12, 0.5).pvalue)
+
+
+def test_compare_runs_from_saved_predictions(tmp_path):
+    gold, good = _noisy(300, 0.05, seed=1)
+    _, bad = _noisy(300, 0.4, seed=2)
+    runs = []
+    for name, pred in (("good", good), ("bad", bad)):
+        run = results.create_run(tmp_path, name, {"regime": "sft", "condition": name, "seed": 1})
+        rows = [{"id": str(i), "gold": g, "pred": p} for i, (g, p) in enumerate(zip(gold, pred))]
+        results.write_record(run, "bench:x", {"f1": 0.0}, rows[::-1] if name == "bad" else rows)  # order must not matter
+        runs.append(run)
+    verdict = stats.compare_runs(runs[0], runs[1], "bench:x", n_boot=300)
+    assert verdict["a_better"] and verdict["verdict"].startswith(runs[0].name)
+    results.write_record(runs[1], "bench:y", {"f1": 0.0}, [{"id": "0", "gold": "safe", "pred": "safe"}])
+    results.write_record(runs[0], "bench:y", {"f1": 0.0}, [{"id": "1", "gold": "safe", "pred": "safe"}])
+    with pytest.raises(ValueError, match="same prompts"):
+        stats.compare_runs(runs[0], runs[1], "bench:y")
+
+
+def test_seeds_are_grouped_and_other_settings_are_not():
+    def record(seed, f1, lr=0.1, dataset="bench:x"):
+        config = {"regime": "sft", "condition": "intent_label", "model": "m", "seed": seed, "run_id": f"r{seed}{lr}",
+                  "lr": lr, "created": str(seed)}
+        return {"regime": "sft", "condition": "intent_label", "model": "m", "seed": seed, "dataset": dataset, "f1": f1,
+                "config": config}
+
+    frame = pd.DataFrame([record(1, 0.5), record(2, 0.7), record(3, 0.6), record(1, 0.9, lr=0.2)])
+    out = stats.aggregate_seeds(frame)
+    grouped = out[out["n_seeds"] == 3].iloc[0]
+    assert grouped["f1_mean"] == pytest.approx(0.6) and grouped["f1_std"] == pytest.approx(0.1)
+    single = out[out["n_seeds"] == 1].iloc[0]
+    assert single["f1_mean"] == 0.9 and single["f1_std"] == 0.0
+
+
+def test_slice_f1():
+    predictions = pd.DataFrame({
+        "type": ["homonyms"] * 4 + ["contrast_homonyms"] * 4,
+        "gold": ["safe"] * 4 + ["harmful"] * 4,
+        "pred": ["safe", "safe", "safe", "harmful", "harmful", "harmful", "safe", "safe"],
+    })
+    table = stats.slice_f1(predictions, "type").set_index("type")
+    assert np.isnan(table.loc["homonyms", "f1"]) and table.loc["homonyms", "accuracy"] == 0.75
+    assert table.loc["contrast_homonyms", "f1"] == pytest.approx(2 / 3)
+    assert table.loc["contrast_homonyms", "harmful_share"] == 1.0
+    with pytest.raises(KeyError, match="Category"):
+        stats.slice_f1(predictions, "Category")
+
+
+def test_mean_interval_of_independent_benchmarks():
+    assert stats.mean_f1_interval([0.1, 0.1, 0.1, 0.1]) == pytest.approx(0.05)
