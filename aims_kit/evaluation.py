@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import platform
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -18,7 +19,7 @@ import pandas as pd
 import torch
 
 from . import formats, metrics, stats
-from .progress import progress
+from .progress import progress_bar
 
 
 @dataclass
@@ -36,6 +37,11 @@ def chat_inputs(tokenizer, conversations: Sequence[list[dict]]) -> list[list[int
     ]
 
 
+#: Texts after which an answer is complete: generation stops there for that row, even if the
+#: model would ramble on. (Label-only answers end at end-of-turn: "harmful" is inside "unharmful".)
+LABEL_STOPS = tuple(f"{field}: {label}" for field in ("Harm", "harm") for label in ("harmful", "unharmful", "safe"))
+
+
 @torch.inference_mode()
 def generate(
     model,
@@ -47,12 +53,16 @@ def generate(
     do_sample: bool = False,
     temperature: float = 1.0,
     num_return_sequences: int = 1,
+    stop_strings: Sequence[str] = (),
     desc: str = "generating",
 ) -> Generation:
     """Generate for every conversation, batched by similar length with left padding and KV cache.
 
     Rows are sorted by prompt length so a batch wastes little on padding, then put back in
     input order. With ``num_return_sequences=k`` the outputs of row i are at ``i*k … i*k+k-1``.
+    A row stops at end-of-turn or at any of ``stop_strings``; the check runs on token tensors
+    inside ``generate`` (transformers' stop-string criteria), not per row in Python.
+    On a CUDA out-of-memory error the batch is halved and generation continues (said once).
     """
     encoded = chat_inputs(tokenizer, conversations)
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
@@ -61,33 +71,62 @@ def generate(
     counts: list[int] = [0] * (len(encoded) * k)
     eos_ids = _eos_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id
+    stopping = _stop_criteria(tokenizer, stop_strings)
     start = time.perf_counter()
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    for batch in progress(batches, desc=desc, unit="batch"):
-        ids = [encoded[i] for i in batch]
-        width = max(len(x) for x in ids)
-        input_ids = torch.tensor([[pad_id] * (width - len(x)) + x for x in ids], device=model.device)
-        attention = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=model.device)
-        out = model.generate(
-            input_ids=input_ids,
-            attention_mask=attention,
-            max_new_tokens=max_new_tokens,
-            do_sample=do_sample,
-            temperature=temperature if do_sample else None,
-            top_p=None,
-            top_k=None,
-            num_return_sequences=k,
-            eos_token_id=eos_ids,
-            pad_token_id=pad_id,
-            use_cache=True,
-        )
-        new = out[:, width:].tolist()
-        for j, seq in enumerate(new):
+    pending = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    bar = progress_bar(len(order), desc=desc, unit="prompt")
+    while pending:
+        batch = pending.pop(0)
+        try:
+            out = _generate_batch(model, [encoded[i] for i in batch], pad_id, eos_ids, stopping, max_new_tokens, do_sample, temperature, k)
+        except torch.cuda.OutOfMemoryError:
+            if len(batch) == 1:
+                raise
+            torch.cuda.empty_cache()
+            half = len(batch) // 2
+            if not getattr(generate, "_warned_oom", False):
+                warnings.warn(f"CUDA out of memory at batch size {len(batch)}: halving the batch and continuing", stacklevel=2)
+                generate._warned_oom = True
+            pending[:0] = [batch[:half], batch[half:]]
+            continue
+        for j, seq in enumerate(out):
             row, sample = batch[j // k], j % k
-            used = _until_eos(seq, eos_ids)
+            used = _until_eos(seq, [*eos_ids, pad_id])
             texts[row * k + sample] = tokenizer.decode(used, skip_special_tokens=True).strip()
             counts[row * k + sample] = len(used) + (1 if len(used) < len(seq) else 0)
+        bar.update(len(batch))
+    bar.close()
     return Generation(texts=texts, new_tokens=counts, seconds=time.perf_counter() - start)
+
+
+def _generate_batch(model, ids, pad_id, eos_ids, stopping, max_new_tokens, do_sample, temperature, k) -> list[list[int]]:
+    """One left-padded batch through ``model.generate``; returns the new tokens of each sequence."""
+    width = max(len(x) for x in ids)
+    input_ids = torch.tensor([[pad_id] * (width - len(x)) + x for x in ids], device=model.device)
+    attention = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=model.device)
+    out = model.generate(
+        input_ids=input_ids,
+        attention_mask=attention,
+        max_new_tokens=max_new_tokens,
+        do_sample=do_sample,
+        temperature=temperature if do_sample else None,
+        top_p=None,
+        top_k=None,
+        num_return_sequences=k,
+        eos_token_id=eos_ids,
+        pad_token_id=pad_id,
+        stopping_criteria=stopping,
+        use_cache=True,
+    )
+    return out[:, width:].tolist()
+
+
+def _stop_criteria(tokenizer, stop_strings: Sequence[str]):
+    if not stop_strings:
+        return None
+    from transformers import StoppingCriteriaList, StopStringCriteria
+
+    return StoppingCriteriaList([StopStringCriteria(tokenizer, list(stop_strings))])
 
 
 def _eos_ids(model, tokenizer) -> list[int]:
@@ -103,6 +142,63 @@ def _until_eos(seq: list[int], eos_ids: list[int]) -> list[int]:
         if token in eos_ids:
             return seq[:position]
     return seq
+
+
+def max_prompt_tokens(model, max_new_tokens: int, cap: int = 4096) -> int:
+    """How many prompt tokens fit beside the answer in the model's context (at most ``cap``)."""
+    context = getattr(model.config, "max_position_embeddings", None) or cap
+    return max(16, min(cap, context) - max_new_tokens - 64)  # 64: room for the instruction and chat tokens
+
+
+def truncate_prompts(tokenizer, prompts: list[str], max_tokens: int) -> tuple[list[str], int]:
+    """Cut prompts longer than ``max_tokens`` tokens (keeping the start); returns them and how many were cut.
+
+    Truncation is explicit and counted (``truncated_prompts`` in every record), never silent.
+    """
+    out, cut = [], 0
+    for prompt in prompts:
+        ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        if len(ids) > max_tokens:
+            prompt, cut = tokenizer.decode(ids[:max_tokens]), cut + 1
+        out.append(prompt)
+    return out, cut
+
+
+@torch.inference_mode()
+def score_labels(model, tokenizer, prompts: Sequence[str], *, batch_size: int = 64) -> tuple[list[float], float]:
+    """P(harmful) for a label-only model from one forward pass per prompt, no generation.
+
+    The answer's first token decides: P(harmful) = p(first token of "harmful") normalised
+    against p(first token of "safe"). This is the floor of what a generative classifier costs,
+    and the probability feeds threshold sweeps and PR curves. Returns (probabilities, seconds).
+    """
+    first = {label: tokenizer(label, add_special_tokens=False)["input_ids"][0] for label in formats.LABELS}
+    if first["harmful"] == first["safe"]:
+        raise ValueError("this tokenizer starts 'harmful' and 'safe' with the same token; use generation")
+    encoded = chat_inputs(tokenizer, [formats.prompt_messages(p, "label_only") for p in prompts])
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    probs = [0.0] * len(encoded)
+    pad_id = tokenizer.pad_token_id
+    start = time.perf_counter()
+    for i in range(0, len(order), batch_size):
+        batch = order[i:i + batch_size]
+        width = max(len(encoded[j]) for j in batch)
+        input_ids = torch.tensor([[pad_id] * (width - len(encoded[j])) + encoded[j] for j in batch], device=model.device)
+        attention = (torch.arange(width, device=model.device)[None, :] >= (width - torch.tensor([len(encoded[j]) for j in batch], device=model.device))[:, None]).long()
+        logits = model(input_ids=input_ids, attention_mask=attention).logits[:, -1, :]
+        pair = torch.stack([logits[:, first["harmful"]], logits[:, first["safe"]]], dim=-1).float().softmax(-1)[:, 0]
+        for j, p in zip(batch, pair.tolist()):
+            probs[j] = p
+    return probs, time.perf_counter() - start
+
+
+def _label_scores(model, tokenizer, prompts: list[str], batch_size: int) -> dict | None:
+    """Logit scoring beside generation for label-only runs: P(harmful) per prompt and its cost."""
+    try:
+        probs, seconds = score_labels(model, tokenizer, prompts, batch_size=batch_size)
+    except ValueError:  # the tokenizer cannot tell the labels apart by their first token
+        return None
+    return {"p_harmful": probs, "metrics": {"score_ms_per_prompt": 1000 * seconds / len(prompts)}}
 
 
 def device_info(model) -> dict:
@@ -167,18 +263,23 @@ def evaluate(
         raise ValueError(f"{dataset}: nothing to evaluate (0 rows)")
     was_training = model.training
     model.eval()
-    conversations = [formats.prompt_messages(p, condition) for p in frame["Prompt"]]
-    gen = generate(model, tokenizer, conversations, max_new_tokens=max_new_tokens, batch_size=batch_size, desc=f"eval {dataset}")
+    prompts, n_truncated = truncate_prompts(tokenizer, list(frame["Prompt"]), max_prompt_tokens(model, max_new_tokens))
+    conversations = [formats.prompt_messages(p, condition) for p in prompts]
+    stops = () if condition == "label_only" else LABEL_STOPS
+    gen = generate(model, tokenizer, conversations, max_new_tokens=max_new_tokens, batch_size=batch_size, stop_strings=stops, desc=f"eval {dataset}")
     latency = single_request_latency(
-        lambda i: generate(model, tokenizer, [conversations[i]], max_new_tokens=max_new_tokens, batch_size=1, desc=""),
+        lambda i: generate(model, tokenizer, [conversations[i]], max_new_tokens=max_new_tokens, batch_size=1, stop_strings=stops, desc=""),
         len(conversations),
         latency_sample,
     )
+    scored = _label_scores(model, tokenizer, prompts, batch_size) if condition == "label_only" else None
     if was_training:
         model.train()
     parsed = [formats.parse_output(t) for t in gen.texts]
     gold = list(frame["label"])
     pred = [p.label_or_rule() for p in parsed]
+    if scored is not None:
+        scored["metrics"]["score_agreement"] = float(np.mean([(q >= 0.5) == (p == "harmful") for q, p in zip(scored["p_harmful"], pred)]))
     ids = frame["ID"].astype(str).tolist() if "ID" in frame else [str(i) for i in range(len(frame))]
     result = {
         **metrics.binary_metrics(gold, pred),
@@ -188,6 +289,8 @@ def evaluate(
         "parse_rule": f"unparseable -> {formats.PARSE_FAILURE_RULE}",
         "ms_per_prompt": 1000 * gen.seconds / len(frame),
         "tokens_per_prompt": sum(gen.new_tokens) / len(frame),
+        "truncated_prompts": n_truncated,
+        **(scored["metrics"] if scored else {}),
         **latency,
         "batch_size": batch_size,
         "backend": "transformers",
@@ -203,7 +306,8 @@ def evaluate(
             "intent": p.intent,
             "output": text,
             "new_tokens": n,
+            **({"p_harmful": scored["p_harmful"][i]} if scored else {}),
         }
-        for row_id, prompt, g, p, text, n in zip(ids, frame["Prompt"], gold, parsed, gen.texts, gen.new_tokens)
+        for i, (row_id, prompt, g, p, text, n) in enumerate(zip(ids, frame["Prompt"], gold, parsed, gen.texts, gen.new_tokens))
     ]
     return result, predictions

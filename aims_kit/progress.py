@@ -3,25 +3,20 @@
 from __future__ import annotations
 
 import os
-from typing import Iterable, TypeVar
-
-T = TypeVar("T")
 
 #: Set by ``python -m aims_kit run`` so executed notebooks hold a few text lines, not widget floods.
 PLAIN_ENV = "AIMS_KIT_PLAIN_PROGRESS"
 
 
-def progress(iterable: Iterable[T], *, desc: str, total: int | None = None, unit: str = "it") -> Iterable[T]:
-    """A tqdm bar: a widget in JupyterLab, sparse plain text (every 30 s) under the runner.
+def progress_bar(total: int, *, desc: str, unit: str = "it"):
+    """A tqdm bar to ``update(n)``: a widget in JupyterLab, sparse plain text (every 30 s) under the runner.
 
     An empty ``desc`` means no bar (timed single requests would otherwise print one each).
     """
-    if not desc:
-        return iterable
-    if os.environ.get(PLAIN_ENV):
+    if os.environ.get(PLAIN_ENV) or not desc:
         from tqdm import tqdm
 
-        return tqdm(iterable, desc=desc, total=total, unit=unit, mininterval=30, ascii=True)
+        return tqdm(total=total, desc=desc, unit=unit, mininterval=30, ascii=True, disable=not desc)
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, desc=desc, total=total, unit=unit)
+    return tqdm(total=total, desc=desc, unit=unit)

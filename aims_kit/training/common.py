@@ -99,19 +99,18 @@ def progress_callback(desc: str):
     """A trainer callback that shows steps with the kit's progress bar and the latest losses."""
     from transformers import TrainerCallback
 
-    from ..progress import progress
+    from ..progress import progress_bar
 
     class _Progress(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):
-            self.bar = progress(range(state.max_steps), desc=desc, total=state.max_steps, unit="step")
-            self.bar_iter = iter(self.bar)
+            self.bar = progress_bar(state.max_steps, desc=desc, unit="step")
 
         def on_step_end(self, args, state, control, **kwargs):
-            next(self.bar_iter, None)
+            self.bar.update(1)
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             shown = {k: round(v, 4) for k, v in (logs or {}).items() if "loss" in k or "reward" in k}
-            if shown and hasattr(self.bar, "set_postfix"):
+            if shown:
                 self.bar.set_postfix(shown, refresh=False)
 
         def on_train_end(self, args, state, control, **kwargs):
