@@ -86,18 +86,22 @@ class MinedPairs:
     settings: MiningSettings
 
     def counts(self) -> pd.DataFrame:
-        """Pair counts per class before and after balancing, and prompts without a pair, per split."""
+        """Per split: prompts, samples, why samples were or were not rejects, pairs per class."""
         rows = []
-        for split, report in self.reports.items():
-            for label in formats.LABELS:
-                rows.append({
-                    "split": split, "class": label,
-                    "pairs mined": report.pairs_per_class_mined.get(label, 0),
-                    "pairs kept": report.pairs_per_class.get(label, 0),
-                })
-        table = pd.DataFrame(rows)
-        table.attrs["prompts_without_pair"] = {s: r.prompts_without_pair for s, r in self.reports.items()}
-        return table
+        for split, r in self.reports.items():
+            rows.append({
+                "split": split,
+                "prompts": r.prompts,
+                "samples": r.samples,
+                "samples without intent": r.samples_without_intent,
+                "wrong-label samples": r.wrong_label_samples,
+                "judge-bad samples": r.judge_bad_samples,
+                "prompts without pair": r.prompts_without_pair,
+                **{f"{label} pairs mined": n for label, n in r.pairs_per_class_mined.items()},
+                **{f"{label} pairs kept": n for label, n in r.pairs_per_class.items()},
+                "balanced": r.balanced,
+            })
+        return pd.DataFrame(rows)
 
 
 def mine_dpo_pairs(params: dict, splits: data.Splits, sft_dir: Path, variant: str = "hard", judge_spec: str = "embedding") -> MinedPairs:
@@ -124,9 +128,22 @@ def mine_dpo_pairs(params: dict, splits: data.Splits, sft_dir: Path, variant: st
     return MinedPairs(mined["train"], mined["val"], reports, settings)
 
 
-def dpo_run(params: dict, splits: data.Splits, sft_dir: Path, mined: MinedPairs, out_dir: Path) -> Path:
-    """Train DPO from the SFT adapter on mined pairs into a new run folder; evaluate on the test split."""
+def dpo_run(params: dict, splits: data.Splits, sft_dir: Path, mined: MinedPairs, out_dir: Path) -> Path | None:
+    """Train DPO from the SFT adapter on mined pairs into a new run folder; evaluate on the test split.
+
+    Returns ``None`` (and says why) when mining found no training pair: an SFT model that never
+    errs, or one too weak to write an ``Intent:`` field (the smoke profile), leaves DPO nothing
+    to learn from.
+    """
     from .training.dpo import DpoSettings, save_pairs, train_dpo
+
+    if mined.train.empty:
+        print(
+            "No DPO run: mining found no training pair "
+            f"({mined.reports['train'].samples_without_intent} of {mined.reports['train'].samples} samples had no intent). "
+            "Train the SFT model longer or raise dpo_k."
+        )
+        return None
 
     settings = train_settings(
         {

@@ -174,12 +174,14 @@ def test_mining_on_the_embedded_model(splits):
     assert set(pairs["split"]) <= {"train"}
 
 
-def test_dpo_reference_is_a_frozen_copy_of_the_sft_adapter(splits, tmp_path):
-    """Tiny SFT then DPO: at the first step policy == reference (margins exactly 0), so the
-    reference is the SFT adapter, not the base model; only the policy adapter is saved."""
+def test_dpo_run_starts_from_a_frozen_copy_of_the_sft_adapter(splits, tmp_path):
+    """Tiny SFT then DPO through the notebook step: at the first step policy == reference
+    (reward margins exactly 0), so the reference is the SFT adapter, not the base model; only
+    the policy adapter is saved, with the pairs, the parent run and the variant."""
     from aims_kit import experiments
     from aims_kit.training.common import TrainSettings
-    from aims_kit.training.dpo import DpoSettings, train_dpo
+    from aims_kit.training.dpo import DpoSettings, load_pairs, train_dpo
+    from aims_kit.training.dpo_pairs import MiningReport
     from aims_kit.training.sft import train_sft
 
     settings = TrainSettings(learning_rate=1e-2, max_steps=2, batch_size=4, eval_steps=1, max_length=128)
@@ -189,22 +191,28 @@ def test_dpo_reference_is_a_frozen_copy_of_the_sft_adapter(splits, tmp_path):
     def handmade(frame):
         flipped = frame["label"].map({"harmful": "safe", "safe": "harmful"})
         return pd.DataFrame({
-            "prompt": frame["Prompt"], "split": frame["split"], "gold_label": frame["label"],
+            "id": frame["ID"], "prompt": frame["Prompt"], "split": frame["split"], "gold_label": frame["label"],
             "chosen": [formats.format_target("intent_label", l, intent=i) for l, i in zip(frame["label"], frame["Intent"])],
             "rejected": [formats.format_target("intent_label", l, intent="something else") for l in flipped],
         })
 
-    run_dir = tmp_path / "dpo"
-    trainer = train_dpo(
-        sft_dir, handmade(splits.train.head(8)), handmade(splits.val.head(4)),
-        settings=settings, dpo=DpoSettings(beta=0.3), run_dir=run_dir,
+    mined = experiments.MinedPairs(
+        handmade(splits.train.head(8)), handmade(splits.val.head(4)),
+        {"train": MiningReport(prompts=8), "val": MiningReport(prompts=4)}, MiningSettings(k=2),
     )
-    first = next(e for e in trainer.state.log_history if "rewards/margins" in e and "eval_loss" not in e)
+    params = {"model": "embedded", "profile": "test", "dpo_learning_rate": 1e-2, "dpo_max_steps": 2, "batch_size": 4,
+              "eval_steps": 1, "eval_limit": 4, "max_new_tokens": 8}
+    run_dir = experiments.dpo_run(params, splits, sft_dir, mined, tmp_path)
+    log = results.read_json(run_dir / "train_log.json")
+    first = next(e for e in log if "rewards/margins" in e)
     assert first["rewards/margins"] == pytest.approx(0.0, abs=1e-6)
-    assert any("eval_loss" in e for e in trainer.state.log_history)
-    adapter_config = json.loads((run_dir / "adapter" / "adapter_config.json").read_text())
-    assert adapter_config["r"] == settings.lora.r
+    assert any("eval_loss" in e for e in log)
     assert not (run_dir / "adapter" / "ref").exists()
+    config = results.read_run_config(run_dir)
+    assert (config["regime"], config["condition"], config["variant"]) == ("dpo", "intent_label", "hard")
+    assert config["parent_run"] == sft_dir.name and config["train"]["learning_rate"] == 1e-2
+    assert len(load_pairs(run_dir)) == 12
+    assert results.read_json(run_dir / "results" / "aims_test.json")["regime"] == "dpo"
     with pytest.raises(Exception, match="may only use the 'val' split"):
-        train_dpo(sft_dir, handmade(splits.train.head(8)), handmade(splits.test.head(4)),
+        train_dpo(sft_dir, mined.train, handmade(splits.test.head(4)),
                   settings=settings, dpo=DpoSettings(), run_dir=tmp_path / "bad")
