@@ -167,3 +167,14 @@ def test_unreachable_chat_teacher_is_a_clear_error():
 def test_unknown_teacher_spec():
     with pytest.raises(ValueError, match="unknown teacher"):
         make_teacher("oracle")
+
+
+def test_hub_teacher_runs_a_local_model_and_the_screen_catches_its_nonsense(splits):
+    """The untrained embedded model cannot justify anything: its traces must all be dropped."""
+    teacher = make_teacher("hub:embedded")
+    teacher.max_new_tokens = 6
+    rows = splits.train.head(3)
+    got = teacher.traces(rows, "no_intent")
+    assert [t.id for t in got] == list(rows["ID"]) and all(t.teacher == "hub:embedded" for t in got)
+    kept, report = screen_traces(got, rows, "no_intent")
+    assert not kept and report.leaked + report.label_disagrees == 3

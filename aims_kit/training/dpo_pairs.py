@@ -232,7 +232,7 @@ def balance_pairs(pairs: pd.DataFrame, balance: Balance, seed: int) -> tuple[pd.
     counts = _class_counts(pairs)
     smallest = min(counts.values())
     if balance == "none" or smallest == 0:
-        return pairs, len(set(counts.values())) == 1
+        return pairs, smallest > 0 and len(set(counts.values())) == 1
     rng = np.random.default_rng(seed)
     keep: list[int] = []
     for label in formats.LABELS:
