@@ -6,6 +6,7 @@ this run on the test split"), so notebook cells stay one or two calls long.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -15,7 +16,11 @@ from .models import LoraSettings, load_trained
 from .training.common import TrainSettings
 from .training.grpo import CONDITION as GRPO_CONDITION
 from .training.grpo import GRPOSettings, train_grpo
+from .training.dpo_pairs import MiningReport, MiningSettings, mine_pairs, model_generator
 from .training.sft import PAPER_LR, train_sft
+
+#: The paper's DPO learning rate (DESIGN.md §5).
+PAPER_DPO_LR = 5e-5
 
 
 def load_splits(source: str = "", seed: int = 22) -> data.Splits:
@@ -104,7 +109,7 @@ def grpo_run(
     settings = grpo_settings(params, reward_set)
     parent = None
     if settings.start == "sft":
-        parent = Path(sft_run) if sft_run else results.latest_run(out_dir, regime="sft", condition="intent_label")
+        parent = find_sft_run(out_dir, str(sft_run or ""))
         params = {**params, "model": results.read_run_config(parent)["model"]}
     config = run_config(
         params, "grpo", GRPO_CONDITION, settings.train_settings(),
@@ -113,6 +118,145 @@ def grpo_run(
     run_dir = results.create_run(out_dir, f"grpo-{reward_set}", config)
     train_grpo(params["model"], splits.train, splits.val, settings=settings, run_dir=run_dir, sft_run=parent)
     evaluate_run(run_dir, splits.test, "aims_test", params)
+    return run_dir
+
+
+def find_sft_run(out_dir: Path, sft_run: str = "", condition: formats.Condition = "intent_label") -> Path:
+    """The SFT run a later regime starts from: ``sft_run`` if given, else the newest one in ``out_dir``."""
+    if sft_run:
+        return Path(sft_run)
+    return results.latest_run(out_dir, regime="sft", condition=condition)
+
+
+@dataclass
+class MinedPairs:
+    """DPO pairs mined from train and val prompts, with what mining found on each."""
+
+    train: pd.DataFrame
+    val: pd.DataFrame
+    reports: dict[str, MiningReport]
+    settings: MiningSettings
+
+    def counts(self) -> pd.DataFrame:
+        """Per split: prompts, samples, why samples were or were not rejects, pairs per class."""
+        rows = []
+        for split, r in self.reports.items():
+            rows.append({
+                "split": split,
+                "prompts": r.prompts,
+                "samples": r.samples,
+                "samples without intent": r.samples_without_intent,
+                "wrong-label samples": r.wrong_label_samples,
+                "judge-bad samples": r.judge_bad_samples,
+                "prompts without pair": r.prompts_without_pair,
+                **{f"{label} pairs mined": n for label, n in r.pairs_per_class_mined.items()},
+                **{f"{label} pairs kept": n for label, n in r.pairs_per_class.items()},
+                "balanced": r.balanced,
+            })
+        return pd.DataFrame(rows)
+
+
+def mine_dpo_pairs(params: dict, splits: data.Splits, sft_dir: Path, variant: str = "hard", judge_spec: str = "embedding") -> MinedPairs:
+    """Sample the SFT model on train and val prompts and mine its intent errors (DESIGN.md §5)."""
+    from transformers import set_seed
+
+    from .judges import make_judge
+
+    settings = MiningSettings(
+        k=params.get("dpo_k", 10),
+        temperature=params.get("dpo_temperature", 0.8),
+        max_new_tokens=params.get("max_new_tokens", 64),
+        variant=variant,
+        seed=params.get("seed", 22),
+    )
+    judge = make_judge(judge_spec) if variant == "judge" else None
+    model, tokenizer = load_trained(sft_dir)
+    generator = model_generator(model, tokenizer, batch_size=params.get("eval_batch_size", 32))
+    mined, reports = {}, {}
+    for split in ("train", "val"):
+        set_seed(settings.seed)
+        frame = limit_rows(getattr(splits, split), params.get("dpo_max_prompts", 0))
+        mined[split], reports[split] = mine_pairs(frame, generator, settings, judge=judge)
+    return MinedPairs(mined["train"], mined["val"], reports, settings)
+
+
+def dpo_run(params: dict, splits: data.Splits, sft_dir: Path, mined: MinedPairs, out_dir: Path) -> Path | None:
+    """Train DPO from the SFT adapter on mined pairs into a new run folder; evaluate on the test split.
+
+    Returns ``None`` (and says why) when mining found no training pair: an SFT model that never
+    errs, or one too weak to write an ``Intent:`` field (the smoke profile), leaves DPO nothing
+    to learn from.
+    """
+    from .training.dpo import DpoSettings, save_pairs, train_dpo
+
+    if mined.train.empty:
+        print(
+            "No DPO run: mining found no training pair "
+            f"({mined.reports['train'].samples_without_intent} of {mined.reports['train'].samples} samples had no intent). "
+            "Train the SFT model longer or raise dpo_k."
+        )
+        return None
+
+    settings = train_settings(
+        {
+            **params,
+            "learning_rate": params.get("dpo_learning_rate") or PAPER_DPO_LR,
+            "epochs": params.get("dpo_epochs", 3.0),
+            "max_steps": params.get("dpo_max_steps", -1),
+        },
+        "intent_label",
+    )
+    dpo = DpoSettings(beta=params.get("dpo_beta", 0.3))
+    variant = mined.settings.variant
+    config = run_config(
+        params, "dpo", "intent_label", settings,
+        variant=variant,
+        parent_run=results.read_run_config(sft_dir)["run_id"],
+        dpo=dpo.to_dict(),
+        mining=mined.settings.to_dict(),
+        mining_report={split: report.to_dict() for split, report in mined.reports.items()},
+    )
+    run_dir = results.create_run(out_dir, f"dpo-{variant}", config)
+    save_pairs(run_dir, pd.concat([mined.train, mined.val], ignore_index=True))
+    train_dpo(sft_dir, mined.train, mined.val, settings=settings, dpo=dpo, run_dir=run_dir)
+    evaluate_run(run_dir, splits.test, "aims_test", params)
+    return run_dir
+
+
+def distill_traces(params: dict, splits: data.Splits, conditions: list[str], teacher_spec: str = "file"):
+    """Screened teacher traces per condition on the shared train/val rows; see :func:`collect_traces`.
+
+    Returns ``(trace_sets, skipped, teacher name)``; ``skipped`` says why a condition is absent.
+    """
+    from .teachers import make_teacher
+    from .training.distill import collect_traces
+
+    teacher = make_teacher(teacher_spec)
+    limit = params.get("distill_max_rows", 0)
+    train = limit_rows(splits.train, limit)
+    val = limit_rows(splits.val, max(8, limit // 4) if limit else 0)
+    trace_sets, skipped = collect_traces(teacher, train, val, conditions)
+    return trace_sets, skipped, teacher.name
+
+
+def distill_run(params: dict, splits: data.Splits, trace_set, teacher: str, out_dir: Path) -> Path:
+    """Train one distillation student (LoRA r=32, α=64) into a new run folder; evaluate on the test split."""
+    from .teachers import output_condition
+    from .training.distill import DISTILL_LORA, train_student
+
+    condition = output_condition(trace_set.condition)
+    settings = train_settings(
+        {**params, "max_steps": params.get("distill_max_steps", params.get("max_steps", -1))}, condition, lora=DISTILL_LORA
+    )
+    config = run_config(
+        params, "distill", condition, settings,
+        variant=trace_set.condition,
+        teacher=teacher,
+        rows={"train": len(trace_set.train), "val": len(trace_set.val)},
+    )
+    run_dir = results.create_run(out_dir, f"distill-{trace_set.condition}", config)
+    train_student(params["model"], trace_set, settings=settings, run_dir=run_dir)
+    evaluate_run(run_dir, splits.test, "aims_test", {**params, "max_new_tokens": params.get("distill_max_new_tokens", 256)})
     return run_dir
 
 

@@ -17,14 +17,12 @@ one failure policy when a backend is unreachable.
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import urllib.error
-import urllib.request
 import warnings
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, Sequence
+
+from .endpoints import EndpointError, chat_completion
 
 Grade = Literal["good", "decent", "bad"]
 GRADES: tuple[Grade, ...] = ("good", "decent", "bad")
@@ -125,22 +123,13 @@ class ChatJudge:
         return [self._grade_one(gold, pred) for gold, pred in pairs]
 
     def _grade_one(self, gold: str, pred: str) -> Grade:
-        body = json.dumps({
-            "model": self.model,
-            "temperature": 0,
-            "max_tokens": 5,
-            "messages": [{"role": "user", "content": RUBRIC.format(gold=gold, pred=pred)}],
-        }).encode()
-        headers = {"Content-Type": "application/json"}
-        key = os.environ.get(self.api_key_env, "")
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        request = urllib.request.Request(f"{self.base_url.rstrip('/')}/chat/completions", data=body, headers=headers)
+        messages = [{"role": "user", "content": RUBRIC.format(gold=gold, pred=pred)}]
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                answer = json.loads(response.read())["choices"][0]["message"]["content"]
-        except (urllib.error.URLError, TimeoutError, OSError, KeyError, IndexError, json.JSONDecodeError) as err:
-            raise JudgeUnavailable(f"{self.name} at {self.base_url}: {type(err).__name__}: {err}") from None
+            answer = chat_completion(
+                self.base_url, self.model, messages, api_key_env=self.api_key_env, timeout=self.timeout, max_tokens=5
+            )
+        except EndpointError as err:
+            raise JudgeUnavailable(f"{self.name}: {err}") from None
         grade = parse_grade(answer)
         if grade is None:
             raise JudgeUnavailable(f"{self.name} answered {answer!r}, which is not good/decent/bad")

@@ -41,6 +41,16 @@ def test_smoke_benchmarks_are_fixtures_with_intervals(smoke_session):
     assert bench["latency_p50_ms"].notna().all()
 
 
+def test_smoke_distillation_trains_a_student_per_available_condition(smoke_session):
+    records = results.load_records(smoke_session)
+    distill = records[records["regime"] == "distill"]
+    assert sorted(c["variant"] for c in distill["config"]) == ["human_intent", "no_intent"]
+    assert set(distill["condition"]) == {"reasoning_label", "reasoning_intent_label"}
+    for run_dir in distill["run_dir"]:
+        traces = results.read_jsonl(f"{run_dir}/traces.jsonl")
+        assert traces and list(traces[0]) == ["id", "condition", "teacher", "reasoning", "intent", "label", "completion"]
+
+
 def test_notebooks_declare_parsable_parameters():
     import papermill as pm
 

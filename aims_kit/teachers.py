@@ -1,0 +1,258 @@
+"""Reasoning teachers for distillation: one interface, three backends (DESIGN.md §5).
+
+A teacher sees a prompt, its gold label and (in the intent conditions) the gold intent, and
+writes a justification *without saying it was given the answer*. Three conditions:
+
+- ``no_intent`` — reasoning, then the label;
+- ``human_intent`` — reasoning, the human (gold) intent, then the label;
+- ``synthetic_intent`` — reasoning, an intent the teacher writes itself, then the label.
+
+Backends, all returning :class:`Trace` records in the schema of the shipped
+``reference_traces.jsonl`` (``id, condition, teacher, reasoning, intent, label, completion``):
+
+- :class:`TracesFileTeacher` — reads a traces file (the shipped one serves offline). A file may
+  lack a condition; it then raises :class:`ConditionUnavailable` instead of inventing traces.
+- :class:`ChatTeacher` — an OpenAI-compatible chat endpoint (key from an environment variable).
+- :class:`HubTeacher` — a local folder or hub causal LM through transformers.
+
+Live teachers' traces go through :func:`aims_kit.training.distill.screen_traces` (leakage and
+label checks) like the file's do, and :func:`save_traces` writes them in the same schema.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+import pandas as pd
+
+from . import formats
+from .data import TRACES_PATH, AimsDataError
+from .endpoints import EndpointError, chat_completion
+from .results import atomic_write_jsonl
+
+DistillCondition = Literal["no_intent", "synthetic_intent", "human_intent"]
+DISTILL_CONDITIONS: tuple[DistillCondition, ...] = ("no_intent", "synthetic_intent", "human_intent")
+TRACE_FIELDS = ("id", "condition", "teacher", "reasoning", "intent", "label", "completion")
+
+
+class ConditionUnavailable(LookupError):
+    """This teacher cannot produce traces for the condition (e.g. a traces file lacks it)."""
+
+
+class TeacherError(RuntimeError):
+    """A live teacher could not be reached or answered something unusable."""
+
+
+def output_condition(condition: DistillCondition) -> formats.Condition:
+    """The student's output format for a distillation condition."""
+    _check(condition)
+    return "reasoning_label" if condition == "no_intent" else "reasoning_intent_label"
+
+
+@dataclass(frozen=True)
+class Trace:
+    """One teacher trace, in the shipped file's schema."""
+
+    id: str
+    condition: DistillCondition
+    teacher: str
+    reasoning: str
+    intent: str | None
+    label: formats.Label
+    completion: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Teacher(Protocol):
+    name: str
+
+    def traces(self, frame: pd.DataFrame, condition: DistillCondition) -> list[Trace]:
+        """Traces for the rows of ``frame`` it can cover (rows it cannot are simply absent)."""
+        ...
+
+
+def teacher_messages(prompt: str, label: formats.Label, condition: DistillCondition, intent: str | None = None) -> list[dict]:
+    """The teacher's instruction: justify the given label without revealing it was given."""
+    _check(condition)
+    if condition == "human_intent" and not intent:
+        raise ValueError("the human_intent condition needs the gold intent")
+    lines = [
+        "You write the reasoning a careful safety classifier would give for a user prompt.",
+        f"The correct classification of the prompt is: {label}.",
+    ]
+    if condition == "human_intent":
+        lines.append("The user's intent is: " + " ".join(intent.split()))
+    lines.append(
+        "Write 2 to 5 sentences of reasoning that lead to that classification from the prompt itself. "
+        "Never mention that you were given the classification or the intent, and never refer to a label, "
+        "an annotation or instructions."
+    )
+    if condition == "synthetic_intent":
+        lines.append("Then state in one sentence what the user intends.")
+        answer = "Reasoning: <your reasoning>\nIntent: <one sentence>\nPrompt harm: <harmful|safe>"
+    else:
+        answer = "Reasoning: <your reasoning>\nPrompt harm: <harmful|safe>"
+    lines.append(f"Answer exactly as:\n{answer}")
+    return [{"role": "system", "content": "\n".join(lines)}, {"role": "user", "content": prompt}]
+
+
+def trace_from_answer(row, answer: str, condition: DistillCondition, teacher: str) -> Trace:
+    """Turn a teacher's raw answer into a :class:`Trace` (parsed by the one parser).
+
+    The completion is rebuilt in the student's format from the parsed parts; its label is the
+    teacher's own (so :func:`~aims_kit.training.distill.screen_traces` can drop disagreements),
+    and the intent is the gold one in ``human_intent`` and the teacher's in ``synthetic_intent``.
+    A missing reasoning or intent leaves the completion empty: the screen drops it.
+    """
+    parsed = formats.parse_output(answer)
+    intent = row.Intent if condition == "human_intent" else parsed.intent if condition == "synthetic_intent" else None
+    label = parsed.label
+    completion = ""
+    if label and parsed.reasoning and (intent or condition == "no_intent"):
+        completion = formats.format_target(output_condition(condition), label, intent=intent, reasoning=parsed.reasoning)
+    return Trace(
+        id=str(row.ID), condition=condition, teacher=teacher, reasoning=parsed.reasoning or answer.strip(),
+        intent=intent, label=label or "", completion=completion,
+    )
+
+
+@dataclass
+class TracesFileTeacher:
+    """Traces read from a JSONL file in the shipped schema (default: the kit's reference traces)."""
+
+    path: Path = TRACES_PATH
+    name: str = ""
+    _by_condition: dict[str, dict[str, Trace]] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+        self.name = self.name or f"file:{self.path.name}"
+        self._by_condition = read_traces(self.path)
+
+    def conditions(self) -> list[str]:
+        return sorted(self._by_condition)
+
+    def traces(self, frame: pd.DataFrame, condition: DistillCondition) -> list[Trace]:
+        _check(condition)
+        if condition not in self._by_condition:
+            raise ConditionUnavailable(
+                f"{self.path} has no {condition!r} traces (it has: {', '.join(self.conditions()) or 'none'}); "
+                "generate them with a chat or hub teacher"
+            )
+        available = self._by_condition[condition]
+        return [available[i] for i in frame["ID"].astype(str) if i in available]
+
+
+def read_traces(path: Path) -> dict[str, dict[str, Trace]]:
+    """Traces by condition and row id; a malformed line is an :class:`AimsDataError` naming it."""
+    by_condition: dict[str, dict[str, Trace]] = {}
+    with Path(path).open(encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise AimsDataError(str(path), f"not valid JSON ({err.msg})", row=line_no) from None
+            missing = [f for f in TRACE_FIELDS if f not in row]
+            if missing:
+                raise AimsDataError(str(path), "missing trace field", row=line_no, field=missing[0])
+            if row["condition"] not in DISTILL_CONDITIONS:
+                raise AimsDataError(str(path), f"unknown condition {row['condition']!r}", row=line_no, field="condition")
+            if not isinstance(row["completion"], str) or not row["completion"].strip():
+                raise AimsDataError(str(path), "empty completion", row=line_no, field="completion")
+            trace = Trace(**{f: row[f] for f in TRACE_FIELDS} | {"id": str(row["id"])})
+            by_condition.setdefault(trace.condition, {})[trace.id] = trace
+    return by_condition
+
+
+@dataclass
+class ChatTeacher:
+    """An OpenAI-compatible chat endpoint as teacher (``base_url`` ending in ``/v1``).
+
+    The key is read from ``$<api_key_env>`` on each call and never kept on the object.
+    """
+
+    model: str
+    base_url: str = "https://api.openai.com/v1"
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout: float = 60.0
+    max_tokens: int = 300
+    temperature: float = 0.0
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        self.name = self.name or f"chat:{self.model}"
+
+    def traces(self, frame: pd.DataFrame, condition: DistillCondition) -> list[Trace]:
+        out = []
+        for row in frame.itertuples(index=False):
+            messages = teacher_messages(row.Prompt, row.label, condition, row.Intent)
+            try:
+                answer = chat_completion(
+                    self.base_url, self.model, messages, api_key_env=self.api_key_env,
+                    timeout=self.timeout, max_tokens=self.max_tokens, temperature=self.temperature,
+                )
+            except EndpointError as err:
+                raise TeacherError(f"{self.name}, row {row.ID}: {err}") from None
+            out.append(trace_from_answer(row, answer, condition, self.name))
+        return out
+
+
+@dataclass
+class HubTeacher:
+    """A local folder or hub causal LM as teacher, greedy, batched through :func:`aims_kit.evaluation.generate`."""
+
+    model_id: str
+    batch_size: int = 8
+    max_new_tokens: int = 300
+    name: str = ""
+    _loaded: tuple | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.name = self.name or f"hub:{self.model_id}"
+
+    def traces(self, frame: pd.DataFrame, condition: DistillCondition) -> list[Trace]:
+        from .evaluation import generate
+        from .models import load_model
+
+        if self._loaded is None:
+            self._loaded = load_model(self.model_id)
+        model, tokenizer = self._loaded
+        conversations = [teacher_messages(r.Prompt, r.label, condition, r.Intent) for r in frame.itertuples(index=False)]
+        out = generate(model, tokenizer, conversations, max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, desc=f"teacher {condition}")
+        return [trace_from_answer(row, text, condition, self.name) for row, text in zip(frame.itertuples(index=False), out.texts)]
+
+
+def make_teacher(spec: str = "file", *, timeout: float = 60.0) -> Teacher:
+    """Build a teacher from a notebook parameter.
+
+    - ``"file"`` — the shipped reference traces; ``"file:<path>"`` — another traces file;
+    - ``"chat:<model>@<base_url>"`` — OpenAI-compatible endpoint (key from ``$OPENAI_API_KEY``);
+    - ``"hub:<model id or folder>"`` — a causal LM through transformers.
+    """
+    kind, _, rest = spec.partition(":")
+    if kind == "file":
+        return TracesFileTeacher(Path(rest)) if rest else TracesFileTeacher()
+    if kind == "chat" and rest:
+        model, _, url = rest.partition("@")
+        return ChatTeacher(model=model, base_url=url or ChatTeacher.base_url, timeout=timeout)
+    if kind == "hub" and rest:
+        return HubTeacher(rest)
+    raise ValueError(f"unknown teacher {spec!r}; use 'file', 'file:<path>', 'chat:<model>@<base_url>' or 'hub:<model>'")
+
+
+def save_traces(path: Path, traces: list[Trace]) -> Path:
+    """Write traces as JSONL in the shipped file's schema (readable by :class:`TracesFileTeacher`)."""
+    atomic_write_jsonl(Path(path), [t.to_dict() for t in traces])
+    return Path(path)
+
+
+def _check(condition: str) -> None:
+    if condition not in DISTILL_CONDITIONS:
+        raise ValueError(f"unknown distillation condition {condition!r}; choose one of {', '.join(DISTILL_CONDITIONS)}")

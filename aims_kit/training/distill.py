@@ -1,0 +1,165 @@
+"""Reasoning distillation: screen teacher traces, then train a student on them with SFT (DESIGN.md §5).
+
+A trace is kept only if it passes two checks:
+
+- **leakage** (:func:`leak_reason`): the teacher saw the gold label (and intent) and was told
+  not to say so; traces that still reveal it ("the label", "I was told", "ground truth", …)
+  would teach the student to cite an answer key it will never have;
+- **label agreement**: the trace's parsed label (the one parser) must equal the gold label.
+
+Students of every condition train on the *same* rows (those with a clean trace in every
+condition compared) and the same seed, so the conditions differ only in what the traces say.
+Only train and val rows are ever given to a teacher; the test split is for the final score.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from .. import formats, results
+from ..models import LoraSettings
+from ..teachers import ConditionUnavailable, DistillCondition, Teacher, Trace, output_condition, save_traces
+from .common import require_split
+
+#: Distillation used a larger adapter than SFT in the paper (r=32, α=64).
+DISTILL_LORA = LoraSettings(r=32, alpha=64)
+
+#: Phrases that reveal the teacher was given the answer. Matched case-insensitively on word
+#: boundaries at the start; "annotat" catches annotator/annotation/annotated.
+LEAK_PATTERNS = (
+    r"the label", r"labell?ed", r"given label", r"i was told", r"ground[- ]truth", r"gold\b",
+    r"annotat", r"provided answer", r"as instructed",
+)
+_LEAK_RE = re.compile(r"\b(" + "|".join(LEAK_PATTERNS) + r")", re.IGNORECASE)
+
+
+def leak_reason(text: str) -> str | None:
+    """The first phrase in ``text`` that reveals a given answer, or ``None`` if it reads clean."""
+    match = _LEAK_RE.search(text or "")
+    return match.group(0) if match else None
+
+
+@dataclass
+class ScreenReport:
+    """How many traces each check dropped (and the rows no trace covered)."""
+
+    condition: str
+    rows: int = 0
+    traces: int = 0
+    leaked: int = 0
+    label_disagrees: int = 0
+    kept: int = 0
+    missing: int = 0
+    leak_examples: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def screen_traces(traces: list[Trace], frame: pd.DataFrame, condition: str) -> tuple[dict[str, Trace], ScreenReport]:
+    """Drop leaking traces and traces whose label disagrees with gold; returns kept traces by row id."""
+    gold = dict(zip(frame["ID"].astype(str), frame["label"]))
+    report = ScreenReport(condition=condition, rows=len(frame), traces=len(traces))
+    kept: dict[str, Trace] = {}
+    for trace in traces:
+        if trace.id not in gold:
+            continue
+        leak = leak_reason(trace.completion or trace.reasoning)
+        if leak:
+            report.leaked += 1
+            if len(report.leak_examples) < 3:
+                report.leak_examples.append(f"{trace.id}: …{leak}…")
+            continue
+        if formats.parse_output(trace.completion).label != gold[trace.id]:
+            report.label_disagrees += 1
+            continue
+        kept[trace.id] = trace
+    report.kept = len(kept)
+    report.missing = len(frame) - len({t.id for t in traces} & set(gold))
+    return kept, report
+
+
+@dataclass
+class TraceSet:
+    """Clean traces of one condition for the shared train and val rows."""
+
+    condition: DistillCondition
+    train: pd.DataFrame
+    val: pd.DataFrame
+    train_completions: list[str]
+    val_completions: list[str]
+    traces: list[Trace]
+    reports: dict[str, ScreenReport]
+
+
+def collect_traces(
+    teacher: Teacher,
+    train: pd.DataFrame,
+    val: pd.DataFrame,
+    conditions: list[DistillCondition],
+) -> tuple[dict[str, TraceSet], dict[str, str]]:
+    """Screened traces per condition, restricted to the rows every available condition covers.
+
+    Returns ``(trace_sets, skipped)``: ``skipped`` maps a condition the teacher cannot serve to
+    the reason (a traces file without that condition), so the notebook can print it.
+    """
+    require_split(train, "train", "distillation training rows")
+    require_split(val, "val", "distillation early stopping")
+    kept: dict[str, dict[str, dict[str, Trace]]] = {}
+    reports: dict[str, dict[str, ScreenReport]] = {}
+    skipped: dict[str, str] = {}
+    for condition in conditions:
+        try:
+            per_split = {name: teacher.traces(frame, condition) for name, frame in (("train", train), ("val", val))}
+        except ConditionUnavailable as err:
+            skipped[condition] = str(err)
+            continue
+        kept[condition], reports[condition] = {}, {}
+        for name, frame in (("train", train), ("val", val)):
+            kept[condition][name], reports[condition][name] = screen_traces(per_split[name], frame, condition)
+    sets = {}
+    for condition in kept:
+        frames, completions = {}, {}
+        for name, frame in (("train", train), ("val", val)):
+            common = set.intersection(*(set(kept[c][name]) for c in kept))
+            frames[name] = frame[frame["ID"].astype(str).isin(common)].reset_index(drop=True)
+            completions[name] = [kept[condition][name][i].completion for i in frames[name]["ID"].astype(str)]
+        used = [kept[condition][n][i] for n in ("train", "val") for i in frames[n]["ID"].astype(str)]
+        sets[condition] = TraceSet(
+            condition, frames["train"], frames["val"], completions["train"], completions["val"], used, reports[condition]
+        )
+    return sets, skipped
+
+
+def screen_table(trace_sets: dict[str, TraceSet]) -> pd.DataFrame:
+    """One row per (condition, split): traces seen, dropped for leakage or label, kept, used."""
+    rows = []
+    for condition, ts in trace_sets.items():
+        for split, report in ts.reports.items():
+            used = len(getattr(ts, split))
+            rows.append({**{k: v for k, v in report.to_dict().items() if k != "leak_examples"}, "split": split, "used": used})
+    return pd.DataFrame(rows)
+
+
+def train_student(model_name: str, trace_set: TraceSet, *, settings, run_dir: Path):
+    """SFT a student on one condition's traces (output format from :func:`output_condition`)."""
+    from .sft import train_sft
+
+    save_traces(Path(run_dir) / "traces.jsonl", trace_set.traces)
+    results.atomic_write_json(
+        Path(run_dir) / "trace_screen.json", {split: r.to_dict() for split, r in trace_set.reports.items()}
+    )
+    return train_sft(
+        model_name,
+        trace_set.train,
+        trace_set.val,
+        condition=output_condition(trace_set.condition),
+        settings=settings,
+        run_dir=run_dir,
+        train_completions=trace_set.train_completions,
+        val_completions=trace_set.val_completions,
+    )

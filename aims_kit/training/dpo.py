@@ -1,0 +1,101 @@
+"""DPO on mined intent-error pairs, starting from the SFT intent → label adapter (DESIGN.md §5).
+
+**Reference model.** Policy and reference both start from the SFT adapter. The SFT run is loaded
+as a trainable ``PeftModel`` and handed to TRL's ``DPOTrainer`` *without* a ``peft_config``;
+TRL 1.16 then copies the ``default`` adapter into a frozen adapter named ``ref`` and computes
+the reference log-probabilities with it. So the reference is **a frozen copy of the SFT
+adapter**, not the adapter-disabled model: with PEFT, disabling the adapter gives the untrained
+base model, and DPO would then pull the policy towards (and measure its KL against) a model
+that never learned the task. Only the ``default`` adapter is saved with the run.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .. import results
+from ..models import load_trained
+from .common import TrainSettings, progress_callback, require_split, save_training, trainer_kwargs
+from .dpo_pairs import dpo_records
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DpoSettings:
+    """DPO-specific settings. Defaults are the paper's: sigmoid loss, β=0.3."""
+
+    beta: float = 0.3
+    loss_type: str = "sigmoid"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def train_dpo(
+    sft_run: Path,
+    train_pairs: pd.DataFrame,
+    val_pairs: pd.DataFrame,
+    *,
+    settings: TrainSettings,
+    dpo: DpoSettings,
+    run_dir: Path,
+):
+    """Train the SFT adapter further with DPO; saves it under ``run_dir/adapter``.
+
+    ``train_pairs`` must come from the train split and ``val_pairs`` from the val split (they
+    alone choose the checkpoint and stop training). When no val pair could be mined, training
+    runs without evaluation and the last step is kept (logged, and visible in the run's
+    ``train_log.json`` by the missing ``eval_loss``). Returns the trainer.
+    """
+    from datasets import Dataset
+    from transformers import EarlyStoppingCallback
+    from trl import DPOConfig, DPOTrainer
+
+    if train_pairs.empty:
+        raise ValueError("no training pairs: the SFT model made no intent error to learn from (mine more prompts or raise k)")
+    require_split(train_pairs, "train", "DPO training pairs")
+    with_eval = not val_pairs.empty
+    if with_eval:
+        require_split(val_pairs, "val", "DPO early stopping and checkpoint selection")
+    else:
+        log.warning("no validation pairs: DPO trains without early stopping and keeps the last step")
+    model, tokenizer = load_trained(sft_run, trainable=True)
+    config = DPOConfig(
+        **trainer_kwargs(settings, run_dir, with_eval=with_eval),
+        max_length=settings.max_length,
+        beta=dpo.beta,
+        loss_type=[dpo.loss_type],
+    )
+    callbacks = [progress_callback("DPO")]
+    if with_eval:
+        callbacks.insert(0, EarlyStoppingCallback(early_stopping_patience=settings.early_stopping_patience))
+    trainer = DPOTrainer(
+        model=model,
+        args=config,
+        train_dataset=Dataset.from_list(dpo_records(train_pairs)),
+        eval_dataset=Dataset.from_list(dpo_records(val_pairs)) if with_eval else None,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+    if "ref" not in trainer.model.peft_config:
+        raise RuntimeError("TRL did not create the frozen reference adapter; the reference would be the base model")
+    trainer.train()
+    trainer.model.delete_adapter("ref")
+    save_training(trainer, run_dir)
+    return trainer
+
+
+def save_pairs(run_dir: Path, pairs: pd.DataFrame) -> Path:
+    """Keep the mined pairs with the run (``pairs.jsonl``), so anyone can read what DPO saw."""
+    path = Path(run_dir) / "pairs.jsonl"
+    results.atomic_write_jsonl(path, pairs.to_dict("records"))
+    return path
+
+
+def load_pairs(run_dir: Path) -> pd.DataFrame:
+    return pd.DataFrame(results.read_jsonl(Path(run_dir) / "pairs.jsonl"))

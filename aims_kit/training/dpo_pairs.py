@@ -1,0 +1,265 @@
+"""DPO preference pairs mined from the SFT model's own intent errors (DESIGN.md §5).
+
+The paper's recipe, step by step, for every prompt:
+
+1. sample ``k`` completions from the SFT intent → label model at temperature ``T``;
+2. keep each sample's intent (parsed by the one parser) and drop its label;
+3. re-classify that intent alone, greedily, with the same model
+   (:func:`aims_kit.formats.intent_reclassify_messages`);
+4. **chosen** = the gold ``Intent: …; Harm: …``; **rejected** = the longest sample whose
+   re-classified label is wrong (the ``hard`` variant). The rejected completion is that
+   sample's intent with the label the model gives it, so the pair contrasts an intent that
+   leads to the right label with one that leads to the wrong label.
+
+The ``judge`` variant adds a second source of rejects: samples whose label is right but whose
+intent an intent-match judge (:func:`aims_kit.judges.make_judge`) grades ``bad`` against the gold
+intent. A wrong-label sample is still preferred when a prompt has both (it is the stronger
+error); only prompts without one fall back to a judge reject.
+
+Generation is injected (:class:`Generator`), so the mining logic runs on a handcrafted stub
+in the tests exactly as it runs on a real model (:func:`model_generator`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Literal, Protocol, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .. import formats
+
+Variant = Literal["hard", "judge"]
+VARIANTS: tuple[Variant, ...] = ("hard", "judge")
+Balance = Literal["undersample", "none"]
+
+#: Columns of a pairs frame (and of ``pairs.jsonl`` in a DPO run folder).
+PAIR_COLUMNS = (
+    "id", "split", "prompt", "gold_label", "gold_intent", "chosen", "rejected",
+    "rejected_intent", "rejected_label", "source", "candidates",
+)
+
+
+class Generator(Protocol):
+    """Generates for chat conversations; row ``i``'s ``k`` outputs sit at ``i*k … i*k+k-1``."""
+
+    def __call__(
+        self,
+        conversations: Sequence[list[dict]],
+        *,
+        k: int,
+        do_sample: bool,
+        temperature: float,
+        max_new_tokens: int,
+    ) -> list[str]: ...
+
+
+def model_generator(model, tokenizer, *, batch_size: int = 32) -> Generator:
+    """A :class:`Generator` backed by a transformers model through :func:`aims_kit.evaluation.generate`."""
+    from ..evaluation import generate
+
+    def _generate(conversations, *, k, do_sample, temperature, max_new_tokens):
+        was_training = model.training
+        model.eval()
+        try:
+            out = generate(
+                model, tokenizer, conversations,
+                max_new_tokens=max_new_tokens, batch_size=batch_size, do_sample=do_sample,
+                temperature=temperature, num_return_sequences=k,
+                desc="sampling" if do_sample else "re-classifying",
+            )
+        finally:
+            if was_training:
+                model.train()
+        return out.texts
+
+    return _generate
+
+
+@dataclass
+class MiningSettings:
+    """How pairs are mined. Defaults are the paper's (k=10 samples at T=0.8, hard variant)."""
+
+    k: int = 10
+    temperature: float = 0.8
+    #: Token budget of each sampled completion.
+    max_new_tokens: int = 64
+    #: Token budget of the greedy re-classification. A model that answers with the bare label
+    #: stops after a token or two; an SFT model that echoes its whole ``Intent: …; Harm: …``
+    #: format needs room to reach the label, so this defaults to the sampling budget.
+    reclassify_max_new_tokens: int | None = None
+    variant: Variant = "hard"
+    #: ``undersample``: drop pairs of the larger class (seeded) until both classes have as many
+    #: pairs as the smaller one, so DPO does not learn a label prior. When one class yields no
+    #: pair at all, undersampling would leave nothing to train on: then every pair is kept and
+    #: the report says the set is unbalanced. ``none`` keeps every pair.
+    balance: Balance = "undersample"
+    seed: int = 22
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ValueError(f"k must be at least 1, got {self.k}")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown DPO variant {self.variant!r}; choose one of {', '.join(VARIANTS)}")
+        if self.balance not in ("undersample", "none"):
+            raise ValueError(f"unknown balance {self.balance!r}; choose undersample or none")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class MiningReport:
+    """What mining found: counts a student reads before trusting the pairs."""
+
+    prompts: int = 0
+    samples: int = 0
+    #: Samples with no ``Intent:`` field: nothing to re-classify, so never a reject.
+    samples_without_intent: int = 0
+    #: Samples whose intent the model re-classifies with the wrong label.
+    wrong_label_samples: int = 0
+    #: Right-label samples the judge graded ``bad`` (judge variant only).
+    judge_bad_samples: int = 0
+    #: Prompts where no sample qualified as rejected.
+    prompts_without_pair: int = 0
+    pairs_per_class_mined: dict[str, int] = field(default_factory=dict)
+    pairs_per_class: dict[str, int] = field(default_factory=dict)
+    balanced: bool = False
+    judge: str | None = None
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def mine_pairs(
+    frame: pd.DataFrame,
+    generator: Generator,
+    settings: MiningSettings | None = None,
+    *,
+    judge=None,
+) -> tuple[pd.DataFrame, MiningReport]:
+    """Mine one (chosen, rejected) pair per prompt of ``frame`` where the model errs.
+
+    ``frame`` holds AIMS rows (``Prompt``, ``Intent``, ``label``, ``ID``, ``split``); ``judge``
+    (a :class:`aims_kit.judges.CachedJudge`) is required for the ``judge`` variant. Returns the
+    pairs (columns :data:`PAIR_COLUMNS`) and a :class:`MiningReport`.
+    """
+    settings = settings or MiningSettings()
+    if settings.variant == "judge" and judge is None:
+        raise ValueError("the judge variant needs a judge: pass judge=aims_kit.judges.make_judge(...)")
+    start = time.perf_counter()
+    k = settings.k
+    report = MiningReport(prompts=len(frame), samples=len(frame) * k, judge=getattr(judge, "name", None))
+    conversations = [formats.prompt_messages(p, "intent_label") for p in frame["Prompt"]]
+    texts = generator(
+        conversations, k=k, do_sample=True, temperature=settings.temperature, max_new_tokens=settings.max_new_tokens
+    )
+    if len(texts) != len(frame) * k:
+        raise ValueError(f"the generator returned {len(texts)} texts for {len(frame)} prompts × k={k}")
+    intents = [formats.parse_output(t).intent for t in texts]
+    report.samples_without_intent = sum(i is None for i in intents)
+    labels = reclassify(generator, intents, settings)
+
+    gold_labels = frame["label"].tolist()
+    gold_intents = frame["Intent"].tolist()
+    wrong = [labels[j] is not None and labels[j] != gold_labels[j // k] for j in range(len(texts))]
+    report.wrong_label_samples = sum(wrong)
+    bad = [False] * len(texts)
+    if settings.variant == "judge":
+        right = [j for j in range(len(texts)) if labels[j] is not None and not wrong[j]]
+        grades = judge.grade([(gold_intents[j // k], intents[j]) for j in right])
+        for j, grade in zip(right, grades):
+            bad[j] = grade == "bad"
+        report.judge_bad_samples = sum(bad)
+
+    rows = []
+    for i, row in enumerate(frame.itertuples(index=False)):
+        span = range(i * k, i * k + k)
+        candidates = [j for j in span if wrong[j]]
+        source = "wrong_label"
+        if not candidates:
+            candidates, source = [j for j in span if bad[j]], "judge_bad"
+        if not candidates:
+            report.prompts_without_pair += 1
+            continue
+        chosen_j = max(candidates, key=lambda j: (len(intents[j]), -j))  # longest; first on ties
+        rows.append({
+            "id": str(row.ID),
+            "split": getattr(row, "split", ""),
+            "prompt": row.Prompt,
+            "gold_label": row.label,
+            "gold_intent": row.Intent,
+            "chosen": formats.format_target("intent_label", row.label, intent=row.Intent),
+            "rejected": formats.format_target("intent_label", labels[chosen_j], intent=intents[chosen_j]),
+            "rejected_intent": intents[chosen_j],
+            "rejected_label": labels[chosen_j],
+            "source": source,
+            "candidates": len(candidates),
+        })
+    pairs = pd.DataFrame(rows, columns=list(PAIR_COLUMNS))
+    report.pairs_per_class_mined = _class_counts(pairs)
+    pairs, report.balanced = balance_pairs(pairs, settings.balance, settings.seed)
+    report.pairs_per_class = _class_counts(pairs)
+    report.seconds = time.perf_counter() - start
+    return pairs, report
+
+
+def reclassify(generator: Generator, intents: Sequence[str | None], settings: MiningSettings) -> list[str | None]:
+    """The label the model gives each intent on its own (greedy); ``None`` where there is no intent.
+
+    The prompt ends in ``Harm: ``, so the answer is read as ``Harm: <answer>`` by the one
+    parser; an unreadable answer gets the single parse-failure rule, as in every metric.
+    """
+    todo = [j for j, intent in enumerate(intents) if intent]
+    labels: list[str | None] = [None] * len(intents)
+    if not todo:
+        return labels
+    budget = settings.reclassify_max_new_tokens or settings.max_new_tokens
+    answers = generator(
+        [formats.intent_reclassify_messages(intents[j]) for j in todo],
+        k=1, do_sample=False, temperature=1.0, max_new_tokens=budget,
+    )
+    for j, answer in zip(todo, answers):
+        labels[j] = formats.parse_output(f"Harm: {answer}").label_or_rule()
+    return labels
+
+
+def balance_pairs(pairs: pd.DataFrame, balance: Balance, seed: int) -> tuple[pd.DataFrame, bool]:
+    """Undersample the larger class to the smaller one's count; returns the pairs and whether they are balanced."""
+    counts = _class_counts(pairs)
+    smallest = min(counts.values())
+    if balance == "none" or smallest == 0:
+        return pairs, smallest > 0 and len(set(counts.values())) == 1
+    rng = np.random.default_rng(seed)
+    keep: list[int] = []
+    for label in formats.LABELS:
+        index = pairs.index[pairs["gold_label"] == label].to_numpy()
+        keep.extend(rng.choice(index, size=smallest, replace=False).tolist())
+    return pairs.loc[sorted(keep)].reset_index(drop=True), True
+
+
+def dpo_records(pairs: pd.DataFrame) -> list[dict]:
+    """TRL conversational preference records: the classification prompt, chosen and rejected turns."""
+    return [
+        {
+            "prompt": formats.prompt_messages(prompt, "intent_label"),
+            "chosen": [{"role": "assistant", "content": chosen}],
+            "rejected": [{"role": "assistant", "content": rejected}],
+        }
+        for prompt, chosen, rejected in zip(pairs["prompt"], pairs["chosen"], pairs["rejected"])
+    ]
+
+
+def pairs_table(pairs: pd.DataFrame, limit: int = 20) -> pd.DataFrame:
+    """Chosen vs rejected intents side by side: what an "intent error" looks like."""
+    shown = pairs.head(limit) if limit else pairs
+    return shown[["id", "gold_label", "gold_intent", "rejected_intent", "rejected_label", "source"]].rename(
+        columns={"gold_intent": "chosen intent (gold)", "rejected_intent": "rejected intent (sampled)"}
+    )
+
+
+def _class_counts(pairs: pd.DataFrame) -> dict[str, int]:
+    return {label: int((pairs["gold_label"] == label).sum()) for label in formats.LABELS}

@@ -1,0 +1,180 @@
+"""Teachers and trace screening: leakage, label agreement, the traces file, a live chat teacher on localhost."""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pandas as pd
+import pytest
+
+from aims_kit import data, formats, teachers
+from aims_kit.data import AimsDataError
+from aims_kit.teachers import ChatTeacher, ConditionUnavailable, Trace, TracesFileTeacher, make_teacher, save_traces
+from aims_kit.training.distill import collect_traces, leak_reason, screen_traces
+
+
+@pytest.fixture(scope="module")
+def splits():
+    from aims_kit import experiments
+
+    return experiments.load_splits("", 22)
+
+
+def trace(row_id, completion, condition="no_intent", label="harmful"):
+    return Trace(id=row_id, condition=condition, teacher="t", reasoning="r", intent=None, label=label, completion=completion)
+
+
+@pytest.mark.parametrize("text", [
+    "Given the label harmful, this is clear.",
+    "As the prompt was labelled unsafe, I agree.",
+    "I was told the answer, so harmful.",
+    "The ground truth says so.",
+    "Per the gold intent it is bad.",
+    "The annotator decided it is harmful.",
+    "As instructed, I classify it as safe.",
+    "The provided answer is harmful.",
+])
+def test_leak_phrases_are_flagged(text):
+    assert leak_reason(text)
+
+
+@pytest.mark.parametrize("text", [
+    "The user wants a golden retriever care guide; nothing here causes harm.",
+    "Asking how vaccines are tested is ordinary curiosity.",
+])
+def test_clean_reasoning_is_not_flagged(text):
+    assert leak_reason(text) is None
+
+
+def test_screen_drops_leaks_and_label_disagreements():
+    frame = pd.DataFrame({"ID": ["1", "2", "3", "4"], "label": ["harmful", "safe", "harmful", "safe"]})
+    traces = [
+        trace("1", "Reasoning: It asks for a weapon.\nPrompt harm: harmful"),
+        trace("2", "Reasoning: I was told it is safe.\nPrompt harm: safe"),
+        trace("3", "Reasoning: Fine.\nPrompt harm: unharmful"),  # parses as safe: disagrees with gold
+        trace("9", "Reasoning: not a row of this frame.\nPrompt harm: safe"),
+    ]
+    kept, report = screen_traces(traces, frame, "no_intent")
+    assert list(kept) == ["1"]
+    assert (report.leaked, report.label_disagrees, report.kept, report.missing) == (1, 1, 1, 1)
+    assert "I was told" in report.leak_examples[0]
+
+
+def test_shipped_traces_file_serves_two_conditions_and_lacks_synthetic(splits):
+    teacher = make_teacher("file")
+    assert isinstance(teacher, TracesFileTeacher)
+    assert teacher.conditions() == ["human_intent", "no_intent"]
+    got = teacher.traces(splits.train.head(20), "human_intent")
+    assert got and all(t.condition == "human_intent" and t.intent for t in got)
+    assert formats.parse_output(got[0].completion).intent == got[0].intent
+    with pytest.raises(ConditionUnavailable, match="synthetic_intent"):
+        teacher.traces(splits.train.head(5), "synthetic_intent")
+
+
+def test_collect_traces_uses_the_same_rows_for_every_condition_and_never_test(splits):
+    teacher = make_teacher("file")
+    train, val = splits.train.head(40), splits.val.head(10)
+    sets, skipped = collect_traces(teacher, train, val, ["no_intent", "synthetic_intent", "human_intent"])
+    assert set(sets) == {"no_intent", "human_intent"} and "synthetic_intent" in skipped
+    assert list(sets["no_intent"].train["ID"]) == list(sets["human_intent"].train["ID"])
+    assert len(sets["no_intent"].train) >= 30
+    assert sets["human_intent"].train_completions[0].startswith("Reasoning:")
+    assert "\nIntent: " in sets["human_intent"].train_completions[0]
+    assert "\nIntent: " not in sets["no_intent"].train_completions[0]
+    with pytest.raises(Exception, match="may only use the 'val' split"):
+        collect_traces(teacher, train, splits.test.head(5), ["no_intent"])
+
+
+def test_bad_traces_file_names_line_and_field(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"id": 1, "condition": "no_intent"}\n')
+    with pytest.raises(AimsDataError, match="row 1, field 'teacher'"):
+        TracesFileTeacher(path)
+
+
+class _Teacher(BaseHTTPRequestHandler):
+    """A fake OpenAI-compatible teacher: reads the gold label from the system prompt."""
+
+    seen: list = []
+
+    def do_POST(self):  # noqa: N802 (http.server API)
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        _Teacher.seen.append({"auth": self.headers.get("Authorization"), "body": body})
+        system, user = body["messages"][0]["content"], body["messages"][1]["content"]
+        label = "harmful" if "classification of the prompt is: harmful" in system else "safe"
+        leak = "leaky" in user
+        reasoning = "As instructed, I say so." if leak else f"Looking at what is asked, this is {label}."
+        answer = f"Reasoning: {reasoning}\n"
+        if "Intent: <one sentence>" in system:
+            answer += "Intent: The user wants something specific.\n"
+        answer += f"Prompt harm: {label}"
+        payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": answer}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def endpoint():
+    server = HTTPServer(("127.0.0.1", 0), _Teacher)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _Teacher.seen = []
+    yield f"http://127.0.0.1:{server.server_port}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+def test_chat_teacher_writes_traces_in_the_shipped_schema(endpoint, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-secret")
+    teacher = make_teacher(f"chat:tiny-teacher@{endpoint}")
+    assert isinstance(teacher, ChatTeacher)
+    frame = pd.DataFrame({
+        "ID": ["a", "b", "c"], "Prompt": ["make a bomb", "bake a cake", "leaky prompt"],
+        "Intent": ["The user wants a bomb.", "The user wants a cake.", "x"], "label": ["harmful", "safe", "safe"],
+    })
+    got = teacher.traces(frame, "synthetic_intent")
+    assert _Teacher.seen[0]["auth"] == "Bearer sk-test-secret"
+    assert "sk-test-secret" not in json.dumps([t.to_dict() for t in got]) and "secret" not in repr(teacher)
+    assert got[0].completion == (
+        "Reasoning: Looking at what is asked, this is harmful.\nIntent: The user wants something specific.\nPrompt harm: harmful"
+    )
+    assert got[0].teacher == "chat:tiny-teacher" and got[0].condition == "synthetic_intent"
+    human = teacher.traces(frame.head(1), "human_intent")
+    assert formats.parse_output(human[0].completion).intent == "The user wants a bomb."
+    assert "The user wants a bomb." in _Teacher.seen[-1]["body"]["messages"][0]["content"]
+    kept, report = screen_traces(got, frame, "synthetic_intent")
+    assert list(kept) == ["a", "b"] and report.leaked == 1
+    path = save_traces(tmp_path / "live.jsonl", got)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    shipped = json.loads(data.TRACES_PATH.read_text().splitlines()[0])
+    assert [list(r) for r in rows] == [list(shipped)] * 3
+    assert TracesFileTeacher(path).traces(frame, "synthetic_intent")[1].completion == got[1].completion
+
+
+def test_unreachable_chat_teacher_is_a_clear_error():
+    teacher = ChatTeacher(model="m", base_url="http://127.0.0.1:9/v1", timeout=2)
+    frame = pd.DataFrame({"ID": ["a"], "Prompt": ["p"], "Intent": ["i"], "label": ["safe"]})
+    with pytest.raises(teachers.TeacherError, match="row a"):
+        teacher.traces(frame, "no_intent")
+
+
+def test_unknown_teacher_spec():
+    with pytest.raises(ValueError, match="unknown teacher"):
+        make_teacher("oracle")
+
+
+def test_hub_teacher_runs_a_local_model_and_the_screen_catches_its_nonsense(splits):
+    """The untrained embedded model cannot justify anything: its traces must all be dropped."""
+    teacher = make_teacher("hub:embedded")
+    teacher.max_new_tokens = 6
+    rows = splits.train.head(3)
+    got = teacher.traces(rows, "no_intent")
+    assert [t.id for t in got] == list(rows["ID"]) and all(t.teacher == "hub:embedded" for t in got)
+    kept, report = screen_traces(got, rows, "no_intent")
+    assert not kept and report.leaked + report.label_disagrees == 3
