@@ -251,8 +251,12 @@ def evaluate(
     max_new_tokens: int = 64,
     latency_sample: int = 16,
     n_boot: int = 1000,
+    engine=None,
 ) -> tuple[dict, list[dict]]:
     """Classify ``frame['Prompt']`` and score against ``frame['label']``.
+
+    ``engine`` (e.g. :class:`aims_kit.vllm_backend.VllmEngine`) replaces transformers generation
+    for throughput and single-request timing; ``model`` still serves truncation and label scoring.
 
     Returns ``(metrics, predictions)``: metrics include F1, precision, recall, accuracy, the
     parse-failure rate and rule, ms/prompt (batched throughput), single-request p50/p95 ms over
@@ -266,9 +270,15 @@ def evaluate(
     prompts, n_truncated = truncate_prompts(tokenizer, list(frame["Prompt"]), max_prompt_tokens(model, max_new_tokens))
     conversations = [formats.prompt_messages(p, condition) for p in prompts]
     stops = () if condition == "label_only" else LABEL_STOPS
-    gen = generate(model, tokenizer, conversations, max_new_tokens=max_new_tokens, batch_size=batch_size, stop_strings=stops, desc=f"eval {dataset}")
+
+    def run(convs: list, size: int, desc: str) -> Generation:
+        if engine is not None:
+            return engine.generate(convs, max_new_tokens=max_new_tokens, stop_strings=stops)
+        return generate(model, tokenizer, convs, max_new_tokens=max_new_tokens, batch_size=size, stop_strings=stops, desc=desc)
+
+    gen = run(conversations, batch_size, f"eval {dataset}")
     latency = single_request_latency(
-        lambda i: generate(model, tokenizer, [conversations[i]], max_new_tokens=max_new_tokens, batch_size=1, stop_strings=stops, desc=""),
+        lambda i: run([conversations[i]], 1, ""),
         len(conversations),
         latency_sample,
     )
@@ -293,7 +303,7 @@ def evaluate(
         **(scored["metrics"] if scored else {}),
         **latency,
         "batch_size": batch_size,
-        "backend": "transformers",
+        "backend": "vllm" if engine is not None else "transformers",
         **device_info(model),
     }
     predictions = [

@@ -261,21 +261,42 @@ def distill_run(params: dict, splits: data.Splits, trace_set, teacher: str, out_
 
 
 def evaluate_run(run_dir: Path, frame: pd.DataFrame, dataset: str, params: dict) -> dict:
-    """Load the run's adapter fresh from disk (proving it was saved and is applied) and score it."""
+    """Load the run's adapter fresh from disk (proving it was saved and is applied) and score it.
+
+    With ``backend`` "auto" (default) generation uses vLLM when it is installed and CUDA is
+    present, after checking that vLLM really applies the adapter; "transformers" forces
+    transformers.
+    """
     config = results.read_run_config(run_dir)
     model, tokenizer = load_trained(run_dir)
+    frame = limit_rows(frame, params.get("eval_limit", 0))
+    engine = _vllm_engine(run_dir, model, tokenizer, frame, config["condition"], params)
     metrics, predictions = evaluation.evaluate(
         model,
         tokenizer,
-        limit_rows(frame, params.get("eval_limit", 0)),
+        frame,
         condition=config["condition"],
         dataset=dataset,
         batch_size=params.get("eval_batch_size", 32),
         max_new_tokens=params.get("max_new_tokens", 64),
         latency_sample=params.get("latency_sample", 16),
         n_boot=params.get("n_boot", 1000),
+        engine=engine,
     )
     return results.write_record(run_dir, dataset, metrics, predictions)
+
+
+def _vllm_engine(run_dir: Path, model, tokenizer, frame: pd.DataFrame, condition: str, params: dict):
+    """A checked vLLM engine for the run, or ``None`` to use transformers."""
+    from . import vllm_backend
+
+    if params.get("backend", "auto") == "transformers" or not vllm_backend.available():
+        return None
+    engine = vllm_backend.VllmEngine(run_dir)
+    probe = [formats.prompt_messages(p, condition) for p in frame["Prompt"].head(4)]
+    reference = evaluation.generate(model, tokenizer, probe, max_new_tokens=params.get("max_new_tokens", 64), desc="")
+    vllm_backend.check_adapter_applied(engine, reference, probe, params.get("max_new_tokens", 64))
+    return engine
 
 
 def comparison_table(out_dir: Path, dataset: str = "aims_test") -> pd.DataFrame:

@@ -19,12 +19,16 @@ class _ChatHandler(BaseHTTPRequestHandler):
     def do_POST(self):  # noqa: N802 (http.server API)
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         type(self).calls.append({"body": body, "auth": self.headers.get("Authorization")})
-        payload = json.dumps({"choices": [{"message": {"content": type(self).answer}}]}).encode()
+        payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": self.respond(body)}}]}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
+
+    def respond(self, body: dict) -> str:
+        """The reply; a test may replace it (``Endpoint.respond = fn``) to answer per request."""
+        return type(self).answer
 
     def log_message(self, *args):
         pass
@@ -32,7 +36,7 @@ class _ChatHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture()
 def chat_endpoint():
-    """A judge endpoint on 127.0.0.1: set ``.answer``, read ``.calls``, point a judge at ``.url``."""
+    """A chat endpoint on 127.0.0.1: set ``.answer`` (or ``.respond``), read ``.calls``, use ``.url``."""
 
     class Endpoint(_ChatHandler):
         calls = []

@@ -1,8 +1,6 @@
 """Teachers and trace screening: leakage, label agreement, the traces file, a live chat teacher on localhost."""
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pandas as pd
 import pytest
@@ -92,54 +90,33 @@ def test_bad_traces_file_names_line_and_field(tmp_path):
         TracesFileTeacher(path)
 
 
-class _Teacher(BaseHTTPRequestHandler):
-    """A fake OpenAI-compatible teacher: reads the gold label from the system prompt."""
-
-    seen: list = []
-
-    def do_POST(self):  # noqa: N802 (http.server API)
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        _Teacher.seen.append({"auth": self.headers.get("Authorization"), "body": body})
-        system, user = body["messages"][0]["content"], body["messages"][1]["content"]
-        label = "harmful" if "classification of the prompt is: harmful" in system else "safe"
-        leak = "leaky" in user
-        reasoning = "As instructed, I say so." if leak else f"Looking at what is asked, this is {label}."
-        answer = f"Reasoning: {reasoning}\n"
-        if "Intent: <one sentence>" in system:
-            answer += "Intent: The user wants something specific.\n"
-        answer += f"Prompt harm: {label}"
-        payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": answer}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *args):
-        pass
+def _teacher_reply(_handler, body: dict) -> str:
+    """A teacher that justifies the label it was given; it leaks when the prompt says "leaky"."""
+    system, user = body["messages"][0]["content"], body["messages"][1]["content"]
+    label = "harmful" if "classification of the prompt is: harmful" in system else "safe"
+    reasoning = "As instructed, I say so." if "leaky" in user else f"Looking at what is asked, this is {label}."
+    answer = f"Reasoning: {reasoning}\n"
+    if "Intent: <one sentence>" in system:
+        answer += "Intent: The user wants something specific.\n"
+    return answer + f"Prompt harm: {label}"
 
 
 @pytest.fixture
-def endpoint():
-    server = HTTPServer(("127.0.0.1", 0), _Teacher)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    _Teacher.seen = []
-    yield f"http://127.0.0.1:{server.server_port}/v1"
-    server.shutdown()
-    server.server_close()
+def endpoint(chat_endpoint):
+    chat_endpoint.respond = _teacher_reply
+    return chat_endpoint
 
 
 def test_chat_teacher_writes_traces_in_the_shipped_schema(endpoint, tmp_path, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-secret")
-    teacher = make_teacher(f"chat:tiny-teacher@{endpoint}")
+    teacher = make_teacher(f"chat:tiny-teacher@{endpoint.url}")
     assert isinstance(teacher, ChatTeacher)
     frame = pd.DataFrame({
         "ID": ["a", "b", "c"], "Prompt": ["make a bomb", "bake a cake", "leaky prompt"],
         "Intent": ["The user wants a bomb.", "The user wants a cake.", "x"], "label": ["harmful", "safe", "safe"],
     })
     got = teacher.traces(frame, "synthetic_intent")
-    assert _Teacher.seen[0]["auth"] == "Bearer sk-test-secret"
+    assert endpoint.calls[0]["auth"] == "Bearer sk-test-secret"
     assert "sk-test-secret" not in json.dumps([t.to_dict() for t in got]) and "secret" not in repr(teacher)
     assert got[0].completion == (
         "Reasoning: Looking at what is asked, this is harmful.\nIntent: The user wants something specific.\nPrompt harm: harmful"
@@ -147,7 +124,7 @@ def test_chat_teacher_writes_traces_in_the_shipped_schema(endpoint, tmp_path, mo
     assert got[0].teacher == "chat:tiny-teacher" and got[0].condition == "synthetic_intent"
     human = teacher.traces(frame.head(1), "human_intent")
     assert formats.parse_output(human[0].completion).intent == "The user wants a bomb."
-    assert "The user wants a bomb." in _Teacher.seen[-1]["body"]["messages"][0]["content"]
+    assert "The user wants a bomb." in endpoint.calls[-1]["body"]["messages"][0]["content"]
     kept, report = screen_traces(got, frame, "synthetic_intent")
     assert list(kept) == ["a", "b"] and report.leaked == 1
     path = save_traces(tmp_path / "live.jsonl", got)

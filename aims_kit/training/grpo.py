@@ -142,7 +142,7 @@ def train_grpo(
     kwargs = trainer_kwargs(settings.train_settings(), run_dir, with_eval=False)
     # Log every step (the reward curves), no trainer checkpoints (the val snapshots replace them),
     # gradient checkpointing only where memory is scarce: on CPU it only costs time.
-    kwargs.update(logging_steps=1, save_strategy="no", gradient_checkpointing=has_cuda())
+    kwargs.update(logging_steps=1, save_strategy="no")
     config = GRPOConfig(
         **kwargs,
         num_generations=settings.num_generations,
