@@ -84,7 +84,7 @@ def evaluate_loaded(run: LoadedRun, frame: pd.DataFrame, dataset: str, params: d
     else:
         scores, predictions = evaluation.evaluate(
             run.model, run.tokenizer, frame, condition=run.config["condition"], dataset=dataset, batch_size=batch_size,
-            max_new_tokens=int(params.get("max_new_tokens", 64)), latency_sample=latency_sample, n_boot=n_boot,
+            max_new_tokens=evaluation.answer_budget(params, run.config["condition"]), latency_sample=latency_sample, n_boot=n_boot,
         )
     slices = [c for c in ("type", "Adversarial", "Category") if c in frame.columns]
     for prediction, values in zip(predictions, frame[slices].to_dict("records")):
@@ -156,3 +156,27 @@ def dataset_name(name: str, path: str | Path | None) -> str:
     if path is not None and Path(path).resolve().parent == benchmarks.FIXTURES_DIR.resolve():
         return f"fixture:{name}"
     return f"bench:{name}"
+
+
+def sft_comparison(out_dir: str | Path, records: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame | str:
+    """Paired intent → label vs label-only SFT on every dataset both were evaluated on."""
+    if not all(results.find_runs(out_dir, regime="sft", condition=c) for c in ("intent_label", "label_only")):
+        return "train both SFT conditions (02_sft) to compare them"
+    datasets = sorted(set(records["dataset"]) - {"aims_test"}) + ["aims_test"]
+    return paired_table(out_dir, {"regime": "sft", "condition": "intent_label"}, {"regime": "sft", "condition": "label_only"},
+                        datasets, n_boot=n_boot, seed=seed)
+
+
+def slice_table(run_dirs: list[Path], found: list[Found], benchmark: str = "xstest", column: str = "type") -> pd.DataFrame | str:
+    """Per-slice F1 of every run on one benchmark (XSTest's prompt types by default)."""
+    dataset = next((f.dataset for f in found if f.name == benchmark and f.frame is not None), None)
+    slices = {
+        run.name: stats.slice_f1(run_predictions(run, dataset), column)
+        for run in run_dirs if dataset and (run / "predictions" / f"{dataset}.jsonl").exists()
+    }
+    return pd.concat(slices, names=["run"]).round(3) if slices else f"{benchmark} was not evaluated"
+
+
+def benchmark_datasets(records: pd.DataFrame) -> list[str]:
+    """The external benchmark (and fixture) datasets among the records."""
+    return sorted(d for d in records["dataset"].unique() if d.startswith(("bench:", "fixture:")))

@@ -474,3 +474,12 @@ def subsample(frame: pd.DataFrame, limit: int, seed: int = 0) -> pd.DataFrame:
     out = pd.concat(parts).sort_index().reset_index(drop=True)
     out.attrs.update(frame.attrs, limit=limit)
     return out
+
+
+def registry_table() -> pd.DataFrame:
+    """One row per registered benchmark: where it lives, its licence and gating."""
+    return pd.DataFrame([
+        {"name": b.name, "hub": b.hub_id, "config": b.config, "split": b.split, "licence": b.licence,
+         "gating": b.gating, "upstream file": b.upstream, "paper five": b.paper_five}
+        for b in REGISTRY.values()
+    ])

@@ -256,7 +256,7 @@ def distill_run(params: dict, splits: data.Splits, trace_set, teacher: str, out_
     )
     run_dir = results.create_run(out_dir, f"distill-{trace_set.condition}", config)
     train_student(params["model"], trace_set, settings=settings, run_dir=run_dir)
-    evaluate_run(run_dir, splits.test, "aims_test", {**params, "max_new_tokens": params.get("distill_max_new_tokens", 256)})
+    evaluate_run(run_dir, splits.test, "aims_test", params)
     return run_dir
 
 
@@ -270,7 +270,8 @@ def evaluate_run(run_dir: Path, frame: pd.DataFrame, dataset: str, params: dict)
     config = results.read_run_config(run_dir)
     model, tokenizer = load_trained(run_dir)
     frame = limit_rows(frame, params.get("eval_limit", 0))
-    engine = _vllm_engine(run_dir, model, tokenizer, frame, config["condition"], params)
+    budget = evaluation.answer_budget(params, config["condition"])
+    engine = _vllm_engine(run_dir, model, tokenizer, frame, config["condition"], budget, params.get("backend", "auto"))
     metrics, predictions = evaluation.evaluate(
         model,
         tokenizer,
@@ -278,7 +279,7 @@ def evaluate_run(run_dir: Path, frame: pd.DataFrame, dataset: str, params: dict)
         condition=config["condition"],
         dataset=dataset,
         batch_size=params.get("eval_batch_size", 32),
-        max_new_tokens=params.get("max_new_tokens", 64),
+        max_new_tokens=budget,
         latency_sample=params.get("latency_sample", 16),
         n_boot=params.get("n_boot", 1000),
         engine=engine,
@@ -286,16 +287,16 @@ def evaluate_run(run_dir: Path, frame: pd.DataFrame, dataset: str, params: dict)
     return results.write_record(run_dir, dataset, metrics, predictions)
 
 
-def _vllm_engine(run_dir: Path, model, tokenizer, frame: pd.DataFrame, condition: str, params: dict):
+def _vllm_engine(run_dir: Path, model, tokenizer, frame: pd.DataFrame, condition: str, budget: int, backend: str = "auto"):
     """A checked vLLM engine for the run, or ``None`` to use transformers."""
     from . import vllm_backend
 
-    if params.get("backend", "auto") == "transformers" or not vllm_backend.available():
+    if backend == "transformers" or not vllm_backend.available():
         return None
     engine = vllm_backend.VllmEngine(run_dir)
     probe = [formats.prompt_messages(p, condition) for p in frame["Prompt"].head(4)]
-    reference = evaluation.generate(model, tokenizer, probe, max_new_tokens=params.get("max_new_tokens", 64), desc="")
-    vllm_backend.check_adapter_applied(engine, reference, probe, params.get("max_new_tokens", 64))
+    reference = evaluation.generate(model, tokenizer, probe, max_new_tokens=budget, desc="")
+    vllm_backend.check_adapter_applied(engine, reference, probe, budget)
     return engine
 
 
