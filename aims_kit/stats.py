@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .metrics import POSITIVE, from_confusion
+from .metrics import POSITIVE, confusion, from_confusion
 from .results import read_jsonl
 
 #: Config keys that do not make two runs different experiments (they differ run to run).
@@ -184,15 +184,14 @@ def slice_f1(predictions: pd.DataFrame, column: str, *, n_boot: int = 0, seed: i
     rows = []
     for value, group in predictions.groupby(column, sort=True):
         gold, pred = list(group["gold"]), list(group["pred"])
-        tp = sum(g == POSITIVE and p == POSITIVE for g, p in zip(gold, pred))
-        fp = sum(g != POSITIVE and p == POSITIVE for g, p in zip(gold, pred))
-        fn = sum(g == POSITIVE and p != POSITIVE for g, p in zip(gold, pred))
-        scores = from_confusion(tp, fp, fn, len(gold) - tp - fp - fn)
-        has_positive = tp + fn > 0
+        counts = confusion(gold, pred)
+        scores = from_confusion(**counts)
+        positives = counts["tp"] + counts["fn"]
+        has_positive = positives > 0
         row = {
             column: value,
             "n": len(gold),
-            "harmful_share": (tp + fn) / len(gold),
+            "harmful_share": positives / len(gold),
             "accuracy": scores["accuracy"],
             "f1": scores["f1"] if has_positive else float("nan"),
         }

@@ -75,9 +75,9 @@ def trainer_kwargs(settings: TrainSettings, run_dir: Path, *, with_eval: bool = 
         report_to="none",
         use_cpu=not cuda,
         bf16=cuda,
-        # TRL turns gradient checkpointing on by default: it saves GPU memory for QLoRA but only
+        # TRL turns (gradient) checkpointing on by default: it saves GPU memory for QLoRA but only
         # costs time on a CPU, where memory is not the limit for these models.
-        gradient_checkpointing=cuda,
+        activation_checkpointing=cuda,
         disable_tqdm=True,
         dataloader_num_workers=0,
     )
