@@ -74,6 +74,7 @@ def generate(
     stopping = _stop_criteria(tokenizer, stop_strings)
     start = time.perf_counter()
     pending = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    halved = False
     bar = progress_bar(len(order), desc=desc, unit="prompt")
     while pending:
         batch = pending.pop(0)
@@ -84,9 +85,9 @@ def generate(
                 raise
             torch.cuda.empty_cache()
             half = len(batch) // 2
-            if not getattr(generate, "_warned_oom", False):
+            if not halved:
                 warnings.warn(f"CUDA out of memory at batch size {len(batch)}: halving the batch and continuing", stacklevel=2)
-                generate._warned_oom = True
+                halved = True
             pending[:0] = [batch[:half], batch[half:]]
             continue
         for j, seq in enumerate(out):

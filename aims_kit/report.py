@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import plots
-from .results import atomic_write_text, load_records
+from .results import atomic_write_text, load_records, read_json
 
 TABLE_COLUMNS = [
     "regime", "condition", "variant", "dataset", "n", "f1", "f1_ci_low", "f1_ci_high", "precision", "recall",
@@ -43,6 +43,23 @@ def results_table(records: pd.DataFrame) -> pd.DataFrame:
     return records[columns].sort_values(["dataset", "regime", "condition"]).reset_index(drop=True).round(3)
 
 
+def regime_sections(records: pd.DataFrame) -> list[str]:
+    """One section per regime: its runs on the AIMS test split and each run's learning curve."""
+    if records.empty:
+        return []
+    parts = ["<h2>By regime</h2>"]
+    for regime, group in records.groupby("regime", sort=True):
+        parts.append(f"<h3>{html.escape(str(regime))}</h3>")
+        parts.append(results_table(group[group["dataset"] == "aims_test"]).to_html(index=False, escape=True, classes="results"))
+        for run_dir in sorted(group["run_dir"].unique()):
+            log = Path(run_dir) / "train_log.json"
+            if log.exists():
+                figure = plots.loss_figure(read_json(log), title=f"{regime} · {Path(run_dir).name}")
+                figure.update_layout(height=300)
+                parts.append(figure.to_html(full_html=False, include_plotlyjs=False))
+    return parts
+
+
 def write_report(out_dir: Path, parameters: dict | None = None) -> Path:
     """Write ``out_dir/report.html`` from the records under ``out_dir``; returns its path."""
     out_dir = Path(out_dir)
@@ -60,20 +77,23 @@ def write_report(out_dir: Path, parameters: dict | None = None) -> Path:
         "<h2>Pareto: F1 against latency</h2>",
     ]
     if len(summary):
-        figure = plots.pareto_figure(summary)
-        parts.append(figure.to_html(full_html=False, include_plotlyjs=True, div_id="pareto"))
+        parts.append(plots.pareto_figure(summary).to_html(full_html=False, include_plotlyjs=False, div_id="pareto"))
     else:
         parts.append("<p>No results records found.</p>")
     parts += [
         "<h2>Results</h2>",
         table.to_html(index=False, escape=True, classes="results"),
+        *regime_sections(records),
         "<h2>Parameters</h2>",
         f"<pre>{html.escape(json.dumps(parameters or {}, indent=2, default=str))}</pre>",
         "<h2>Versions</h2>",
         f"<pre>{html.escape(json.dumps(versions(), indent=2))}</pre>",
     ]
+    from plotly.offline import get_plotlyjs
+
     page = (
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>AIMS Kit report</title>"
+        f"<script>{get_plotlyjs()}</script>"
         "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
         "table.results{border-collapse:collapse;font-size:13px}"
         "table.results td,table.results th{border:1px solid #ccc;padding:3px 6px}</style></head><body>"

@@ -1,0 +1,65 @@
+"""Reliability: concurrent runs never share a folder, OOM halves the batch, same seed same result."""
+
+import multiprocessing
+from pathlib import Path
+
+import pytest
+import torch
+
+from aims_kit import evaluation, experiments, formats, models, profiles, results
+
+
+def _create(out: str, queue) -> None:
+    queue.put(str(results.create_run(Path(out), "sft", {"regime": "sft"})))
+
+
+def test_runs_started_at_once_get_different_folders(tmp_path):
+    queue = multiprocessing.get_context("spawn").Queue()
+    workers = [multiprocessing.get_context("spawn").Process(target=_create, args=(str(tmp_path), queue)) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+    folders = [queue.get(timeout=10) for _ in workers]
+    assert len(set(folders)) == 4
+    assert all(results.read_run_config(f)["run_id"] == Path(f).name for f in folders)
+
+
+class _OomOverTwo:
+    """Wraps a model: ``generate`` raises CUDA out-of-memory for batches larger than two rows."""
+
+    def __init__(self, model):
+        self.model, self.batches = model, []
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def generate(self, input_ids, **kwargs):
+        if input_ids.shape[0] > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        self.batches.append(input_ids.shape[0])
+        return self.model.generate(input_ids=input_ids, **kwargs)
+
+
+def test_out_of_memory_halves_the_batch_and_keeps_every_row(tmp_path):
+    model, tokenizer = models.load_model("embedded", cache_dir=tmp_path)
+    conversations = [formats.prompt_messages(f"prompt number {i}", "label_only") for i in range(7)]
+    expected = evaluation.generate(model, tokenizer, conversations, max_new_tokens=3, batch_size=8, desc="")
+    wrapped = _OomOverTwo(model)
+    with pytest.warns(UserWarning, match="halving the batch"):
+        got = evaluation.generate(wrapped, tokenizer, conversations, max_new_tokens=3, batch_size=8, desc="")
+    assert max(wrapped.batches) <= 2 and sum(wrapped.batches) == 7
+    assert got.texts == expected.texts
+
+
+def test_same_seed_same_profile_same_metrics(tmp_path):
+    params = profiles.profile_parameters("smoke", {"max_steps": 3, "eval_limit": 12, "latency_sample": 0})
+    splits = experiments.load_splits("", 22)
+    a = experiments.sft_run(params, splits, "label_only", tmp_path / "a")
+    b = experiments.sft_run(params, splits, "label_only", tmp_path / "b")
+    ra, rb = (results.read_json(r / "results" / "aims_test.json") for r in (a, b))
+    for key in ("f1", "precision", "recall", "parse_failure_rate", "tokens_per_prompt", "f1_ci_low", "f1_ci_high"):
+        assert ra[key] == rb[key], key
+    assert [p["output"] for p in results.read_jsonl(a / "predictions" / "aims_test.jsonl")] == [
+        p["output"] for p in results.read_jsonl(b / "predictions" / "aims_test.jsonl")
+    ]
