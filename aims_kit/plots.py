@@ -40,18 +40,21 @@ def summarise_runs(records: pd.DataFrame, datasets: list[str] | None = None, *, 
     chosen = datasets or sorted(records["dataset"].unique())
     subset = records[records["dataset"].isin(chosen)]
     grouped = subset.groupby("run_id")
-    summary = grouped.agg(
-        regime=("regime", "first"),
-        condition=("condition", "first"),
-        model=("model", "first"),
-        seed=("seed", "first"),
-        n_datasets=("dataset", "nunique"),
-        mean_f1=("f1", "mean"),
-        ms_per_prompt=("ms_per_prompt", "mean"),
-        tokens_per_prompt=("tokens_per_prompt", "mean"),
-        parse_failure_rate=("parse_failure_rate", "mean"),
-        device=("device", "first"),
-    ).reset_index()
+    columns = {
+        "regime": ("regime", "first"),
+        "condition": ("condition", "first"),
+        "model": ("model", "first"),
+        "seed": ("seed", "first"),
+        "n_datasets": ("dataset", "nunique"),
+        "mean_f1": ("f1", "mean"),
+        "ms_per_prompt": ("ms_per_prompt", "mean"),
+        "tokens_per_prompt": ("tokens_per_prompt", "mean"),
+        "parse_failure_rate": ("parse_failure_rate", "mean"),
+        "device": ("device", "first"),
+    }
+    if "variant" in subset:
+        columns["variant"] = ("variant", "first")
+    summary = grouped.agg(**columns).reset_index()
     if "f1_ci_low" in subset:
         from .stats import mean_f1_interval
 
@@ -60,7 +63,11 @@ def summarise_runs(records: pd.DataFrame, datasets: list[str] | None = None, *, 
     summary = summary[summary["n_datasets"] == len(chosen)].reset_index(drop=True)
     if group_seeds and len(summary):
         summary = _group_seeds(summary, records)
-    summary["label"] = summary["regime"] + " · " + summary["condition"]
+    variant = summary["variant"].fillna("") if "variant" in summary else pd.Series("", index=summary.index)
+    # What distinguishes runs of one regime: the output format, and the variant where there is one
+    # (DPO hard/judge, distillation condition, GRPO reward set).
+    summary["setting"] = summary["condition"] + variant.map(lambda v: f" · {v}" if v else "")
+    summary["label"] = summary["regime"] + " · " + summary["setting"]
     summary["on_frontier"] = pareto_mask(summary["ms_per_prompt"].tolist(), summary["mean_f1"].tolist())
     return summary
 
@@ -110,7 +117,7 @@ def pareto_figure(summary: pd.DataFrame, title: str = "F1 against latency", refe
         x="ms_per_prompt",
         y="mean_f1",
         color="regime",
-        symbol="condition",
+        symbol="setting",
         hover_name="run_id",
         hover_data={"model": True, "seed": True, "tokens_per_prompt": ":.1f", "parse_failure_rate": ":.2f", "device": True},
         labels={"ms_per_prompt": "ms / prompt (batched throughput)", "mean_f1": "mean harmful-class F1"},
