@@ -140,8 +140,15 @@ def is_evaluated(run_dir: Path, dataset: str) -> bool:
 
 
 def write_record(run_dir: Path, dataset: str, metrics: dict, predictions: list[dict]) -> dict:
-    """Save predictions and the tidy record for (run, dataset); returns the record."""
+    """Save predictions and the tidy record for (run, dataset); returns the record.
+
+    Re-evaluating a run on the same dataset keeps one current record (the tidy table stays one
+    row per run and dataset) and moves the earlier record and predictions to ``history/``, so
+    nothing is lost.
+    """
+    run_dir = Path(run_dir)
     config = read_run_config(run_dir)
+    _archive_previous(run_dir, dataset)
     record = {
         "run_id": config["run_id"],
         "run_dir": str(run_dir),
@@ -159,6 +166,16 @@ def write_record(run_dir: Path, dataset: str, metrics: dict, predictions: list[d
     atomic_write_jsonl(run_dir / "predictions" / f"{dataset}.jsonl", predictions)
     atomic_write_json(run_dir / "results" / f"{dataset}.json", record)
     return record
+
+
+def _archive_previous(run_dir: Path, dataset: str) -> None:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    for folder, suffix in (("results", ".json"), ("predictions", ".jsonl")):
+        previous = run_dir / folder / f"{dataset}{suffix}"
+        if previous.exists():
+            target = run_dir / "history" / f"{folder}-{dataset}-{stamp}{suffix}"
+            target.parent.mkdir(exist_ok=True)
+            os.replace(previous, target)
 
 
 def find_runs(out_dir: str | Path, **match: Any) -> list[Path]:

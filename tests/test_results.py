@@ -46,3 +46,14 @@ def test_latest_run_matches_config_and_explains_absence(tmp_path):
     assert results.latest_run(tmp_path, regime="sft", condition="intent_label") == first
     with pytest.raises(FileNotFoundError, match="regime='dpo'"):
         results.latest_run(tmp_path, regime="dpo")
+
+
+def test_re_evaluation_keeps_the_earlier_record_in_history(tmp_path):
+    run = results.create_run(tmp_path, "sft", {"regime": "sft", "condition": "label_only", "model": "m"})
+    results.write_record(run, "bench:xstest", {"f1": 0.25, "ms_per_prompt": 1.0}, [{"id": "1"}])
+    results.write_record(run, "bench:xstest", {"f1": 0.75, "ms_per_prompt": 1.0}, [{"id": "2"}])
+    frame = results.load_records(tmp_path)
+    assert list(frame["f1"]) == [0.75]
+    kept = sorted(p.name for p in (run / "history").iterdir())
+    assert len(kept) == 2 and kept[0].startswith("predictions-bench:xstest-") and kept[1].startswith("results-bench:xstest-")
+    assert json.loads(next((run / "history").glob("results-*.json")).read_text())["f1"] == 0.25
