@@ -192,6 +192,37 @@ def loss_figure(log_history: list[dict], title: str = "training and validation l
     return fig
 
 
+def learning_curves(runs: dict[str, "Path | str"], title: str = "training and validation loss"):
+    """One loss panel per run (``{name: run folder}``), read from each run's ``train_log.json``."""
+    from pathlib import Path
+
+    from plotly.subplots import make_subplots
+
+    from .results import read_json
+
+    fig = make_subplots(rows=1, cols=max(1, len(runs)), subplot_titles=list(runs), shared_yaxes=True)
+    for column, run_dir in enumerate(runs.values(), start=1):
+        log = read_json(Path(run_dir) / "train_log.json")
+        for trace in loss_figure(log).data:
+            trace.showlegend = column == 1
+            fig.add_trace(trace, row=1, col=column)
+    fig.update_layout(title=title, template="plotly_white", height=380)
+    return fig
+
+
+def reward_figures(runs: dict[str, "Path | str"]) -> None:
+    """Show the GRPO reward figure of every run (``{reward set: run folder}``)."""
+    from pathlib import Path
+
+    from .results import read_json, read_jsonl
+
+    for name, run_dir in runs.items():
+        run_dir = Path(run_dir)
+        log = read_jsonl(run_dir / "reward_log.jsonl")
+        history = read_json(run_dir / "val_selection.json")["history"]
+        reward_figure(log, history, title=f"GRPO · {name}").show()
+
+
 def reward_figure(reward_log: list[dict], val_history: list[dict] | None = None, title: str = "GRPO rewards per step"):
     """Watch the policy change: mean of each reward component, the fraction in format and the
     validation F1 of the snapshots (top), mean completion length (bottom)."""

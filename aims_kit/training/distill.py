@@ -145,6 +145,12 @@ def screen_table(trace_sets: dict[str, TraceSet]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def traces_table(trace_sets: dict[str, TraceSet], per_condition: int = 2) -> pd.DataFrame:
+    """A few traces of each condition side by side, to read what the student will learn to write."""
+    rows = [t.to_dict() for ts in trace_sets.values() for t in ts.traces[:per_condition]]
+    return pd.DataFrame(rows, columns=["id", "condition", "teacher", "reasoning", "intent", "label", "completion"])[["id", "condition", "completion"]]
+
+
 def train_student(model_name: str, trace_set: TraceSet, *, settings, run_dir: Path):
     """SFT a student on one condition's traces (output format from :func:`output_condition`)."""
     from .sft import train_sft
