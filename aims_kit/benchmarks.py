@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .data import AimsDataError
+from .data import AimsDataError, is_missing, iter_jsonl
 from .paths import REPO_DIR
 
 FIXTURES_DIR = Path(__file__).parent / "data" / "fixtures"
@@ -206,18 +206,7 @@ def read_file(path: str | Path) -> pd.DataFrame:
 
 
 def _read_jsonl_text(text: str, source: str) -> pd.DataFrame:
-    rows = []
-    for line_no, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise BenchmarkError(source, f"line {line_no} is not valid JSON ({err.msg}); truncated file?", row=line_no) from None
-        if not isinstance(row, dict):
-            raise BenchmarkError(source, f"line {line_no} is not a JSON object", row=line_no)
-        rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame([row for _, row in iter_jsonl(text.splitlines(), source, BenchmarkError)])
 
 
 def read_hub(bench: Benchmark) -> pd.DataFrame:
@@ -258,7 +247,7 @@ def normalise(raw: pd.DataFrame, bench: Benchmark, source: str) -> pd.DataFrame:
     labels: list[str | None] = []
     for position, row in enumerate(raw.to_dict("records"), start=1):
         prompt = row[prompt_col]
-        if _missing(prompt) or not str(prompt).strip():
+        if is_missing(prompt) or not str(prompt).strip():
             raise BenchmarkError(source, "empty prompt", row=position, field=prompt_col)
         if bench.fixed_label is not None:
             labels.append(bench.fixed_label)
@@ -296,7 +285,7 @@ def _pick(raw: pd.DataFrame, alternatives: tuple[str, ...], source: str, what: s
 
 
 def _map_label(value: object, bench: Benchmark, source: str, position: int, column: str) -> str | None:
-    if _missing(value) or str(value).strip() == "":
+    if is_missing(value) or str(value).strip() == "":
         return None
     key = str(value).strip().lower()
     if key not in bench.label_map:
@@ -310,7 +299,7 @@ def _flag_label(row: dict, present: list[str], expected: tuple[str, ...], source
     values = []
     for column in expected:
         value = row.get(column) if column in present else None
-        if _missing(value) or str(value).strip() == "":
+        if is_missing(value) or str(value).strip() == "":
             values.append(None)
             continue
         text = str(value).strip().lower()
@@ -334,10 +323,6 @@ def _ids(raw: pd.DataFrame, bench: Benchmark) -> list[str]:
     return ids.tolist()
 
 
-def _missing(value: object) -> bool:
-    return value is None or (isinstance(value, float) and np.isnan(value))
-
-
 def _as_flag(value: object) -> bool:
     return str(value).strip().lower() in ("1", "1.0", "true", "yes", "adversarial")
 
@@ -345,7 +330,7 @@ def _as_flag(value: object) -> bool:
 def _slice_text(value: object) -> str:
     if isinstance(value, (list, tuple, np.ndarray)):
         return ", ".join(str(v) for v in value) or "none"
-    return "none" if _missing(value) or str(value).strip() == "" else str(value).strip()
+    return "none" if is_missing(value) or str(value).strip() == "" else str(value).strip()
 
 
 # ---------------------------------------------------------------- loading and searching

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -86,17 +87,27 @@ def read_table(source: str | Path | None, *, hub_split: str = "train") -> tuple[
     return _read_hub(str(source), hub_split), f"{source} [{hub_split}]"
 
 
+def iter_jsonl(lines: Iterable[str], source: str, error: type[AimsDataError] = AimsDataError) -> Iterator[tuple[int, dict]]:
+    """``(line number, object)`` for each non-empty JSONL line.
+
+    A line that is not a JSON object (a truncated download, a hand edit) is an ``error`` naming
+    the file and the line, never a stack trace from the JSON parser.
+    """
+    for line_no, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise error(source, f"line {line_no} is not valid JSON ({err.msg}); truncated file?", row=line_no) from None
+        if not isinstance(row, dict):
+            raise error(source, f"line {line_no} is not a JSON object", row=line_no)
+        yield line_no, row
+
+
 def _read_jsonl(path: Path) -> pd.DataFrame:
-    rows = []
     with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise AimsDataError(str(path), f"line {line_no} is not valid JSON ({err.msg})") from None
-    return pd.DataFrame(rows)
+        return pd.DataFrame([row for _, row in iter_jsonl(handle, str(path))])
 
 
 _READERS = {
@@ -142,12 +153,12 @@ def validate(raw: pd.DataFrame, source: str) -> pd.DataFrame:
         raise AimsDataError(source, f"missing column(s) {missing}; found {list(raw.columns)}", field=missing[0])
     df = raw.copy()
     for column in ("Prompt", "Intent", "Annotator Harm"):
-        df[column] = df[column].map(lambda v: "" if _is_missing(v) else str(v))
+        df[column] = df[column].map(lambda v: "" if is_missing(v) else str(v))
     seen_ids: dict[str, int] = {}
     for position, row in enumerate(df.itertuples(index=False), start=1):
         values = dict(zip(df.columns, row))
         row_id = str(values["ID"])
-        if _is_missing(values["ID"]) or not row_id.strip():
+        if is_missing(values["ID"]) or not row_id.strip():
             raise AimsDataError(source, "empty ID", row=position, field="ID")
         if row_id in seen_ids:
             raise AimsDataError(source, f"duplicate ID {row_id!r} (first at row {seen_ids[row_id]})", row=position, field="ID")
@@ -171,7 +182,7 @@ def validate(raw: pd.DataFrame, source: str) -> pd.DataFrame:
     df["label"] = df["Annotator Harm"].map(HARM_MAP)
     df["Adversarial"] = df["Adversarial"].map(_as_bool)
     df["ID"] = df["ID"].astype(str)
-    df["Duplicate ID"] = df["Duplicate ID"].map(lambda v: "" if _is_missing(v) else str(v).strip())
+    df["Duplicate ID"] = df["Duplicate ID"].map(lambda v: "" if is_missing(v) else str(v).strip())
     df.attrs["n_flagged"] = int(flagged.sum())
     df.attrs["source"] = source
     return df
@@ -229,7 +240,8 @@ def _normalise_prompt(text: str) -> str:
     return " ".join(str(text).lower().split())
 
 
-def _is_missing(value: object) -> bool:
+def is_missing(value: object) -> bool:
+    """None or NaN: how pandas and pyarrow spell an empty cell."""
     return value is None or (isinstance(value, float) and np.isnan(value))
 
 
@@ -237,5 +249,5 @@ def _as_bool(value: object) -> bool | None:
     """``True``/``False`` from the spellings CSV, parquet and JSONL use; ``None`` if it is none."""
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
-    text = "" if _is_missing(value) else str(value).strip().lower()
+    text = "" if is_missing(value) else str(value).strip().lower()
     return {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False, "": False}.get(text)

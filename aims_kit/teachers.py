@@ -21,7 +21,6 @@ label checks) like the file's do, and :func:`save_traces` writes them in the sam
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
@@ -29,7 +28,7 @@ from typing import Literal, Protocol
 import pandas as pd
 
 from . import formats
-from .data import TRACES_PATH, AimsDataError
+from .data import TRACES_PATH, AimsDataError, iter_jsonl
 from .endpoints import EndpointError, chat_completion
 from .results import atomic_write_jsonl
 
@@ -152,13 +151,7 @@ def read_traces(path: Path) -> dict[str, dict[str, Trace]]:
     """Traces by condition and row id; a malformed line is an :class:`AimsDataError` naming it."""
     by_condition: dict[str, dict[str, Trace]] = {}
     with Path(path).open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise AimsDataError(str(path), f"not valid JSON ({err.msg})", row=line_no) from None
+        for line_no, row in iter_jsonl(handle, str(path)):
             missing = [f for f in TRACE_FIELDS if f not in row]
             if missing:
                 raise AimsDataError(str(path), "missing trace field", row=line_no, field=missing[0])
