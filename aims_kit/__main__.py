@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="data utilities")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     check = data_sub.add_parser("check", help="validate an AIMS-format file and print a summary")
-    check.add_argument("path", nargs="?", default=None, help="CSV / parquet / JSONL file (default: the shipped sample)")
+    check.add_argument("path", nargs="?", default=None, help="CSV / parquet / JSONL file, dataset folder or hub id (default: the shipped sample)")
 
     ev = sub.add_parser("eval", help="evaluate a run (or an untrained model) on an external benchmark")
     who = ev.add_mutually_exclusive_group(required=True)
@@ -86,11 +86,13 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             frame = load_aims(args.path)
+            splits = split_aims(frame)
         except AimsDataError as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
         report = summary(frame)
-        report["splits"] = split_aims(frame).sizes()
+        report["splits"] = splits.sizes()
+        report["splits_from"] = "the source's own train/validation/test" if splits.from_source else "re-split by the kit (seed 22)"
         print(json.dumps(report, indent=2))
         return 0
     if args.command == "eval":

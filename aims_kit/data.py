@@ -1,7 +1,12 @@
-"""The AIMS data: load from the hub or a local file, validate, map labels, split.
+"""The AIMS data: load from the hub, a local dataset folder or a local file, validate, map labels, split.
 
 Everything a notebook trains or evaluates on passes through :func:`load_aims`, so a bad file
 fails here, once, with the file, row and field named — never deep inside a trainer.
+
+Splits: a source that publishes its own train / validation / test splits keeps them (the hub
+dataset does; they are the paper's 1,378 / 173 / 173, and its test set is only comparable if
+it is the same rows). Only a single-table source is split by the kit's policy
+(:func:`split_aims`).
 """
 
 from __future__ import annotations
@@ -36,6 +41,10 @@ HARM_MAP = {
     "Completely Safe": "safe",
 }
 SPLITS = ("train", "val", "test")
+#: Column that holds the split a row had in its source, named as the kit names splits.
+SOURCE_SPLIT = "source_split"
+#: A source's split names → the kit's (the hub calls the validation split ``validation``).
+SOURCE_SPLIT_NAMES = {"train": "train", "validation": "val", "val": "val", "test": "test"}
 
 
 class AimsDataError(ValueError):
@@ -53,38 +62,59 @@ class AimsDataError(ValueError):
 
 @dataclass(frozen=True)
 class Splits:
-    """Train / val / test frames. Only ``train`` and ``val`` may drive training decisions."""
+    """Train / val / test frames. Only ``train`` and ``val`` may drive training decisions.
+
+    ``from_source`` says whether they are the source's own splits or the kit's re-split.
+    """
 
     train: pd.DataFrame
     val: pd.DataFrame
     test: pd.DataFrame
+    from_source: bool = False
 
     def sizes(self) -> dict[str, int]:
         return {name: len(getattr(self, name)) for name in SPLITS}
 
 
-def load_aims(source: str | Path | None = None, *, hub_split: str = "train") -> pd.DataFrame:
+def load_aims(source: str | Path | None = None) -> pd.DataFrame:
     """Load AIMS rows, validated, with flagged rows dropped and a binary ``label`` column added.
 
     ``source`` is ``None`` (the sample shipped with the kit), a local ``.csv`` / ``.parquet`` /
-    ``.jsonl`` / ``.json`` file, or a Hugging Face dataset id such as ``Jazhyc/aims-safety-intents``.
-    The number of dropped flagged rows is kept in ``df.attrs["n_flagged"]``.
+    ``.jsonl`` / ``.json`` file, a local dataset folder, or a Hugging Face dataset id such as
+    ``Jazhyc/aims-safety-intents``. Folders and hub ids both go through
+    ``datasets.load_dataset``; when the source has train, validation and test splits, each is
+    validated on its own and every row keeps its split in the :data:`SOURCE_SPLIT` column,
+    which :func:`split_aims` honours. The number of dropped flagged rows is kept in
+    ``df.attrs["n_flagged"]``.
     """
-    raw, name = read_table(source, hub_split=hub_split)
-    df = validate(raw, name)
+    raw, name = read_table(source)
+    if SOURCE_SPLIT not in raw.columns:
+        return validate(raw, name)
+    parts = [
+        validate(part.drop(columns=SOURCE_SPLIT).reset_index(drop=True), f"{name} [{split}]").assign(**{SOURCE_SPLIT: split})
+        for split, part in raw.groupby(SOURCE_SPLIT, sort=False)
+    ]
+    df = pd.concat(parts, ignore_index=True)
+    df.attrs = {"n_flagged": sum(p.attrs["n_flagged"] for p in parts), "source": name}
     return df
 
 
-def read_table(source: str | Path | None, *, hub_split: str = "train") -> tuple[pd.DataFrame, str]:
-    """Read a table from a local file or the hub without validating it; returns it and its name."""
+def read_table(source: str | Path | None) -> tuple[pd.DataFrame, str]:
+    """Read a table from a local file, a dataset folder or the hub without validating it.
+
+    A folder or hub dataset with several splits comes back as one frame whose
+    :data:`SOURCE_SPLIT` column says which split each row came from. Returns it and its name.
+    """
     if source is None:
         source = SAMPLE_PATH
     path = Path(source)
-    if path.exists():
+    if path.is_file():
         return _read_local(path), str(path)
+    if path.is_dir():
+        return _read_dataset(str(path), "local dataset folder"), str(path)
     if isinstance(source, Path) or path.suffix.lower() in _READERS or "/" not in str(source):
         raise AimsDataError(str(source), "no such file (and it does not look like a hub dataset id)")
-    return _read_hub(str(source), hub_split), f"{source} [{hub_split}]"
+    return _read_dataset(str(source), "Hugging Face hub"), str(source)
 
 
 def iter_jsonl(lines: Iterable[str], source: str, error: type[AimsDataError] = AimsDataError) -> Iterator[tuple[int, dict]]:
@@ -130,17 +160,34 @@ def _read_local(path: Path) -> pd.DataFrame:
         raise AimsDataError(str(path), f"could not be read as {path.suffix} ({type(err).__name__}: {err})") from None
 
 
-def _read_hub(dataset_id: str, split: str) -> pd.DataFrame:
+def _read_dataset(source: str, where: str) -> pd.DataFrame:
+    """Every split of a hub dataset or a local dataset folder, through ``datasets.load_dataset``."""
     import datasets
 
     try:
-        return datasets.load_dataset(dataset_id, split=split).to_pandas()
+        loaded = datasets.load_dataset(source)
     except Exception as err:
         raise AimsDataError(
-            dataset_id,
-            f"could not load from the Hugging Face hub ({type(err).__name__}: {err}). "
-            "Offline? Download the dataset and pass the local file path instead.",
+            source,
+            f"could not load from the {where} ({type(err).__name__}: {err}). "
+            "Offline? Download the dataset and pass the local file or folder instead.",
         ) from None
+    return _combine_splits(source, {name: split.to_pandas() for name, split in loaded.items()})
+
+
+def _combine_splits(source: str, parts: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """One split: its rows (the kit re-splits them). Train, validation and test: all rows, marked."""
+    if len(parts) == 1:
+        return next(iter(parts.values()))
+    kit_names = [SOURCE_SPLIT_NAMES.get(name) for name in parts]
+    if sorted(n for n in kit_names if n) != sorted(SPLITS) or None in kit_names:
+        raise AimsDataError(
+            source,
+            f"has splits {sorted(parts)}; expected one split (which the kit re-splits) or exactly train, validation and test",
+        )
+    return pd.concat(
+        [frame.assign(**{SOURCE_SPLIT: SOURCE_SPLIT_NAMES[name]}) for name, frame in parts.items()], ignore_index=True
+    )
 
 
 def validate(raw: pd.DataFrame, source: str) -> pd.DataFrame:
@@ -189,12 +236,17 @@ def validate(raw: pd.DataFrame, source: str) -> pd.DataFrame:
 
 
 def split_aims(df: pd.DataFrame, *, seed: int = 22, val_frac: float = 0.1, test_frac: float = 0.1) -> Splits:
-    """Split with the paper's policy.
+    """The source's own splits when it has them, else a split with the paper's policy.
 
-    Every row whose prompt occurs more than once (a ``Duplicate ID`` group, or the same prompt
-    text) goes to train, so no prompt is ever in two splits. Val and test are drawn from the
-    unique prompts, stratified on the binary label, with a seeded shuffle.
+    Rows loaded from a source with train / validation / test splits (a :data:`SOURCE_SPLIT`
+    column) keep them, whatever ``seed`` and the fractions say: the paper reports on the
+    published test split. A single-table source is split here: every row whose prompt occurs
+    more than once (a ``Duplicate ID`` group, or the same prompt text) goes to train, so no
+    prompt is ever in two splits; val and test are drawn from the unique prompts, stratified on
+    the binary label, with a seeded shuffle.
     """
+    if SOURCE_SPLIT in df.columns:
+        return _source_splits(df)
     if not 0 < val_frac < 1 or not 0 < test_frac < 1 or val_frac + test_frac >= 1:
         raise ValueError("val_frac and test_frac must be in (0, 1) and sum to less than 1")
     normalised = df["Prompt"].map(_normalise_prompt)
@@ -217,6 +269,17 @@ def split_aims(df: pd.DataFrame, *, seed: int = 22, val_frac: float = 0.1, test_
         val=df.loc[sorted(val_idx)].reset_index(drop=True).assign(split="val"),
         test=df.loc[sorted(test_idx)].reset_index(drop=True).assign(split="test"),
     )
+
+
+def _source_splits(df: pd.DataFrame) -> Splits:
+    parts = {
+        name: df[df[SOURCE_SPLIT] == name].drop(columns=SOURCE_SPLIT).reset_index(drop=True).assign(split=name)
+        for name in SPLITS
+    }
+    empty = [name for name, part in parts.items() if part.empty]
+    if empty:
+        raise AimsDataError(df.attrs.get("source", "data"), f"the source's {empty} split(s) have no usable rows", field=SOURCE_SPLIT)
+    return Splits(**parts, from_source=True)
 
 
 def summary(df: pd.DataFrame) -> dict:

@@ -24,7 +24,11 @@ PAPER_DPO_LR = 5e-5
 
 
 def load_splits(source: str = "", seed: int = 22) -> data.Splits:
-    """AIMS rows (the shipped sample when ``source`` is empty), split with the paper's policy."""
+    """AIMS rows (the shipped sample when ``source`` is empty) in train / val / test.
+
+    A hub id or dataset folder with its own train / validation / test splits keeps them (the
+    paper's test set); a single file is split with the paper's policy (see ``data.split_aims``).
+    """
     return data.split_aims(data.load_aims(source or None), seed=seed)
 
 
