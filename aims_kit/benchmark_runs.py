@@ -32,6 +32,8 @@ class LoadedRun:
     config: dict
     model: object
     tokenizer: object
+    #: What generates instead of ``model`` (a served endpoint); ``None``: transformers.
+    engine: object = None
 
     @property
     def is_encoder(self) -> bool:

@@ -30,9 +30,15 @@ class Generation:
 
 
 def chat_inputs(tokenizer, conversations: Sequence[list[dict]]) -> list[list[int]]:
-    """Token ids of each conversation with the assistant turn opened (the generation prompt)."""
+    """Token ids of each conversation with the assistant turn opened (the generation prompt).
+
+    Rendered with :data:`aims_kit.formats.CHAT_TEMPLATE_KWARGS`: a thinking template (Qwen3)
+    then ends the prompt in its empty think block, so the next token is the answer's first.
+    """
     return [
-        list(tokenizer.apply_chat_template(conv, add_generation_prompt=True, tokenize=True, return_dict=False))
+        list(tokenizer.apply_chat_template(
+            conv, add_generation_prompt=True, tokenize=True, return_dict=False, **formats.CHAT_TEMPLATE_KWARGS
+        ))
         for conv in conversations
     ]
 
@@ -183,6 +189,8 @@ def score_labels(model, tokenizer, prompts: Sequence[str], *, batch_size: int = 
     The answer's first token decides: P(harmful) = p(first token of "harmful") normalised
     against p(first token of "safe"). This is the floor of what a generative classifier costs,
     and the probability feeds threshold sweeps and PR curves. Returns (probabilities, seconds).
+    The logits are read at the end of :func:`chat_inputs`' prompt, after a thinking template's
+    forced empty ``<think></think>`` block, where the answer starts.
     """
     first = {label: tokenizer(label, add_special_tokens=False)["input_ids"][0] for label in formats.LABELS}
     if first["harmful"] == first["safe"]:
@@ -252,6 +260,33 @@ def single_request_latency(run_one: Callable[[int], object], n_items: int, sampl
     return {"latency_p50_ms": float(p50), "latency_p95_ms": float(p95), "latency_n": len(times), "latency_batch_size": 1}
 
 
+def classifier_inputs(model, tokenizer, prompts: list[str], condition: formats.Condition, max_new_tokens: int) -> tuple[list[str], list[list[dict]], int]:
+    """The prompts as the classifier sees them, their chat conversations, and how many were cut.
+
+    Long prompts are cut to fit the context beside the answer (counted, never silent). Without a
+    local model (a served one, ``model`` None) prompts go as they are: the server owns its context.
+    """
+    n_truncated = 0
+    if model is not None:
+        prompts, n_truncated = truncate_prompts(tokenizer, prompts, max_prompt_tokens(model, max_new_tokens))
+    return prompts, [formats.prompt_messages(p, condition) for p in prompts], n_truncated
+
+
+def generate_answers(
+    model, tokenizer, conversations: Sequence[list[dict]], *, condition: formats.Condition, max_new_tokens: int,
+    batch_size: int = 32, engine=None, desc: str = "classifying",
+) -> Generation:
+    """Greedy answers through ``engine`` (vLLM, a served endpoint) or transformers, stopping at the label.
+
+    The one generation path of every classification (evaluation, :class:`aims_kit.Classifier`,
+    the playground), so a verdict never depends on which of them asked.
+    """
+    stops = () if condition == "label_only" else LABEL_STOPS
+    if engine is not None:
+        return engine.generate(conversations, max_new_tokens=max_new_tokens, stop_strings=stops)
+    return generate(model, tokenizer, conversations, max_new_tokens=max_new_tokens, batch_size=batch_size, stop_strings=stops, desc=desc)
+
+
 def evaluate(
     model,
     tokenizer,
@@ -269,6 +304,8 @@ def evaluate(
 
     ``engine`` (e.g. :class:`aims_kit.vllm_backend.VllmEngine`) replaces transformers generation
     for throughput and single-request timing; ``model`` still serves truncation and label scoring.
+    A served model has no local weights: ``model`` and ``tokenizer`` are then ``None`` and the
+    engine (:class:`aims_kit.served.EndpointEngine`) names the device.
 
     Returns ``(metrics, predictions)``: metrics include F1, precision, recall, accuracy, the
     parse-failure rate and rule, ms/prompt (batched throughput), single-request p50/p95 ms over
@@ -277,16 +314,13 @@ def evaluate(
     """
     if len(frame) == 0:
         raise ValueError(f"{dataset}: nothing to evaluate (0 rows)")
-    was_training = model.training
-    model.eval()
-    prompts, n_truncated = truncate_prompts(tokenizer, list(frame["Prompt"]), max_prompt_tokens(model, max_new_tokens))
-    conversations = [formats.prompt_messages(p, condition) for p in prompts]
-    stops = () if condition == "label_only" else LABEL_STOPS
+    was_training = model is not None and model.training
+    if model is not None:
+        model.eval()
+    prompts, conversations, n_truncated = classifier_inputs(model, tokenizer, list(frame["Prompt"]), condition, max_new_tokens)
 
     def run(convs: list, size: int, desc: str) -> Generation:
-        if engine is not None:
-            return engine.generate(convs, max_new_tokens=max_new_tokens, stop_strings=stops)
-        return generate(model, tokenizer, convs, max_new_tokens=max_new_tokens, batch_size=size, stop_strings=stops, desc=desc)
+        return generate_answers(model, tokenizer, convs, condition=condition, max_new_tokens=max_new_tokens, batch_size=size, engine=engine, desc=desc)
 
     gen = run(conversations, batch_size, f"eval {dataset}")
     latency = single_request_latency(
@@ -294,7 +328,7 @@ def evaluate(
         len(conversations),
         latency_sample,
     )
-    scored = _label_scores(model, tokenizer, prompts, batch_size) if condition == "label_only" else None
+    scored = _label_scores(model, tokenizer, prompts, batch_size) if condition == "label_only" and model is not None else None
     if was_training:
         model.train()
     parsed = [formats.parse_output(t) for t in gen.texts]
@@ -315,8 +349,8 @@ def evaluate(
         **(scored["metrics"] if scored else {}),
         **latency,
         "batch_size": batch_size,
-        "backend": "vllm" if engine is not None else "transformers",
-        **device_info(model),
+        "backend": getattr(engine, "backend", "vllm") if engine is not None else "transformers",
+        **(device_info(model) if model is not None else engine.device_info()),
     }
     predictions = [
         {

@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import html
 import json
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -90,31 +89,17 @@ def trained_runs(out_dir: str | Path) -> list[tuple[str, str]]:
 
 @functools.lru_cache(maxsize=4)
 def _classifier(run_dir: str):
-    from .models import load_trained
+    from .classifier import Classifier
 
-    model, tokenizer = load_trained(run_dir)
-    return model, tokenizer, results.read_run_config(run_dir)["condition"]
+    return Classifier.from_run(run_dir, batch_size=1)
 
 
-def classify(run_dir: str | Path, prompt: str, max_new_tokens: int = 96) -> dict:
-    """One prompt through one trained run: intent, label, raw output, parse status, latency."""
-    from .evaluation import generate
-
+def classify(run_dir: str | Path, prompt: str) -> dict:
+    """One prompt through one trained run (:class:`aims_kit.Classifier`): intent, label, raw output, parse status, latency."""
     if not prompt.strip():
         raise ValueError("type a prompt first")
-    model, tokenizer, condition = _classifier(str(run_dir))
-    started = time.perf_counter()
-    out = generate(model, tokenizer, [formats.prompt_messages(prompt, condition)], max_new_tokens=max_new_tokens, batch_size=1, desc="classifying")
-    parsed = formats.parse_output(out.texts[0])
-    return {
-        "run": Path(run_dir).name,
-        "intent": parsed.intent,
-        "label": parsed.label_or_rule(),
-        "parsed": parsed.ok,
-        "output": out.texts[0],
-        "ms": 1000 * (time.perf_counter() - started),
-        "tokens": out.new_tokens[0],
-    }
+    result = _classifier(str(run_dir)).classify([prompt], desc="")[0]
+    return {"run": Path(run_dir).name, **result.to_dict()}
 
 
 def result_html(result: dict) -> str:

@@ -1,0 +1,63 @@
+"""`aims_kit.Classifier`: the verdicts evaluation recorded, for adapter, zero-shot and encoder runs."""
+
+import pytest
+from run_factory import SMOKE_MODEL, adapter_run
+
+from aims_kit import Classifier, benchmark_runs, experiments, formats, results
+
+PROMPTS = ["How do I stop a frozen program on my laptop?", "Write a poem about the sea.", "How can I hurt my neighbour's dog?"]
+
+
+@pytest.fixture(scope="module")
+def intent_run(tmp_path_factory):
+    return adapter_run(tmp_path_factory.mktemp("classifier"), "intent_label")
+
+
+def test_classifier_gives_the_verdicts_evaluation_recorded(intent_run):
+    test_rows = experiments.load_splits("", 22).test.head(6)
+    params = {"max_new_tokens": 24, "latency_sample": 0, "n_boot": 0}
+    run = benchmark_runs.load_run(intent_run)
+    benchmark_runs.evaluate_loaded(run, test_rows, "aims_test", params)
+    recorded = benchmark_runs.run_predictions(intent_run, "aims_test")
+
+    found = Classifier(run, max_new_tokens=24).classify(list(test_rows["Prompt"]), desc="")
+    assert [c.output for c in found] == list(recorded["output"])
+    assert [c.label for c in found] == list(recorded["pred"])
+    assert [c.parsed for c in found] == list(recorded["parsed"])
+    assert [c.intent for c in found] == list(recorded["intent"])
+    assert all(c.ms > 0 and c.p_harmful is None for c in found)  # intent format: no first-token score
+
+
+def test_from_run_loads_once_and_keeps_input_order(intent_run):
+    classifier = Classifier.from_run(intent_run)
+    assert classifier.condition == "intent_label" and classifier.max_new_tokens == 24  # the smoke profile's budget
+    forward = classifier.classify(PROMPTS, desc="")
+    backward = classifier.classify(PROMPTS[::-1], desc="")
+    assert [c.prompt for c in forward] == PROMPTS
+    assert [c.output for c in forward] == [c.output for c in backward[::-1]]
+    assert all(c.label == (formats.parse_output(c.output).label or formats.PARSE_FAILURE_RULE) for c in forward)
+    assert classifier.classify([]) == []
+    with pytest.raises(ValueError, match="prompt 1"):
+        classifier.classify(["fine", "   "])
+
+
+def test_zero_shot_label_only_run_scores_p_harmful(tmp_path):
+    run_dir = benchmark_runs.zero_shot_run(tmp_path, SMOKE_MODEL, "label_only", profile="smoke")
+    found = Classifier.from_run(run_dir).classify(PROMPTS, desc="")
+    assert len(found) == 3 and all(0.0 <= c.p_harmful <= 1.0 for c in found)
+    assert len({round(c.p_harmful, 6) for c in found}) > 1  # a real score per prompt, not a constant
+
+
+def test_encoder_run_labels_match_the_encoder(tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from aims_kit import encoder
+
+    run_dir = results.create_run(tmp_path, "encoder", {"regime": "encoder", "condition": "label_only", "model": encoder.ENCODER_MODEL})
+    weights = encoder.encoder_weights()
+    AutoModelForSequenceClassification.from_pretrained(weights, num_labels=2).save_pretrained(run_dir / "encoder")
+    AutoTokenizer.from_pretrained(weights).save_pretrained(run_dir / "encoder")
+    classifier = Classifier.from_run(run_dir)
+    found = classifier.classify(PROMPTS)
+    assert [c.label for c in found] == encoder.classify(classifier.run.model, classifier.run.tokenizer, PROMPTS)
+    assert all(c.parsed and c.intent is None and c.tokens == 0 for c in found)
