@@ -41,7 +41,46 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--latency-sample", type=int, default=16, help="prompts timed one at a time for p50/p95 latency")
     ev.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the confidence intervals")
     ev.add_argument("--seed", type=int, default=22)
+
+    cl = sub.add_parser("classify", help="label prompts with a run (trained adapter, encoder, zero-shot or served)")
+    cl.add_argument("--run", type=Path, required=True, help="a run folder")
+    cl.add_argument("prompts", nargs="*", help="prompts to classify (or --input FILE)")
+    cl.add_argument("--input", type=Path, default=None, help="a .jsonl or .csv file of prompts")
+    cl.add_argument("--prompt-column", default="prompt", help="field / column holding the prompt (default: prompt)")
+    cl.add_argument("--output", type=Path, default=None, help="write JSON Lines here (atomically) instead of stdout")
+    cl.add_argument("--batch-size", type=int, default=32)
+    cl.add_argument("--max-new-tokens", type=int, default=None, help="answer budget (default: the run's profile budget)")
     return parser
+
+
+def main_classify(args: argparse.Namespace) -> int:
+    """Classify prompts given inline or in a file; one JSON line per input row, bad rows named by line."""
+    from .classifier import Classifier, InputRow, classify_rows, read_prompt_rows
+    from .results import atomic_write_jsonl
+
+    if bool(args.prompts) == (args.input is not None):
+        print("error: give prompts on the command line or --input FILE (one of the two)", file=sys.stderr)
+        return 2
+    try:
+        rows = read_prompt_rows(args.input, args.prompt_column) if args.input else [
+            InputRow(i, p) if p.strip() else InputRow(i, error="empty prompt") for i, p in enumerate(args.prompts, start=1)
+        ]
+        classifier = Classifier.from_run(args.run, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    out = classify_rows(classifier, rows)
+    if args.output:
+        atomic_write_jsonl(args.output, out)
+    else:
+        print("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in out), end="")
+    where = "" if args.input is None else f"{args.input}, "
+    bad = [row for row in out if "error" in row]
+    for row in bad:
+        print(f"bad row: {where}line {row['line']}: {row['error']}", file=sys.stderr)
+    if bad:
+        print(f"{len(bad)} of {len(out)} rows were not classified (kept in the output with an error field)", file=sys.stderr)
+    return 1 if bad else 0
 
 
 def main_eval(args: argparse.Namespace) -> int:
@@ -97,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "eval":
         return main_eval(args)
+    if args.command == "classify":
+        return main_classify(args)
     return 2
 
 

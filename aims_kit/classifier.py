@@ -103,3 +103,98 @@ class Classifier:
         labels = classify(self.run.model, self.run.tokenizer, prompts, batch_size=self.batch_size)
         ms = 1000 * (time.perf_counter() - start) / len(prompts)
         return [Classification(prompt, label, None, None, True, label, 0, ms) for prompt, label in zip(prompts, labels)]
+
+
+# --- files of prompts -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InputRow:
+    """One row of a prompts file: its line, its prompt (and ``id`` if it has one), or why it is unusable."""
+
+    line: int
+    prompt: str | None = None
+    row_id: str | None = None
+    error: str | None = None
+
+
+def read_prompt_rows(path: str | Path, column: str = "prompt") -> list[InputRow]:
+    """Every row of a ``.jsonl`` or ``.csv`` file; a bad row is kept with its line and the reason.
+
+    A missing file, an unknown extension or a CSV without ``column`` fails as a whole; a row that
+    is not JSON, lacks the field or holds no text is returned with ``error`` set, never dropped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        return _jsonl_rows(path, column)
+    if suffix == ".csv":
+        return _csv_rows(path, column)
+    raise ValueError(f"{path}: expected a .jsonl or .csv file")
+
+
+def _row(line: int, record: dict, column: str) -> InputRow:
+    row_id = record.get("id", record.get("ID"))
+    row_id = None if row_id in (None, "") else str(row_id)
+    if column not in record:
+        return InputRow(line, row_id=row_id, error=f"no {column!r} field")
+    prompt = record[column]
+    if not isinstance(prompt, str) or not prompt.strip():
+        return InputRow(line, row_id=row_id, error=f"field {column!r} holds no text ({prompt!r})")
+    return InputRow(line, prompt, row_id)
+
+
+def _jsonl_rows(path: Path, column: str) -> list[InputRow]:
+    import json
+
+    rows = []
+    with path.open(encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                rows.append(InputRow(line_no, error=f"not valid JSON ({err.msg})"))
+                continue
+            rows.append(_row(line_no, record, column) if isinstance(record, dict) else InputRow(line_no, error="not a JSON object"))
+    return rows
+
+
+def _csv_rows(path: Path, column: str) -> list[InputRow]:
+    import csv
+
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        if column not in (reader.fieldnames or []):
+            raise ValueError(f"{path}: no column {column!r} (columns: {', '.join(reader.fieldnames or []) or 'none'})")
+        rows, end = [], 1  # line 1 is the header; a quoted field may span lines
+        for record in reader:
+            rows.append(_row(end + 1, record, column))
+            end = reader.line_num
+    return rows
+
+
+def classify_rows(classifier: Classifier, rows: list[InputRow], *, chunk: int = 256) -> list[dict]:
+    """Output records in input order: ``line`` (and ``id``) plus the verdict, or the row's ``error``.
+
+    Usable prompts go through the classifier ``chunk`` at a time under one progress bar.
+    """
+    from .progress import progress_bar
+
+    good = [row for row in rows if row.error is None]
+    verdicts: dict[int, Classification] = {}
+    bar = progress_bar(len(good), desc="classify", unit="prompt")
+    for start in range(0, len(good), chunk):
+        part = good[start:start + chunk]
+        for row, verdict in zip(part, classifier.classify([r.prompt for r in part], desc="")):
+            verdicts[row.line] = verdict
+        bar.update(len(part))
+    bar.close()
+    out = []
+    for row in rows:
+        head = {"line": row.line, **({"id": row.row_id} if row.row_id is not None else {})}
+        out.append({**head, **verdicts[row.line].to_dict()} if row.error is None else {**head, "error": row.error})
+    return out

@@ -1,5 +1,7 @@
 """`aims_kit.Classifier`: the verdicts evaluation recorded, for adapter, zero-shot and encoder runs."""
 
+import json
+
 import pytest
 from run_factory import SMOKE_MODEL, adapter_run
 
@@ -61,3 +63,54 @@ def test_encoder_run_labels_match_the_encoder(tmp_path):
     found = classifier.classify(PROMPTS)
     assert [c.label for c in found] == encoder.classify(classifier.run.model, classifier.run.tokenizer, PROMPTS)
     assert all(c.parsed and c.intent is None and c.tokens == 0 for c in found)
+
+
+def test_classify_cli_inline_prompts_print_one_json_line_each(intent_run, capsys):
+    from aims_kit.__main__ import main
+
+    assert main(["classify", "--run", str(intent_run), PROMPTS[0], PROMPTS[1]]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    expected = Classifier.from_run(intent_run).classify(PROMPTS[:2], desc="")
+    assert [(r["line"], r["prompt"], r["label"], r["output"]) for r in lines] == [(i + 1, c.prompt, c.label, c.output) for i, c in enumerate(expected)]
+    assert main(["classify", "--run", str(intent_run)]) == 2  # neither prompts nor --input
+
+
+def test_classify_cli_file_reports_bad_rows_by_line_and_keeps_them(intent_run, tmp_path, capsys):
+    from aims_kit.__main__ import main
+
+    source = tmp_path / "prompts.jsonl"
+    source.write_text(
+        json.dumps({"id": 7, "prompt": PROMPTS[0]}) + "\n"
+        + "{not json\n"
+        + "\n"
+        + json.dumps({"text": "no prompt field"}) + "\n"
+        + json.dumps({"prompt": "   "}) + "\n"
+        + json.dumps({"prompt": PROMPTS[2]}) + "\n"
+    )
+    output = tmp_path / "out" / "verdicts.jsonl"
+    assert main(["classify", "--run", str(intent_run), "--input", str(source), "--output", str(output)]) == 1
+    err = capsys.readouterr().err
+    for line in (2, 4, 5):
+        assert f"prompts.jsonl, line {line}:" in err
+    assert "3 of 5 rows were not classified" in err
+    rows = results.read_jsonl(output)
+    assert [r["line"] for r in rows] == [1, 2, 4, 5, 6]
+    assert rows[0]["id"] == "7" and rows[0]["prompt"] == PROMPTS[0] and rows[0]["label"] in formats.LABELS
+    assert "not valid JSON" in rows[1]["error"] and "'prompt'" in rows[2]["error"] and "label" not in rows[3]
+    assert rows[4]["prompt"] == PROMPTS[2] and "error" not in rows[4]
+    assert not list(output.parent.glob(".verdicts.jsonl.*"))  # atomic write left no temporary file
+
+
+def test_classify_cli_csv_counts_lines_of_quoted_multiline_prompts(intent_run, tmp_path, capsys):
+    from aims_kit.__main__ import main
+
+    source = tmp_path / "prompts.csv"
+    source.write_text('ID,Prompt\n1,"first line\nsecond line"\n2,\n3,Write a poem about the sea.\n')
+    output = tmp_path / "verdicts.jsonl"
+    assert main(["classify", "--run", str(intent_run), "--input", str(source), "--prompt-column", "Prompt", "--output", str(output)]) == 1
+    rows = results.read_jsonl(output)
+    assert [(r["line"], r["id"], "error" in r) for r in rows] == [(2, "1", False), (4, "2", True), (5, "3", False)]
+    assert "prompts.csv, line 4" in capsys.readouterr().err
+    assert main(["classify", "--run", str(intent_run), "--input", str(source), "--output", str(output)]) == 1
+    assert "prompts.csv: no column 'prompt'" in capsys.readouterr().err
+    assert results.read_jsonl(output) == rows  # a failed call leaves the earlier output as it was
