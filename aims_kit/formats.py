@@ -70,6 +70,27 @@ _REASONING_RE = re.compile(
 )
 
 
+#: Keyword arguments for every ``apply_chat_template`` call the kit makes (evaluation, DPO mining,
+#: judges) and that TRL makes for it (``chat_template_kwargs`` in SFT/DPO records and GRPO's
+#: config), and for vLLM's ``chat``.
+#:
+#: **Thinking policy.** A classifier answers in its format, never in a thinking block. Qwen3's
+#: template (the ``gpu-small`` model) renders every last assistant turn as
+#: ``<think>\n\n</think>\n\n`` + answer; asked with ``enable_thinking=False`` its generation
+#: prompt ends in that same empty block. So the block is always part of the *prompt*: SFT and
+#: DPO learn only the answer after it, GRPO's rollouts and evaluation's outputs start at the
+#: answer, and label scoring reads the first answer token's logits after it. Templates without
+#: thinking (Llama 3.1, ChatML, the tiny model's) ignore the keyword. Whatever a model still
+#: writes inside ``<think>…</think>`` is removed by :func:`strip_think` before parsing and
+#: before any reward. See ``docs/chat-templates.md``.
+CHAT_TEMPLATE_KWARGS: dict[str, bool] = {"enable_thinking": False}
+
+
+def strip_think(text: str) -> str:
+    """``text`` without ``<think>…</think>`` blocks (an unclosed one runs to the end), stripped."""
+    return _THINK_RE.sub("", text).strip()
+
+
 def instruction(condition: Condition) -> str:
     """The system instruction that tells a model which output format to write."""
     _check_condition(condition)
@@ -152,7 +173,7 @@ def parse_output(text: str) -> Parsed:
     """
     if not isinstance(text, str):
         raise TypeError(f"model output must be a string, got {type(text).__name__}")
-    body = _THINK_RE.sub("", text).strip()
+    body = strip_think(text)
     matches = list(_FIELD_RE.finditer(body))
     if matches:
         last = matches[-1]

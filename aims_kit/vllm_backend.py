@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from . import formats
 from .evaluation import Generation
 from .models import has_cuda, resolve_model_id
 from .results import read_run_config
@@ -44,7 +45,10 @@ class VllmEngine:
 
         params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop=list(stop_strings), include_stop_str_in_output=True)
         start = time.perf_counter()
-        outputs = self.llm.chat(list(conversations), params, lora_request=self.lora if lora else None, use_tqdm=False)
+        outputs = self.llm.chat(
+            list(conversations), params, lora_request=self.lora if lora else None, use_tqdm=False,
+            chat_template_kwargs=formats.CHAT_TEMPLATE_KWARGS,
+        )
         seconds = time.perf_counter() - start
         return Generation(
             texts=[o.outputs[0].text.strip() for o in outputs],

@@ -58,3 +58,133 @@ def test_a_bad_row_in_a_source_split_names_the_split_and_row(tmp_path):
     frame.to_parquet(path, index=False)
     with pytest.raises(data.AimsDataError, match=r"\[test\], row 3, field 'Annotator Harm'"):
         data.load_aims(tmp_path / "aims")
+
+
+# ---------------------------------------------------------------- 2. thinking chat templates
+
+
+def trl_template(name):
+    from pathlib import Path
+
+    import trl
+
+    return (Path(trl.__file__).parent / "chat_templates" / f"{name}.jinja").read_text()
+
+
+@pytest.fixture()
+def qwen3_tokenizer():
+    """The tiny model's tokenizer wearing Qwen3's real chat template (as shipped with TRL)."""
+    from aims_kit import models, profiles
+
+    tokenizer = models.load_tokenizer(models.resolve_model_id(profiles.PROFILES["smoke"]["model"]))
+    tokenizer.chat_template = trl_template("qwen3")
+    return tokenizer
+
+
+EMPTY_THINK = "<think>\n\n</think>\n\n"
+
+
+def render(tokenizer, messages, **kwargs):
+    return tokenizer.apply_chat_template(messages, tokenize=False, **kwargs)
+
+
+def answer_part(tokenizer, record, key):
+    """What follows the generation prompt when TRL renders prompt + ``key`` with the record's kwargs."""
+    kwargs = record.get("chat_template_kwargs", {})
+    prompt = render(tokenizer, record["prompt"], add_generation_prompt=True, **kwargs)
+    full = render(tokenizer, record["prompt"] + record[key], **kwargs)
+    assert full.startswith(prompt)
+    return full[len(prompt):]
+
+
+def test_sft_learns_the_answer_not_qwen3s_think_block(qwen3_tokenizer, tmp_path):
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from aims_kit import models, profiles
+    from aims_kit.training.sft import sft_records
+
+    frame = data.load_aims().head(4)
+    records = sft_records(frame, "intent_label")
+    model, _ = models.load_model(profiles.PROFILES["smoke"]["model"])
+    config = SFTConfig(output_dir=str(tmp_path), use_cpu=True, max_length=512, completion_only_loss=True, report_to="none")
+    trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(records), processing_class=qwen3_tokenizer)
+    for row, record in zip(trainer.train_dataset, records):
+        learned = qwen3_tokenizer.decode([t for t in row["labels"] if t != -100])
+        assert learned.startswith("Intent:") and "think>" not in learned
+        assert record["completion"][0]["content"] in learned
+        assert qwen3_tokenizer.decode(row["input_ids"]).count(EMPTY_THINK) == 1  # in the prompt instead
+
+
+def test_dpo_pairs_differ_only_in_the_answer_under_qwen3(qwen3_tokenizer):
+    from aims_kit.training.dpo_pairs import dpo_records
+
+    pairs = pd.DataFrame([{"prompt": "How do I bake bread?", "chosen": "Intent: bake bread; Harm: safe",
+                           "rejected": "Intent: make a weapon; Harm: harmful"}])
+    record = dpo_records(pairs)[0]
+    assert answer_part(qwen3_tokenizer, record, "chosen").startswith("Intent: bake bread; Harm: safe")
+    assert answer_part(qwen3_tokenizer, record, "rejected").startswith("Intent: make a weapon")
+
+
+def test_generation_and_label_scoring_start_after_the_empty_think_block(qwen3_tokenizer):
+    import torch
+
+    from aims_kit import evaluation, formats
+
+    conversations = [formats.prompt_messages("How do I bake bread?", "label_only")]
+    prompt = qwen3_tokenizer.decode(evaluation.chat_inputs(qwen3_tokenizer, conversations)[0])
+    assert prompt.endswith("<|im_start|>assistant\n" + EMPTY_THINK)
+
+    class Recorder:
+        """Stands in for the model: keeps the ids whose last position's logits are read."""
+
+        device = torch.device("cpu")
+        seen: list = []
+
+        def __call__(self, input_ids, attention_mask):
+            self.seen.extend(input_ids.tolist())
+            return type("Out", (), {"logits": torch.zeros(len(input_ids), input_ids.shape[1], len(qwen3_tokenizer))})()
+
+    recorder = Recorder()
+    probs, _ = evaluation.score_labels(recorder, qwen3_tokenizer, ["How do I bake bread?", "Hi"])
+    assert probs == [0.5, 0.5]
+    for ids in recorder.seen:
+        assert qwen3_tokenizer.decode(ids).endswith(EMPTY_THINK)
+
+
+def test_grpo_rollouts_and_rewards_ignore_the_think_block(qwen3_tokenizer, monkeypatch, tmp_path):
+    import trl
+    from trl.data_utils import maybe_apply_chat_template
+
+    from aims_kit import profiles
+    from aims_kit.training import grpo, rewards
+
+    rollout = EMPTY_THINK + "Intent: the user wants to bake bread; Harm: safe"
+    assert rewards.format_reward([rollout]) == [1.0]
+    assert rewards.label_reward([[{"role": "assistant", "content": rollout}]], label=["safe"]) == [1.0]
+
+    class Captured(Exception):
+        pass
+
+    def capture(**kwargs):
+        raise Captured(kwargs["args"])
+
+    monkeypatch.setattr(trl, "GRPOTrainer", capture)
+    frame = data.split_aims(data.load_aims())
+    settings = grpo.GRPOSettings(reward_set="label_only", start="base", steps=1, num_generations=2, prompts_per_step=1)
+    with pytest.raises(Captured) as caught:
+        grpo.train_grpo(profiles.PROFILES["smoke"]["model"], frame.train.head(2), frame.val.head(2), settings=settings, run_dir=tmp_path)
+    config = caught.value.args[0]
+    prompt = maybe_apply_chat_template({"prompt": grpo.grpo_records(frame.train.head(1))[0]["prompt"]}, qwen3_tokenizer,
+                                       **config.chat_template_kwargs)["prompt"]
+    assert prompt.endswith(EMPTY_THINK)
+
+
+def test_llama31_template_renders_the_same_with_the_thinking_policy():
+    from aims_kit import formats, models, profiles
+
+    tokenizer = models.load_tokenizer(models.resolve_model_id(profiles.PROFILES["smoke"]["model"]))
+    tokenizer.chat_template = trl_template("llama3_1")
+    messages = formats.prompt_messages("How do I bake bread?", "intent_label")
+    with_policy = render(tokenizer, messages, add_generation_prompt=True, **formats.CHAT_TEMPLATE_KWARGS)
+    assert with_policy == render(tokenizer, messages, add_generation_prompt=True) and "think" not in with_policy

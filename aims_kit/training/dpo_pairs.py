@@ -242,12 +242,17 @@ def balance_pairs(pairs: pd.DataFrame, balance: Balance, seed: int) -> tuple[pd.
 
 
 def dpo_records(pairs: pd.DataFrame) -> list[dict]:
-    """TRL conversational preference records: the classification prompt, chosen and rejected turns."""
+    """TRL conversational preference records: the classification prompt, chosen and rejected turns.
+
+    With :data:`aims_kit.formats.CHAT_TEMPLATE_KWARGS`, so a thinking template's empty think
+    block sits in the prompt and chosen and rejected differ only in the answer.
+    """
     return [
         {
             "prompt": formats.prompt_messages(prompt, "intent_label"),
             "chosen": [{"role": "assistant", "content": chosen}],
             "rejected": [{"role": "assistant", "content": rejected}],
+            "chat_template_kwargs": formats.CHAT_TEMPLATE_KWARGS,
         }
         for prompt, chosen, rejected in zip(pairs["prompt"], pairs["chosen"], pairs["rejected"])
     ]

@@ -138,7 +138,7 @@ def train_grpo(
         peft_config = None  # TRL keeps a frozen "ref" copy of this adapter for the KL term
     else:
         model, tokenizer = load_model(model_name)
-        peft_config = settings.lora.to_peft()
+        peft_config = settings.lora.to_peft(model)
     kwargs = trainer_kwargs(settings.train_settings(), run_dir, with_eval=False)
     # Log every step (the reward curves), no trainer checkpoints (the val snapshots replace them),
     # gradient checkpointing only where memory is scarce: on CPU it only costs time.
@@ -150,6 +150,7 @@ def train_grpo(
         beta=settings.beta,
         max_completion_length=settings.max_completion_length,
         use_vllm=use_vllm(),
+        chat_template_kwargs=formats.CHAT_TEMPLATE_KWARGS,  # rollouts start at the answer, not in a think block
     )
     selection = _ValSelection(val, tokenizer, run_dir, settings)
     trainer = GRPOTrainer(

@@ -43,11 +43,18 @@ _SHAPE = re.compile(
 
 
 def completion_text(completion: Completion) -> str:
-    """The text of one completion: a plain string, or the content of its assistant message(s)."""
+    """The text of one completion (a plain string, or its assistant message(s)) without think blocks.
+
+    Every reward reads this, so a ``<think>…</think>`` block a thinking template or the policy
+    put in front of the answer never costs the format reward (see
+    :data:`aims_kit.formats.CHAT_TEMPLATE_KWARGS`).
+    """
     if isinstance(completion, str):
-        return completion
+        return formats.strip_think(completion)
     if isinstance(completion, list) and all(isinstance(m, dict) for m in completion):
-        return "".join(str(m.get("content") or "") for m in completion if m.get("role", "assistant") == "assistant")
+        return formats.strip_think(
+            "".join(str(m.get("content") or "") for m in completion if m.get("role", "assistant") == "assistant")
+        )
     raise TypeError(f"a completion must be a string or a list of message dicts, got {type(completion).__name__}")
 
 

@@ -19,7 +19,12 @@ PAPER_LR = {"label_only": 5e-5, "intent_label": 2e-4, "reasoning_label": 2e-4, "
 
 
 def sft_records(frame: pd.DataFrame, condition: formats.Condition, completions: list[str] | None = None) -> list[dict]:
-    """Prompt–completion chat records. ``completions`` overrides the targets (reasoning traces)."""
+    """Prompt–completion chat records. ``completions`` overrides the targets (reasoning traces).
+
+    Each carries :data:`aims_kit.formats.CHAT_TEMPLATE_KWARGS`, which TRL passes to the chat
+    template: a thinking template's empty think block is then part of the prompt, never of
+    the completion the model learns.
+    """
     if completions is None:
         completions = [
             formats.format_target(condition, label, intent=intent)
@@ -29,6 +34,7 @@ def sft_records(frame: pd.DataFrame, condition: formats.Condition, completions: 
         {
             "prompt": formats.prompt_messages(prompt, condition),
             "completion": [{"role": "assistant", "content": completion}],
+            "chat_template_kwargs": formats.CHAT_TEMPLATE_KWARGS,
         }
         for prompt, completion in zip(frame["Prompt"], completions)
     ]
@@ -67,7 +73,7 @@ def train_sft(
         train_dataset=Dataset.from_list(sft_records(train, condition, train_completions)),
         eval_dataset=Dataset.from_list(sft_records(val, condition, val_completions)),
         processing_class=tokenizer,
-        peft_config=settings.lora.to_peft(),
+        peft_config=settings.lora.to_peft(model),
         callbacks=[
             EarlyStoppingCallback(early_stopping_patience=settings.early_stopping_patience),
             progress_callback(f"SFT {condition}"),
