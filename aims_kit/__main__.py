@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--output", type=Path, default=None, help="write JSON Lines here (atomically) instead of stdout")
     cl.add_argument("--batch-size", type=int, default=32)
     cl.add_argument("--max-new-tokens", type=int, default=None, help="answer budget (default: the run's profile budget)")
+
+    ex = sub.add_parser("export", help="merge a run's LoRA adapter into a standalone model folder with a model card")
+    ex.add_argument("--run", type=Path, required=True, help="a run folder with an adapter")
+    ex.add_argument("--out", type=Path, required=True, help="new folder (an existing non-empty one is refused)")
     return parser
 
 
@@ -138,6 +142,15 @@ def main(argv: list[str] | None = None) -> int:
         return main_eval(args)
     if args.command == "classify":
         return main_classify(args)
+    if args.command == "export":
+        from .export import export_run
+
+        try:
+            print(export_run(args.run, args.out))
+        except (FileExistsError, FileNotFoundError, ValueError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        return 0
     return 2
 
 
