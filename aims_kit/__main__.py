@@ -31,7 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     who = ev.add_mutually_exclusive_group(required=True)
     who.add_argument("--run", type=Path, help="a run folder (trained adapter, encoder or zero-shot run)")
     who.add_argument("--model", help="hub id, folder or embedded: evaluated zero-shot in a new run folder")
-    ev.add_argument("--condition", default="label_only", choices=CONDITIONS, help="output format to prompt and parse with (--model only)")
+    who.add_argument("--endpoint", metavar="URL", help="an OpenAI-compatible server (e.g. http://localhost:8000/v1): evaluated in a new run folder")
+    ev.add_argument("--served-model", default=None, help="the model name the --endpoint server serves (required with --endpoint)")
+    ev.add_argument("--condition", default="label_only", choices=CONDITIONS, help="output format to prompt and parse with (--model and --endpoint)")
     ev.add_argument("--out", type=Path, default=None, help="where --model creates its run folder (default outputs/lab)")
     ev.add_argument("--benchmark", required=True, help="registry name, e.g. xstest")
     ev.add_argument("--path", type=Path, default=None, help="local upstream file or hub export (default: the hub)")
@@ -99,6 +101,11 @@ def main_eval(args: argparse.Namespace) -> int:
         return 1
     if args.run is not None:
         run_dir = args.run
+    elif args.endpoint is not None:
+        if not args.served_model:
+            print("error: --endpoint needs --served-model NAME (the name the server serves the model under)", file=sys.stderr)
+            return 2
+        run_dir = benchmark_runs.served_run(resolve_out_dir(args.out), args.endpoint, args.served_model, args.condition)
     else:
         run_dir = benchmark_runs.zero_shot_run(resolve_out_dir(args.out), args.model, args.condition)
     params = {"benchmark_limit": args.limit, "eval_batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,
@@ -108,7 +115,13 @@ def main_eval(args: argparse.Namespace) -> int:
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    record = benchmark_runs.evaluate_loaded(run, frame, benchmark_runs.dataset_name(args.benchmark, args.path), params)
+    from .endpoints import EndpointError
+
+    try:
+        record = benchmark_runs.evaluate_loaded(run, frame, benchmark_runs.dataset_name(args.benchmark, args.path), params)
+    except EndpointError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     print(json.dumps({k: v for k, v in record.items() if k != "config"}, default=str))
     return 0
 

@@ -41,7 +41,7 @@ class LoadedRun:
 
 
 def load_run(run_dir: str | Path) -> LoadedRun:
-    """Load what the run's regime needs: the encoder, a bare model (zero-shot), or base + adapter."""
+    """Load what the run's regime needs: the encoder, a bare model (zero-shot), base + adapter, or an endpoint client (served)."""
     from .models import load_model, load_trained
 
     run_dir = Path(run_dir)
@@ -53,6 +53,10 @@ def load_run(run_dir: str | Path) -> LoadedRun:
         model, tokenizer = load_encoder(run_dir)
     elif regime == "zero_shot":
         model, tokenizer = load_model(config["model"])
+    elif regime == "served":
+        from .served import EndpointEngine
+
+        return LoadedRun(run_dir, config, None, None, engine=EndpointEngine(config["endpoint"], config["model"]))
     else:
         model, tokenizer = load_trained(run_dir)
     return LoadedRun(run_dir, config, model, tokenizer)
@@ -66,6 +70,20 @@ def zero_shot_run(out_dir: str | Path, model: str, condition: str, profile: str 
         raise ValueError(f"unknown condition {condition!r}; choose one of {', '.join(CONDITIONS)}")
     config = {"regime": "zero_shot", "condition": condition, "model": model, "profile": profile, "seed": None}
     return results.create_run(Path(out_dir), f"zero_shot-{condition}", config)
+
+
+def served_run(out_dir: str | Path, endpoint: str, model: str, condition: str, profile: str = "custom") -> Path:
+    """A new run folder for a model served at ``endpoint`` (OpenAI-compatible), prompted with ``condition``.
+
+    Evaluating it goes through the same records as a local run; ``model`` is the name the server
+    serves it under (vLLM: the folder given to ``vllm serve``, ``--served-model-name`` or a LoRA module).
+    """
+    from .formats import CONDITIONS
+
+    if condition not in CONDITIONS:
+        raise ValueError(f"unknown condition {condition!r}; choose one of {', '.join(CONDITIONS)}")
+    config = {"regime": "served", "condition": condition, "model": model, "endpoint": endpoint, "profile": profile, "seed": None}
+    return results.create_run(Path(out_dir), f"served-{condition}", config)
 
 
 def evaluate_loaded(run: LoadedRun, frame: pd.DataFrame, dataset: str, params: dict, *, found: Found | None = None) -> dict:
@@ -84,9 +102,16 @@ def evaluate_loaded(run: LoadedRun, frame: pd.DataFrame, dataset: str, params: d
         scores, predictions = evaluate_encoder(run.model, run.tokenizer, frame, dataset=dataset, batch_size=batch_size,
                                                latency_sample=latency_sample, n_boot=n_boot)
     else:
+        from . import vllm_backend
+
+        condition = run.config["condition"]
+        budget = evaluation.answer_budget(params, condition)
+        # The backend the run's test split was scored with (same ``backend`` rule, same shared engine).
+        engine = run.engine if run.engine is not None else vllm_backend.engine_for_run(run.run_dir, run.model, run.tokenizer, frame["Prompt"], condition, budget, params)
         scores, predictions = evaluation.evaluate(
             run.model, run.tokenizer, frame, condition=run.config["condition"], dataset=dataset, batch_size=batch_size,
             max_new_tokens=evaluation.answer_budget(params, run.config["condition"]), latency_sample=latency_sample, n_boot=n_boot,
+            engine=run.engine,
         )
     slices = [c for c in ("type", "Adversarial", "Category") if c in frame.columns]
     for prediction, values in zip(predictions, frame[slices].to_dict("records")):

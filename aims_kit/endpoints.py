@@ -11,13 +11,22 @@ import json
 import os
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 
 
 class EndpointError(RuntimeError):
     """The endpoint could not be reached, timed out, or answered something that is not a chat reply."""
 
 
-def chat_completion(
+@dataclass(frozen=True)
+class ChatReply:
+    """The first choice's text and, when the server reports usage, its generated token count."""
+
+    text: str
+    completion_tokens: int | None
+
+
+def chat_reply(
     base_url: str,
     model: str,
     messages: list[dict[str, str]],
@@ -26,8 +35,8 @@ def chat_completion(
     timeout: float = 30.0,
     max_tokens: int = 256,
     temperature: float = 0.0,
-) -> str:
-    """POST ``messages`` to ``<base_url>/chat/completions`` and return the first choice's text."""
+) -> ChatReply:
+    """POST ``messages`` to ``<base_url>/chat/completions``; the reply's text and token usage."""
     body = json.dumps({
         "model": model,
         "temperature": temperature,
@@ -42,9 +51,16 @@ def chat_completion(
     request = urllib.request.Request(url, data=body, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            answer = json.loads(response.read())["choices"][0]["message"]["content"]
+            payload = json.loads(response.read())
+        answer = payload["choices"][0]["message"]["content"]
     except (urllib.error.URLError, TimeoutError, OSError, KeyError, IndexError, TypeError, json.JSONDecodeError) as err:
         raise EndpointError(f"{model} at {base_url}: {type(err).__name__}: {err}") from None
     if not isinstance(answer, str):
         raise EndpointError(f"{model} at {base_url}: the reply has no text content")
-    return answer
+    tokens = (payload.get("usage") or {}).get("completion_tokens")
+    return ChatReply(answer, tokens if isinstance(tokens, int) else None)
+
+
+def chat_completion(base_url: str, model: str, messages: list[dict[str, str]], **options) -> str:
+    """The reply text of :func:`chat_reply` (judges and teachers need only the text)."""
+    return chat_reply(base_url, model, messages, **options).text

@@ -269,13 +269,16 @@ def evaluate_run(run_dir: Path, frame: pd.DataFrame, dataset: str, params: dict)
 
     With ``backend`` "auto" (default) generation uses vLLM when it is installed and CUDA is
     present, after checking that vLLM really applies the adapter; "transformers" forces
-    transformers.
+    transformers. The kernel's one vLLM engine is reused across runs on the same base model
+    (``gpu_memory_utilization`` sets its share; see :mod:`aims_kit.vllm_backend`).
     """
+    from . import vllm_backend
+
     config = results.read_run_config(run_dir)
     model, tokenizer = load_trained(run_dir)
     frame = limit_rows(frame, params.get("eval_limit", 0))
     budget = evaluation.answer_budget(params, config["condition"])
-    engine = _vllm_engine(run_dir, model, tokenizer, frame, config["condition"], budget, params.get("backend", "auto"))
+    engine = vllm_backend.engine_for_run(run_dir, model, tokenizer, frame["Prompt"], config["condition"], budget, params)
     metrics, predictions = evaluation.evaluate(
         model,
         tokenizer,
@@ -289,19 +292,6 @@ def evaluate_run(run_dir: Path, frame: pd.DataFrame, dataset: str, params: dict)
         engine=engine,
     )
     return results.write_record(run_dir, dataset, metrics, predictions)
-
-
-def _vllm_engine(run_dir: Path, model, tokenizer, frame: pd.DataFrame, condition: str, budget: int, backend: str = "auto"):
-    """A checked vLLM engine for the run, or ``None`` to use transformers."""
-    from . import vllm_backend
-
-    if backend == "transformers" or not vllm_backend.available():
-        return None
-    engine = vllm_backend.VllmEngine(run_dir)
-    probe = [formats.prompt_messages(p, condition) for p in frame["Prompt"].head(4)]
-    reference = evaluation.generate(model, tokenizer, probe, max_new_tokens=budget, desc="")
-    vllm_backend.check_adapter_applied(engine, reference, probe, budget)
-    return engine
 
 
 def comparison_table(out_dir: Path, dataset: str = "aims_test") -> pd.DataFrame:

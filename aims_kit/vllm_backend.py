@@ -5,40 +5,103 @@ transformers. The paper's own pipeline once served base models while believing a
 loaded, so :func:`check_adapter_applied` compares a few greedy vLLM outputs with transformers
 outputs of the same run and refuses to continue if vLLM matches the base model instead.
 
-This path needs a GPU; the kit's CPU tests cannot exercise it.
+**Memory.** A vLLM engine reserves a fixed share of the GPU when it starts, and a notebook
+kernel evaluates many runs, often right after training one. So a kernel holds at most one
+engine, for one base model, and every run on that base model reuses it with its own adapter
+(a ``LoRARequest``); a run on another base model replaces it. Before an engine starts, the
+memory training left behind is released (``gc`` + ``torch.cuda.empty_cache``). Its share is
+the ``gpu_memory_utilization`` parameter, :data:`GPU_MEMORY_UTILIZATION` by default: the
+transformers copy of the run (adapter check, label scoring) stays on the GPU beside it.
+
+This path needs a GPU; the kit's CPU tests run it against a stand-in ``vllm`` module.
 """
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from . import formats
-from .evaluation import Generation
+from .evaluation import Generation, generate
 from .models import has_cuda, resolve_model_id
 from .results import read_run_config
+
+#: Share of GPU memory the engine may reserve (``gpu_memory_utilization`` parameter overrides it).
+GPU_MEMORY_UTILIZATION = 0.5
+#: LoRA ranks vLLM accepts as ``max_lora_rank``; the engine takes the smallest one that fits, and
+#: at least 32, so SFT (r=16) and distillation (r=32) adapters share one engine.
+_VLLM_LORA_RANKS = (32, 64, 128, 256, 512)
 
 
 def available() -> bool:
     return has_cuda() and importlib.util.find_spec("vllm") is not None
 
 
-class VllmEngine:
-    """One vLLM instance for a run's base model, generating with the run's adapter."""
+@dataclass
+class _Shared:
+    """The kernel's one engine and what it was started for."""
 
-    def __init__(self, run_dir: str | Path, gpu_memory_utilization: float = 0.8):
-        from vllm import LLM
+    model_id: str
+    max_lora_rank: int
+    llm: object
+
+
+_shared: _Shared | None = None
+_adapter_ids: dict[str, int] = {}
+#: Run folder → its engine, adapter already checked (emptied when the shared engine is replaced).
+_checked: dict[str, "VllmEngine"] = {}
+
+
+def free_training_memory() -> None:
+    """Drop unreachable training objects and return their cached CUDA blocks to the driver."""
+    gc.collect()
+    if has_cuda():
+        import torch
+
+        torch.cuda.empty_cache()
+
+
+def shared_llm(model_id: str, *, max_lora_rank: int, gpu_memory_utilization: float = GPU_MEMORY_UTILIZATION):
+    """The kernel's engine for ``model_id``, started (or restarted for another model) only when needed.
+
+    An engine already running for ``model_id`` with room for ``max_lora_rank`` is reused as it is;
+    its memory share was fixed when it started.
+    """
+    global _shared
+    if _shared is not None and _shared.model_id == model_id and _shared.max_lora_rank >= max_lora_rank:
+        return _shared.llm
+    from vllm import LLM
+
+    _shared = None  # the previous engine (another base model) goes before the next one starts
+    _checked.clear()
+    free_training_memory()
+    rank = next((r for r in _VLLM_LORA_RANKS if r >= max_lora_rank), max_lora_rank)
+    llm = LLM(
+        model=model_id, enable_lora=True, max_lora_rank=rank, dtype="bfloat16",
+        gpu_memory_utilization=gpu_memory_utilization, trust_remote_code=False,
+    )
+    _shared = _Shared(model_id, rank, llm)
+    return llm
+
+
+class VllmEngine:
+    """Generation through the kernel's shared vLLM engine with one run's adapter (none for zero-shot)."""
+
+    def __init__(self, run_dir: str | Path, gpu_memory_utilization: float = GPU_MEMORY_UTILIZATION):
         from vllm.lora.request import LoRARequest
 
         config = read_run_config(run_dir)
         rank = config.get("train", {}).get("lora", {}).get("r", 16)
-        self.llm = LLM(
-            model=resolve_model_id(config["model"]), enable_lora=True, max_lora_rank=max(16, rank),
-            dtype="bfloat16", gpu_memory_utilization=gpu_memory_utilization, trust_remote_code=False,
-        )
-        self.lora = LoRARequest(Path(run_dir).name, 1, str(Path(run_dir) / "adapter"))
+        self.llm = shared_llm(resolve_model_id(config["model"]), max_lora_rank=rank, gpu_memory_utilization=gpu_memory_utilization)
+        adapter = Path(run_dir) / "adapter"
+        self.lora = None
+        if (adapter / "adapter_config.json").exists():
+            adapter_id = _adapter_ids.setdefault(str(adapter.resolve()), len(_adapter_ids) + 1)
+            self.lora = LoRARequest(Path(run_dir).name, adapter_id, str(adapter))
 
     def generate(self, conversations: Sequence[list[dict]], *, max_new_tokens: int, stop_strings: Sequence[str] = (), lora: bool = True) -> Generation:
         from vllm import SamplingParams
@@ -55,6 +118,32 @@ class VllmEngine:
             new_tokens=[len(o.outputs[0].token_ids) for o in outputs],
             seconds=seconds,
         )
+
+
+def engine_for_run(run_dir: str | Path, model, tokenizer, prompts: Sequence[str], condition: str, budget: int, params: dict) -> VllmEngine | None:
+    """A checked vLLM engine for the run, or ``None`` to generate with transformers.
+
+    ``params["backend"]``: ``"auto"`` (default) uses vLLM when it is installed and CUDA is
+    present, ``"transformers"`` never, ``"vllm"`` always (an error where it cannot run). The
+    adapter check runs once per run: a few of ``prompts`` through transformers (``model``) and
+    vLLM with and without the adapter.
+    """
+    backend = params.get("backend", "auto")
+    if backend not in ("auto", "transformers", "vllm"):
+        raise ValueError(f"unknown backend {backend!r}; choose auto, transformers or vllm")
+    if backend == "transformers" or (backend == "auto" and not available()):
+        return None
+    if not available():
+        raise RuntimeError("backend='vllm' needs vLLM installed and a CUDA GPU; use backend='auto' to fall back to transformers")
+    key = str(Path(run_dir).resolve())
+    if key not in _checked:
+        engine = VllmEngine(run_dir, float(params.get("gpu_memory_utilization", GPU_MEMORY_UTILIZATION)))
+        if engine.lora is not None:
+            probe = [formats.prompt_messages(p, condition) for p in list(prompts)[:4]]
+            reference = generate(model, tokenizer, probe, max_new_tokens=budget, desc="")
+            check_adapter_applied(engine, reference, probe, budget)
+        _checked[key] = engine
+    return _checked[key]
 
 
 def check_adapter_applied(engine: VllmEngine, reference: Generation, conversations: Sequence[list[dict]], max_new_tokens: int) -> None:

@@ -19,7 +19,9 @@ class _ChatHandler(BaseHTTPRequestHandler):
     def do_POST(self):  # noqa: N802 (http.server API)
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         type(self).calls.append({"body": body, "auth": self.headers.get("Authorization")})
-        payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": self.respond(body)}}]}).encode()
+        content = self.respond(body)
+        usage = {"completion_tokens": len(content.split())}  # whitespace words stand in for tokens
+        payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}], "usage": usage}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))

@@ -188,3 +188,86 @@ def test_llama31_template_renders_the_same_with_the_thinking_policy():
     messages = formats.prompt_messages("How do I bake bread?", "intent_label")
     with_policy = render(tokenizer, messages, add_generation_prompt=True, **formats.CHAT_TEMPLATE_KWARGS)
     assert with_policy == render(tokenizer, messages, add_generation_prompt=True) and "think" not in with_policy
+
+
+# ---------------------------------------------------------------- 3. one vLLM engine per kernel
+
+
+def adapter_run(out, name):
+    """A run folder with a random, non-zero LoRA adapter on the tiny model (no training needed)."""
+    from peft import get_peft_model
+
+    from aims_kit import models, profiles, results
+
+    model_name = profiles.PROFILES["smoke"]["model"]
+    run = results.create_run(out, name, {"regime": "sft", "condition": "intent_label", "model": model_name, "seed": 22})
+    model, _ = models.load_model(model_name)
+    get_peft_model(model, models.LoraSettings(extra={"init_lora_weights": False}).to_peft()).save_pretrained(str(run / "adapter"))
+    return run
+
+
+@pytest.fixture()
+def fake_vllm(monkeypatch):
+    """A stand-in ``vllm`` package (LLM, SamplingParams, LoRARequest) and a CUDA machine, recording what starts when."""
+    import importlib.machinery
+    import sys
+    import types
+
+    import torch
+
+    from aims_kit import vllm_backend
+
+    events = []
+
+    class LLM:
+        built = []
+
+        def __init__(self, **kwargs):
+            events.append("engine started")
+            LLM.built.append(kwargs)
+
+        def chat(self, conversations, params, lora_request=None, use_tqdm=False, chat_template_kwargs=None):
+            assert chat_template_kwargs == {"enable_thinking": False}
+            text = f"Intent: adapter {lora_request.lora_int_id}; Harm: harmful" if lora_request else "safe"
+            return [types.SimpleNamespace(outputs=[types.SimpleNamespace(text=text, token_ids=[1, 2, 3])]) for _ in conversations]
+
+    def module(name, **attrs):
+        mod = types.ModuleType(name)
+        mod.__spec__ = importlib.machinery.ModuleSpec(name, None)
+        mod.__dict__.update(attrs)
+        monkeypatch.setitem(sys.modules, name, mod)
+
+    module("vllm", LLM=LLM, SamplingParams=lambda **kw: kw)
+    module("vllm.lora")
+    module("vllm.lora.request", LoRARequest=lambda name, lora_int_id, path: types.SimpleNamespace(lora_int_id=lora_int_id, path=path))
+    monkeypatch.setattr(vllm_backend, "has_cuda", lambda: True)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: events.append("training memory freed"))
+    monkeypatch.setattr(vllm_backend, "_shared", None)
+    monkeypatch.setattr(vllm_backend, "_checked", {})
+    monkeypatch.setattr(vllm_backend, "_adapter_ids", {})
+    return LLM, events
+
+
+def test_one_vllm_engine_serves_every_evaluation_and_benchmark(fake_vllm, tmp_path):
+    import shutil
+
+    from aims_kit import benchmark_runs, benchmarks, results
+
+    LLM, events = fake_vllm
+    first = adapter_run(tmp_path, "sft-a")
+    second = results.create_run(tmp_path, "sft-b", results.read_run_config(first))  # another adapter, same base model
+    shutil.copytree(first / "adapter", second / "adapter")
+    test = data.split_aims(data.load_aims()).test
+    params = {"eval_limit": 4, "latency_sample": 1, "n_boot": 0, "max_new_tokens": 4, "gpu_memory_utilization": 0.35}
+    records = [
+        experiments.evaluate_run(first, test, "aims_test", params),
+        experiments.evaluate_run(second, test, "aims_test", params),
+        benchmark_runs.evaluate_loaded(benchmark_runs.load_run(first), benchmarks.load_fixture("xstest").head(4), "fixture:xstest", params),
+    ]
+    assert len(LLM.built) == 1 and events[:2] == ["training memory freed", "engine started"]
+    assert LLM.built[0]["gpu_memory_utilization"] == 0.35 and LLM.built[0]["enable_lora"]
+    assert [r["backend"] for r in records] == ["vllm"] * 3  # the benchmark is scored like the test split
+    first_out = experiments.predictions_frame(first, "aims_test")["output"]
+    second_out = experiments.predictions_frame(second, "aims_test")["output"]
+    assert set(first_out) == {"Intent: adapter 1; Harm: harmful"} and set(second_out) == {"Intent: adapter 2; Harm: harmful"}
+    assert experiments.evaluate_run(first, test, "aims_val", {**params, "backend": "transformers"})["backend"] == "transformers"
