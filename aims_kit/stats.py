@@ -67,6 +67,17 @@ def bootstrap_ci(
     return {**out, "ci_level": level, "n_boot": n_boot}
 
 
+def bootstrap_mean_ci(values: Sequence[float], *, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of a mean (e.g. accuracy, from per-row 0/1 correctness)."""
+    v = np.asarray(values, dtype=float)
+    if not len(v):
+        raise ValueError("bootstrap_mean_ci needs at least one value")
+    means = np.concatenate([v[idx].mean(axis=1) for idx in _resamples(len(v), n_boot, seed)])
+    alpha = (1 - level) / 2
+    low, high = np.quantile(means, [alpha, 1 - alpha])
+    return float(low), float(high)
+
+
 def mcnemar_exact(correct_a: Sequence[bool], correct_b: Sequence[bool]) -> dict[str, float]:
     """McNemar's exact test on paired correctness: two-sided binomial test on the discordant pairs."""
     a, b = np.asarray(correct_a, dtype=bool), np.asarray(correct_b, dtype=bool)

@@ -7,6 +7,18 @@ A trace is kept only if it passes two checks:
   would teach the student to cite an answer key it will never have;
 - **label agreement**: the trace's parsed label (the one parser) must equal the gold label.
 
+The screen also *measures* (it does not drop) two cues a student could learn instead of the task:
+
+- **gold-intent overlap** (:func:`intent_leakage`): reasoning that copies the human intent makes
+  the ``no_intent`` condition a hidden ``human_intent`` one, and the comparison measures nothing.
+  Counted as traces whose reasoning shares any six-word sequence with the row's gold intent,
+  plus a cheap similarity (:func:`aims_kit.probes.token_overlap`: share of the intent's content
+  words the reasoning uses; MiniLM embeddings were ~50 s per 1,600 traces on one CPU core, too
+  slow for a check that runs with every distillation). Expected 0 shared sequences for
+  ``no_intent``; a live teacher that never saw the intent can still share one by quoting the prompt;
+- **label through style** (:func:`aims_kit.probes.hedge_rates`): hedging words used by one
+  label (or only by Uncertain rows) let the student read the label off the wording.
+
 Students of every condition train on the *same* rows (those with a clean trace in every
 condition compared) and the same seed, so the conditions differ only in what the traces say.
 Only train and val rows are ever given to a teacher; the test split is for the final score.
@@ -17,10 +29,11 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Iterable, Mapping
 
 import pandas as pd
 
-from .. import formats, results
+from .. import formats, probes, results
 from ..models import LoraSettings
 from ..teachers import ConditionUnavailable, DistillCondition, Teacher, Trace, output_condition, save_traces
 from .common import require_split
@@ -45,7 +58,11 @@ def leak_reason(text: str) -> str | None:
 
 @dataclass
 class ScreenReport:
-    """How many traces each check dropped (and the rows no trace covered)."""
+    """How many traces each check dropped (and the rows no trace covered).
+
+    ``intent_6gram`` / ``intent_overlap``: of the kept traces, how many repeat a six-word
+    sequence of the gold intent, and their mean token overlap with it (:func:`intent_leakage`).
+    """
 
     condition: str
     rows: int = 0
@@ -54,6 +71,8 @@ class ScreenReport:
     label_disagrees: int = 0
     kept: int = 0
     missing: int = 0
+    intent_6gram: int = 0
+    intent_overlap: float = 0.0
     leak_examples: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -80,7 +99,53 @@ def screen_traces(traces: list[Trace], frame: pd.DataFrame, condition: str) -> t
         kept[trace.id] = trace
     report.kept = len(kept)
     report.missing = len(frame) - len({t.id for t in traces} & set(gold))
+    if "Intent" in frame.columns:
+        leakage = intent_leakage(kept.values(), dict(zip(frame["ID"].astype(str), frame["Intent"])))
+        report.intent_6gram, report.intent_overlap = leakage["intent_6gram"], leakage["intent_overlap"]
     return kept, report
+
+
+def intent_leakage(traces: Iterable[Trace], intents: Mapping[str, str], n: int = 6) -> dict[str, float]:
+    """How much the traces' *reasoning* repeats the gold intent of their row.
+
+    Only the reasoning is read: in ``human_intent`` the completion states the intent once on
+    its own line by design, and a reasoning that repeats it would state it twice. Returns the
+    number of traces, how many share an ``n``-word sequence with the gold intent (and their
+    share), and the mean :func:`aims_kit.probes.token_overlap`. Traces whose row has no intent
+    in ``intents`` are skipped.
+    """
+    pairs = [(intents[t.id], t.reasoning or "") for t in traces if t.id in intents]
+    shared = sum(bool(probes.shared_ngrams(intent, text, n)) for intent, text in pairs)
+    overlap = sum(probes.token_overlap(intent, text) for intent, text in pairs)
+    return {
+        "traces": len(pairs),
+        "intent_6gram": shared,
+        "intent_6gram_rate": shared / len(pairs) if pairs else 0.0,
+        "intent_overlap": overlap / len(pairs) if pairs else 0.0,
+    }
+
+
+def leakage_table(trace_sets: dict[str, TraceSet]) -> pd.DataFrame:
+    """Per condition, over the train and val traces a student will learn from: gold-intent overlap and hedging.
+
+    Columns: ``traces``; ``intent_6gram`` / ``intent_6gram_rate`` (reasoning sharing a six-word
+    sequence with the gold intent); ``intent_overlap`` (mean token overlap with it);
+    ``hedge_<group>`` (share of reasoning texts that hedge, by label and by certainty level) and
+    the two gaps between them. Read the ``no_intent`` row first: its ``intent_6gram`` should be 0.
+    """
+    rows = []
+    for condition, ts in trace_sets.items():
+        frame = pd.concat([ts.train, ts.val], ignore_index=True)
+        by_id = {t.id: t for t in ts.traces}
+        texts = [by_id[i].reasoning or "" for i in frame["ID"].astype(str)]
+        leakage = intent_leakage(ts.traces, dict(zip(frame["ID"].astype(str), frame["Intent"])))
+        hedges = probes.hedge_rates(texts, frame["label"], frame["Annotator Harm"])
+        rows.append({
+            "condition": condition, **leakage,
+            **{f"hedge_{g}": r for g, r in zip(hedges["group"], hedges["rate"])},
+            **{f"hedge_{k}": v for k, v in probes.hedge_gaps(hedges).items()},
+        })
+    return pd.DataFrame(rows)
 
 
 @dataclass
