@@ -10,9 +10,12 @@ Label policy, the same for every benchmark:
 - a label value outside the entry's mapping is an error naming the file, row and field;
 - an *empty* label (missing in the file) is **unknown**: the row is skipped, counted in
   ``frame.attrs["n_unknown"]`` and reported with every result (``n_unknown_skipped``).
-  OpenAI Moderation stores one flag per category instead of a label: a row is harmful when any
-  flag equals 1; safe when every flag is present and 0; unknown when no flag is 1 and some are
-  missing (it might have been flagged by the missing one).
+- OpenAI Moderation stores one flag per category instead of a label. By the convention every
+  published table uses (the paper, WildGuard, GuardReasoner) a row is harmful when any flag is
+  1 and safe otherwise, a *missing* flag counting as not set: all 1,680 rows, 522 harmful.
+  The strict reading, which calls a row with no flag set but some missing unknown and skips it
+  (859 rows remain), is the separate entry ``openai_moderation_strict`` in :data:`VARIANTS`:
+  its numbers do not compare with any published one.
 
 The kit ships tiny fixture files in each upstream format (``aims_kit/data/fixtures``, its own
 harmless text) so tests and the smoke profile exercise every loader offline. Fixture numbers are
@@ -26,8 +29,9 @@ import io
 import json
 import os
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -65,6 +69,9 @@ class Benchmark:
     fixed_label: str | None = None
     #: Category flag columns: harmful when any is 1 (OpenAI Moderation upstream file).
     flag_columns: tuple[str, ...] = ()
+    #: How a missing flag reads: ``"not set"`` (the published convention) or ``"unknown"`` (a row
+    #: with no flag set and some missing is skipped and counted).
+    missing_flags: Literal["not set", "unknown"] = "not set"
     id_columns: tuple[str, ...] = ()
     #: Standard slice column → raw alternatives.
     slices: dict[str, tuple[str, ...]] = field(default_factory=dict)
@@ -158,11 +165,26 @@ REGISTRY: dict[str, Benchmark] = {
 }
 PAPER_FIVE = tuple(name for name, b in REGISTRY.items() if b.paper_five)
 
+#: Other readings of a registered benchmark. They load by name (``python -m aims_kit eval
+#: --benchmark openai_moderation_strict``) but are never part of the default set: their numbers
+#: do not compare with published ones.
+VARIANTS: dict[str, Benchmark] = {
+    "openai_moderation_strict": replace(
+        REGISTRY["openai_moderation"],
+        name="openai_moderation_strict",
+        title="OpenAI Moderation, strict reading (differs from every published table)",
+        missing_flags="unknown",
+        paper_five=False,
+    ),
+}
+
 
 def get(name: str) -> Benchmark:
-    if name not in REGISTRY:
-        raise KeyError(f"unknown benchmark {name!r}; choose one of {', '.join(REGISTRY)}")
-    return REGISTRY[name]
+    if name in REGISTRY:
+        return REGISTRY[name]
+    if name in VARIANTS:
+        return VARIANTS[name]
+    raise KeyError(f"unknown benchmark {name!r}; choose one of {', '.join([*REGISTRY, *VARIANTS])}")
 
 
 # ---------------------------------------------------------------- reading files
@@ -254,7 +276,7 @@ def normalise(raw: pd.DataFrame, bench: Benchmark, source: str) -> pd.DataFrame:
         elif label_col is not None:
             labels.append(_map_label(row[label_col], bench, source, position, label_col))
         else:
-            labels.append(_flag_label(row, flags, bench.flag_columns, source, position))
+            labels.append(_flag_label(row, flags, bench, source, position))
     known = np.array([label is not None for label in labels], dtype=bool)
     out = pd.DataFrame({
         "ID": _ids(raw, bench),
@@ -294,10 +316,11 @@ def _map_label(value: object, bench: Benchmark, source: str, position: int, colu
     return bench.label_map[key]
 
 
-def _flag_label(row: dict, present: list[str], expected: tuple[str, ...], source: str, position: int) -> str | None:
-    """Harmful if any flag is 1; safe if all are 0; unknown (None) if none is 1 and one is missing."""
+def _flag_label(row: dict, present: list[str], bench: Benchmark, source: str, position: int) -> str | None:
+    """Harmful if any flag is 1. Otherwise safe, or unknown (None) when a flag is missing and
+    ``bench.missing_flags`` is ``"unknown"``."""
     values = []
-    for column in expected:
+    for column in bench.flag_columns:
         value = row.get(column) if column in present else None
         if is_missing(value) or str(value).strip() == "":
             values.append(None)
@@ -308,7 +331,7 @@ def _flag_label(row: dict, present: list[str], expected: tuple[str, ...], source
         values.append(text in ("1", "1.0", "true"))
     if any(v is True for v in values):
         return "harmful"
-    return None if any(v is None for v in values) else "safe"
+    return None if bench.missing_flags == "unknown" and None in values else "safe"
 
 
 def _ids(raw: pd.DataFrame, bench: Benchmark) -> list[str]:
@@ -462,9 +485,9 @@ def subsample(frame: pd.DataFrame, limit: int, seed: int = 0) -> pd.DataFrame:
 
 
 def registry_table() -> pd.DataFrame:
-    """One row per registered benchmark: where it lives, its licence and gating."""
+    """One row per registered benchmark and variant: where it lives, its licence and gating."""
     return pd.DataFrame([
-        {"name": b.name, "hub": b.hub_id, "config": b.config, "split": b.split, "licence": b.licence,
-         "gating": b.gating, "upstream file": b.upstream, "paper five": b.paper_five}
-        for b in REGISTRY.values()
+        {"name": b.name, "title": b.title, "hub": b.hub_id, "config": b.config, "split": b.split, "licence": b.licence,
+         "gating": b.gating, "upstream file": b.upstream, "paper five": b.paper_five, "default set": b.name in REGISTRY}
+        for b in (*REGISTRY.values(), *VARIANTS.values())
     ])

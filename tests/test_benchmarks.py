@@ -16,7 +16,7 @@ EXPECTED = {  # (rows with a known label, harmful rows, unknown rows skipped) of
     "xstest": (12, 6, 0),
     "toxicchat": (12, 6, 0),
     "aegis2": (12, 6, 0),
-    "openai_moderation": (11, 6, 1),
+    "openai_moderation": (12, 6, 0),  # a missing flag is "not set", as in every published table
     "simplesafetytests": (6, 6, 0),
     "harmbench": (6, 6, 0),
     "jailbreakbench": (12, 6, 0),
@@ -70,7 +70,7 @@ def _write_gz(path, rows):
             handle.write(json.dumps(row) + "\n")
 
 
-def test_openai_unknown_flag_rule(tmp_path):
+def test_openai_strict_reading_skips_and_counts_unknown_rows(tmp_path):
     flags = ("S", "H", "V", "HR", "SH", "S3", "H2", "V2")
     rows = [
         {"prompt": "all zero", **dict.fromkeys(flags, 0)},
@@ -81,11 +81,11 @@ def test_openai_unknown_flag_rule(tmp_path):
     ]
     path = tmp_path / "samples-1680.jsonl.gz"
     _write_gz(path, rows)
-    frame = benchmarks.load_benchmark("openai_moderation", path)
+    frame = benchmarks.load_benchmark("openai_moderation_strict", path)
     assert frame["Prompt"].tolist() == ["all zero", "one flag", "flagged, rest missing"]
     assert frame["label"].tolist() == ["safe", "harmful", "harmful"]
     assert frame.attrs["n_unknown"] == 2  # counted, not silently dropped
-    table = benchmarks.discovery_table([benchmarks.Found("openai_moderation", "local", str(path), frame, "")])
+    table = benchmarks.discovery_table([benchmarks.Found("openai_moderation_strict", "local", str(path), frame, "")])
     assert table.loc[0, "unknown_skipped"] == 2
 
 

@@ -58,7 +58,7 @@ def test_eval_cli_zero_shot_model_gets_its_own_run(tmp_path, capsys):
                  "--benchmark", "openai_moderation", "--path", str(path), *FAST])
     assert code == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert printed["regime"] == "zero_shot" and printed["n_unknown_skipped"] == 1 and printed["n"] == 11
+    assert printed["regime"] == "zero_shot" and printed["n_unknown_skipped"] == 0 and printed["n"] == 12
     assert results.latest_run(tmp_path, regime="zero_shot") == results.find_runs(tmp_path)[0]
     with pytest.raises(SystemExit):
         main(["eval", "--model", "embedded", "--condition", "nonsense", "--benchmark", "xstest"])

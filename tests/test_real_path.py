@@ -271,3 +271,32 @@ def test_one_vllm_engine_serves_every_evaluation_and_benchmark(fake_vllm, tmp_pa
     second_out = experiments.predictions_frame(second, "aims_test")["output"]
     assert set(first_out) == {"Intent: adapter 1; Harm: harmful"} and set(second_out) == {"Intent: adapter 2; Harm: harmful"}
     assert experiments.evaluate_run(first, test, "aims_val", {**params, "backend": "transformers"})["backend"] == "transformers"
+
+
+# ---------------------------------------------------------------- 4. OpenAI Moderation convention
+
+
+def test_openai_moderation_follows_the_published_convention_and_keeps_strict_as_a_variant(tmp_path):
+    import gzip
+
+    from aims_kit import benchmarks
+
+    flags = ("S", "H", "V", "HR", "SH", "S3", "H2", "V2")
+    rows = [
+        {"prompt": "all zero", **dict.fromkeys(flags, 0)},
+        {"prompt": "one flag", **dict.fromkeys(flags, 0), "V": 1},
+        {"prompt": "flagged, rest missing", "S": 1},
+        {"prompt": "zeros, some missing", "S": 0, "H": 0},
+        {"prompt": "nothing at all"},
+    ]
+    path = tmp_path / "samples-1680.jsonl.gz"
+    path.write_bytes(gzip.compress("".join(json.dumps(r) + "\n" for r in rows).encode()))
+    frame = benchmarks.load_benchmark("openai_moderation", path)
+    assert len(frame) == 5 and frame.attrs["n_unknown"] == 0  # every row, as every published table
+    assert frame["label"].tolist() == ["safe", "harmful", "harmful", "safe", "safe"]
+
+    strict = benchmarks.load_benchmark("openai_moderation_strict", path)
+    assert strict["label"].tolist() == ["safe", "harmful", "harmful"] and strict.attrs["n_unknown"] == 2
+    assert "differs" in benchmarks.get("openai_moderation_strict").title
+    assert "openai_moderation_strict" not in benchmarks.REGISTRY and "openai_moderation_strict" not in benchmarks.PAPER_FIVE
+    assert [f.name for f in benchmarks.discover(sources=["fixture"])] == list(benchmarks.REGISTRY)
