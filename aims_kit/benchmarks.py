@@ -28,6 +28,8 @@ import gzip
 import io
 import json
 import os
+import socket
+import urllib.parse
 import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -45,10 +47,17 @@ PATHS_ENV = "AIMS_KIT_BENCHMARKS"
 #: Where a checkout next to the project's shared folder finds the real files (e.g. XSTest).
 SHARED_DIR = REPO_DIR.parent / "shared" / "benchmarks"
 SOURCES = ("local", "hub", "fixture")
+#: Seconds :func:`hub_unreachable` waits for the hub. Offline, ``datasets`` itself retries for
+#: about 25 s per benchmark before it gives up.
+HUB_PROBE_TIMEOUT = 3.0
 
 
 class BenchmarkError(AimsDataError):
     """A benchmark file or hub dataset that cannot be read as the registry entry says it should."""
+
+
+class HubUnreachable(BenchmarkError):
+    """The hub did not answer (offline, no route): no other benchmark will load from it either."""
 
 
 @dataclass(frozen=True)
@@ -241,7 +250,8 @@ def read_hub(bench: Benchmark) -> pd.DataFrame:
         try:
             frame = datasets.load_dataset(bench.hub_id, bench.config, split=split).to_pandas()
         except Exception as err:
-            raise BenchmarkError(
+            error = HubUnreachable if isinstance(err, ConnectionError) else BenchmarkError
+            raise error(
                 bench.hub_id,
                 f"could not load from the hub ({type(err).__name__}: {err}). {bench.gating}. "
                 f"Offline? Download it ({bench.upstream}) and pass the local path.",
@@ -407,22 +417,52 @@ class Found:
         return f"fixture:{self.name}" if self.kind == "fixture" else f"bench:{self.name}"
 
 
+def hub_unreachable(timeout: float = HUB_PROBE_TIMEOUT) -> str | None:
+    """Why the Hugging Face hub cannot be used right now, or ``None`` when it accepts a connection.
+
+    Offline mode (``HF_HUB_OFFLINE`` / ``HF_DATASETS_OFFLINE``), or no TCP connection to the hub
+    endpoint (``HF_ENDPOINT``) within ``timeout`` seconds.
+    """
+    for variable in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        if os.environ.get(variable, "").strip().lower() in ("1", "true", "yes", "on"):
+            return f"{variable} is set"
+    url = urllib.parse.urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+    except OSError as err:
+        return f"no connection to {url.hostname}:{port}: {err.strerror or err}"
+    return None
+
+
 def discover(
     names: list[str] | tuple[str, ...] | None = None,
     *,
-    sources: list[str] | tuple[str, ...] = ("local", "fixture"),
+    sources: list[str] | tuple[str, ...] = ("local", "hub", "fixture"),
     benchmark_paths: str | list | None = None,
+    log=print,
 ) -> list[Found]:
     """For each benchmark, take the first source in ``sources`` that works and say why others failed.
 
     ``local`` searches :func:`search_dirs`; ``hub`` tries ``datasets.load_dataset``; ``fixture``
     uses the kit's own few-row file (reported as a fixture, not a benchmark). A local file that
     exists but is malformed is an error, not a skip: the user meant it to be read.
+
+    The hub is probed once first (:func:`hub_unreachable`, seconds) and dropped for the whole
+    call when it is unreachable, or when a load fails for want of a connection; ``log`` gets one
+    line saying so, and each benchmark's note says what it fell back to.
     """
     unknown = [s for s in sources if s not in SOURCES]
     if unknown:
         raise ValueError(f"unknown benchmark source(s) {unknown}; choose from {SOURCES}")
     dirs = search_dirs(benchmark_paths)
+    def hub_gone(reason: str) -> str:
+        log(f"benchmarks: the Hugging Face hub is unreachable ({reason}); falling back to the next source")
+        return reason
+
+    hub_down = hub_unreachable() if "hub" in sources else None
+    if hub_down:
+        hub_gone(hub_down)
     found = []
     for name in names or list(REGISTRY):
         bench, reasons = get(name), []
@@ -435,8 +475,15 @@ def discover(
                 found.append(Found(name, "local", str(path), load_benchmark(name, path), "real benchmark file"))
                 break
             if source == "hub":
+                if hub_down:
+                    reasons.append(f"hub unreachable ({hub_down})")
+                    continue
                 try:
                     frame = load_benchmark(name)
+                except HubUnreachable as err:
+                    hub_down = hub_gone(str(err))
+                    reasons.append(f"hub unreachable ({hub_down})")
+                    continue
                 except BenchmarkError as err:
                     reasons.append(f"hub: {err}")
                     continue

@@ -58,7 +58,7 @@ PROFILES: dict[str, dict] = {
         "eval_steps": 25,
         "eval_limit": 0,
         "max_new_tokens": 48,
-        "benchmark_sources": ["local", "fixture"],
+        "benchmark_sources": ["local", "hub", "fixture"],
         "benchmark_limit": 200,
         "n_boot": 1000,
         "latency_sample": 8,

@@ -300,3 +300,65 @@ def test_openai_moderation_follows_the_published_convention_and_keeps_strict_as_
     assert "differs" in benchmarks.get("openai_moderation_strict").title
     assert "openai_moderation_strict" not in benchmarks.REGISTRY and "openai_moderation_strict" not in benchmarks.PAPER_FIVE
     assert [f.name for f in benchmarks.discover(sources=["fixture"])] == list(benchmarks.REGISTRY)
+
+
+# ---------------------------------------------------------------- 5. real benchmarks first, a fast fallback offline
+
+
+def test_cpu_profile_tries_local_then_hub_then_fixtures():
+    from aims_kit import profiles
+
+    assert profiles.PROFILES["cpu"]["benchmark_sources"] == ["local", "hub", "fixture"]
+
+
+def test_hub_connection_error_falls_back_once_and_says_so(monkeypatch, tmp_path):
+    import time
+
+    import datasets
+
+    from aims_kit import benchmarks
+
+    calls = []
+
+    def no_connection(*args, **kwargs):
+        calls.append(args[0])
+        raise ConnectionError(f"Couldn't reach '{args[0]}' on the Hub (ConnectError)")
+
+    monkeypatch.setattr(benchmarks, "SHARED_DIR", tmp_path)  # no local files
+    monkeypatch.delenv(benchmarks.PATHS_ENV, raising=False)
+    monkeypatch.setattr(benchmarks, "hub_unreachable", lambda: None)  # the probe got through; the load does not
+    monkeypatch.setattr(datasets, "load_dataset", no_connection)
+    lines = []
+    start = time.perf_counter()
+    found = benchmarks.discover(sources=["local", "hub", "fixture"], benchmark_paths=[str(tmp_path)], log=lines.append)
+    assert time.perf_counter() - start < 5
+    assert len(calls) == 1  # one failed connection is enough: the other benchmarks do not wait for the hub
+    assert [f.kind for f in found] == ["fixture"] * len(benchmarks.REGISTRY)
+    assert len(lines) == 1 and "unreachable" in lines[0] and "falling back" in lines[0]
+    assert all("hub unreachable" in f.note for f in found)
+
+
+def test_unreachable_hub_endpoint_is_detected_in_seconds(monkeypatch, tmp_path):
+    import socket
+    import time
+
+    import datasets
+
+    from aims_kit import benchmarks
+
+    with socket.socket() as sock:  # a local port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setattr(benchmarks, "SHARED_DIR", tmp_path)  # no local files
+    monkeypatch.delenv(benchmarks.PATHS_ENV, raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("the hub was asked although it is unreachable"))
+    lines = []
+    start = time.perf_counter()
+    found = benchmarks.discover(["xstest", "aegis2"], sources=["local", "hub", "fixture"], benchmark_paths=[str(tmp_path)], log=lines.append)
+    assert time.perf_counter() - start < 5
+    assert [f.kind for f in found] == ["fixture", "fixture"] and len(lines) == 1 and f"127.0.0.1:{port}" in lines[0]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert benchmarks.hub_unreachable() == "HF_HUB_OFFLINE is set"
