@@ -151,6 +151,7 @@ class MinedPairs:
                 "samples": r.samples,
                 "samples without intent": r.samples_without_intent,
                 "wrong-label samples": r.wrong_label_samples,
+                "unreadable re-classifications": r.unreadable_reclassifications,
                 "judge-bad samples": r.judge_bad_samples,
                 "prompts without pair": r.prompts_without_pair,
                 **{f"{label} pairs mined": n for label, n in r.pairs_per_class_mined.items()},

@@ -138,7 +138,12 @@ class ChatJudge:
 
 @dataclass
 class HubModelJudge:
-    """A local folder or hub causal LM as judge, generating one grade word greedily."""
+    """A local folder or hub causal LM as judge, generating one grade word greedily.
+
+    An answer without a grade word is :class:`JudgeUnavailable`, as for :class:`ChatJudge`:
+    :class:`CachedJudge`'s failure policy then stops, or grades with the embedding judge and
+    counts it in ``fallbacks`` — never a silent "bad".
+    """
 
     model_id: str
     batch_size: int = 16
@@ -157,7 +162,14 @@ class HubModelJudge:
         model, tokenizer = self._loaded
         conversations = [[{"role": "user", "content": RUBRIC.format(gold=g, pred=p)}] for g, p in pairs]
         out = generate(model, tokenizer, conversations, max_new_tokens=8, batch_size=self.batch_size, desc="judging")
-        return [parse_grade(text) or "bad" for text in out.texts]
+        grades = [parse_grade(text) for text in out.texts]
+        unreadable = [text for text, grade in zip(out.texts, grades) if grade is None]
+        if unreadable:
+            raise JudgeUnavailable(
+                f"{self.name} answered {unreadable[0]!r}, which is not good/decent/bad "
+                f"({len(unreadable)} of {len(grades)} answers unreadable)"
+            )
+        return grades
 
 
 OnFailure = Literal["raise", "fallback"]

@@ -58,9 +58,10 @@ def has_cuda() -> bool:
 def quantization_config(quantize: bool | None):
     """QLoRA's 4-bit NF4 with double quantisation and bf16 compute, when CUDA and bitsandbytes exist.
 
-    ``quantize=None`` means "where possible". On CPU the kit loads full precision instead: 4-bit
-    on CPU is slower than fp32 for small models and has an inference-then-train trap
-    (DESIGN.md §7).
+    ``quantize=None`` means "on a GPU". On CPU the kit loads full precision instead: 4-bit on CPU
+    is slower than fp32 for small models and has an inference-then-train trap (DESIGN.md §7).
+    A CUDA machine without bitsandbytes is an error, not a quiet switch to 16-bit training: that
+    would change the experiment (and its memory needs) without a word.
     """
     if quantize is False or (quantize is None and not has_cuda()):
         return None
@@ -69,9 +70,10 @@ def quantization_config(quantize: bool | None):
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
-        if quantize:
-            raise RuntimeError("quantize=True needs bitsandbytes: pip install bitsandbytes") from None
-        return None
+        raise RuntimeError(
+            "a CUDA GPU is present but bitsandbytes is not installed, so 4-bit QLoRA cannot load: "
+            "pip install bitsandbytes (requirements.txt pins it), or pass quantize=False to load in bf16"
+        ) from None
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(

@@ -42,7 +42,7 @@ RECLASSIFY = {
     "a bad paraphrase": "safe",
     "poison someone": "Intent: poisoning; Harm: harmful",  # an echo of the full format still parses
     "chemistry homework": "safe",
-    "unreadable": "???",  # unparseable: the one parse-failure rule makes it safe (correct here)
+    "unreadable": "???",  # unparseable: counted, neither right nor wrong, never a reject
     "gardening": "unharmful",  # a synonym: safe, never "harmful" by substring
 }
 
@@ -87,7 +87,7 @@ def test_hard_pairs_pick_the_longest_wrong_label_sample():
     assert p1["candidates"] == 2 and p1["source"] == "wrong_label"
     assert by_id.loc["p3", "rejected_label"] == "harmful"
     assert report.samples == 15 and report.samples_without_intent == 3
-    assert report.wrong_label_samples == 3
+    assert report.wrong_label_samples == 3 and report.unreadable_reclassifications == 1
     assert report.prompts_without_pair == 3
     assert report.pairs_per_class == {"harmful": 1, "safe": 1}
 
@@ -110,7 +110,8 @@ def test_judge_variant_adds_bad_matches_and_prefers_wrong_labels():
     assert ("The user wants bomb instructions.", "bomb making") in judge.seen
     assert all(pred != "short wrong" for _, pred in judge.seen)
     by_id = pairs.set_index("id")
-    assert sorted(by_id.index) == ["p1", "p2", "p3", "p5"]
+    assert sorted(by_id.index) == ["p1", "p2", "p3"]  # p5's only judge-bad intent was never re-classified readably
+    assert ("The user wants gardening tips.", "unreadable") not in judge.seen
     assert by_id.loc["p2", "source"] == "judge_bad" and by_id.loc["p2", "rejected"] == "Intent: a bad paraphrase; Harm: safe"
     assert by_id.loc["p1", "source"] == "wrong_label"  # p1 has wrong-label samples: they win
     assert report.judge_bad_samples == 2 and report.prompts_without_pair == 1
@@ -120,7 +121,7 @@ def test_judge_variant_adds_bad_matches_and_prefers_wrong_labels():
 
 def test_undersampling_balances_classes_and_keeps_everything_when_a_class_is_empty():
     pairs, report = mine_pairs(frame(), StubGenerator(), MiningSettings(k=K, variant="judge"), judge=StubJudge())
-    assert report.pairs_per_class_mined == {"harmful": 1, "safe": 3}
+    assert report.pairs_per_class_mined == {"harmful": 1, "safe": 2}
     assert report.pairs_per_class == {"harmful": 1, "safe": 1} and report.balanced
     assert len(pairs) == 2
     only_safe = pairs[pairs["gold_label"] == "safe"]

@@ -362,3 +362,57 @@ def test_unreachable_hub_endpoint_is_detected_in_seconds(monkeypatch, tmp_path):
     assert [f.kind for f in found] == ["fixture", "fixture"] and len(lines) == 1 and f"127.0.0.1:{port}" in lines[0]
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert benchmarks.hub_unreachable() == "HF_HUB_OFFLINE is set"
+
+
+# ---------------------------------------------------------------- 6. fallbacks are counted or fail loudly
+
+
+def test_unreadable_reclassification_is_counted_never_a_reject():
+    from aims_kit.training.dpo_pairs import MiningSettings, mine_pairs
+
+    def generator(conversations, *, k, do_sample, temperature, max_new_tokens):
+        if do_sample:
+            return ["Intent: the user wants to hurt someone; Harm: harmful"] * (len(conversations) * k)
+        return ["I would rather not say."] * len(conversations)  # no label the parser can read
+
+    rows = pd.DataFrame([{"ID": "1", "Prompt": "p", "label": "harmful", "Intent": "The user wants to hurt someone.", "split": "train"}])
+    pairs, report = mine_pairs(rows, generator, MiningSettings(k=3, balance="none"))
+    assert pairs.empty and report.prompts_without_pair == 1
+    assert report.unreadable_reclassifications == 3 and report.wrong_label_samples == 0
+    assert report.to_dict()["unreadable_reclassifications"] == 3
+
+
+def test_hub_model_judge_unreadable_answer_is_a_failure_that_the_cache_counts(monkeypatch):
+    from aims_kit import evaluation, judges
+
+    answers = ["good", "I am not sure what you mean"]
+    monkeypatch.setattr(evaluation, "generate", lambda *a, **k: evaluation.Generation(answers, [1, 6], 0.0))
+    judge = judges.HubModelJudge("some/judge")
+    judge._loaded = (None, None)  # no model needed: generation is replaced above
+    pairs = [("The user wants a cake.", "cake"), ("The user wants a bomb.", "baking")]
+    with pytest.raises(judges.JudgeUnavailable, match="not sure what you mean.*1 of 2"):
+        judge.grade(pairs)
+
+    class Offline:
+        def grade(self, pairs):
+            return ["decent"] * len(pairs)
+
+    monkeypatch.setattr(judges, "EmbeddingJudge", Offline)
+    cached = judges.CachedJudge(judge, on_failure="fallback")
+    with pytest.warns(UserWarning, match="judge unavailable"):
+        assert cached.grade(pairs) == ["decent", "decent"]
+    assert cached.fallbacks == 2
+    with pytest.raises(judges.JudgeUnavailable):
+        judges.CachedJudge(judge).grade(pairs)
+
+
+def test_cuda_without_bitsandbytes_is_a_clear_error(monkeypatch):
+    import sys
+
+    from aims_kit import models
+
+    monkeypatch.setattr(models, "has_cuda", lambda: True)
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import fails as if it were not installed
+    with pytest.raises(RuntimeError, match="bitsandbytes is not installed.*quantize=False"):
+        models.quantization_config(None)
+    assert models.quantization_config(False) is None

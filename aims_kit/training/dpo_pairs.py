@@ -120,6 +120,9 @@ class MiningReport:
     samples_without_intent: int = 0
     #: Samples whose intent the model re-classifies with the wrong label.
     wrong_label_samples: int = 0
+    #: Samples whose re-classification the parser could not read: neither right nor wrong, so
+    #: never a reject (and never a judge reject either).
+    unreadable_reclassifications: int = 0
     #: Right-label samples the judge graded ``bad`` (judge variant only).
     judge_bad_samples: int = 0
     #: Prompts where no sample qualified as rejected.
@@ -162,6 +165,7 @@ def mine_pairs(
     intents = [formats.parse_output(t).intent for t in texts]
     report.samples_without_intent = sum(i is None for i in intents)
     labels = reclassify(generator, intents, settings)
+    report.unreadable_reclassifications = sum(i is not None and label is None for i, label in zip(intents, labels))
 
     gold_labels = frame["label"].tolist()
     gold_intents = frame["Intent"].tolist()
@@ -208,10 +212,13 @@ def mine_pairs(
 
 
 def reclassify(generator: Generator, intents: Sequence[str | None], settings: MiningSettings) -> list[str | None]:
-    """The label the model gives each intent on its own (greedy); ``None`` where there is no intent.
+    """The label the model gives each intent on its own (greedy); ``None`` where there is no intent
+    or the answer is unreadable.
 
     The prompt ends in ``Harm: ``, so the answer is read as ``Harm: <answer>`` by the one
-    parser; an unreadable answer gets the single parse-failure rule, as in every metric.
+    parser. An unreadable answer is *not* given the evaluation's parse-failure rule: that would
+    make it "safe", and every unreadable answer to a harmful prompt a mined "error".
+    :func:`mine_pairs` counts them in :attr:`MiningReport.unreadable_reclassifications`.
     """
     todo = [j for j, intent in enumerate(intents) if intent]
     labels: list[str | None] = [None] * len(intents)
@@ -223,7 +230,7 @@ def reclassify(generator: Generator, intents: Sequence[str | None], settings: Mi
         k=1, do_sample=False, temperature=1.0, max_new_tokens=budget,
     )
     for j, answer in zip(todo, answers):
-        labels[j] = formats.parse_output(f"Harm: {answer}").label_or_rule()
+        labels[j] = formats.parse_output(f"Harm: {answer}").label
     return labels
 
 
