@@ -114,7 +114,7 @@ def test_judge_variant_adds_bad_matches_and_prefers_wrong_labels():
     assert ("The user wants gardening tips.", "unreadable") not in judge.seen
     assert by_id.loc["p2", "source"] == "judge_bad" and by_id.loc["p2", "rejected"] == "Intent: a bad paraphrase; Harm: safe"
     assert by_id.loc["p1", "source"] == "wrong_label"  # p1 has wrong-label samples: they win
-    assert report.judge_bad_samples == 2 and report.prompts_without_pair == 1
+    assert report.judge_bad_samples == 1 and report.prompts_without_pair == 2
     with pytest.raises(ValueError, match="needs a judge"):
         mine_pairs(frame(), StubGenerator(), MiningSettings(k=K, variant="judge"))
 
