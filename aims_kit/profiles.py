@@ -10,6 +10,8 @@ from __future__ import annotations
 #: Benchmarks (06): ``benchmark_sources`` in order of preference (local files, the hub, the kit's
 #: fixtures), ``benchmark_limit`` rows per benchmark (0: all; the cpu profile samples 200 to stay
 #: within minutes), ``n_boot`` bootstrap resamples, ``latency_sample`` prompts timed at batch 1.
+#: ``threads``: torch threads per notebook kernel (0: the cores this process may use; see
+#: aims_kit.threads). The runner applies it; notebooks need not declare it.
 PROFILES: dict[str, dict] = {
     "smoke": {
         "model": "embedded",
@@ -27,6 +29,7 @@ PROFILES: dict[str, dict] = {
         "latency_sample": 2,
         "encoder_max_steps": 2,
         "seed": 22,
+        "threads": 0,
         "grpo_steps": 2,
         "grpo_num_generations": 2,
         "grpo_prompts_per_step": 2,
@@ -64,6 +67,7 @@ PROFILES: dict[str, dict] = {
         "latency_sample": 8,
         "encoder_max_steps": 60,
         "seed": 22,
+        "threads": 0,
         "grpo_steps": 16,
         "grpo_num_generations": 4,
         "grpo_prompts_per_step": 4,
@@ -101,6 +105,7 @@ PROFILES: dict[str, dict] = {
         "latency_sample": 16,
         "encoder_max_steps": -1,
         "seed": 22,
+        "threads": 0,
         "grpo_steps": 200,
         "grpo_num_generations": 8,
         "grpo_prompts_per_step": 4,
