@@ -169,19 +169,21 @@ def giveaway_table(frame: pd.DataFrame) -> pd.DataFrame:
 def trace_variety(texts: Sequence[str]) -> dict[str, float]:
     """How templated a set of reasoning texts is.
 
-    ``distinct_openers``: distinct first three words; ``repeated_sentence_share``: share of all
-    sentences that occur word for word in three or more texts (a template pool shows up here);
-    sentence and word counts per text.
+    ``distinct_openers``: distinct first three words; ``repeated_sentence_share``: share of the
+    sentences of five or more words that occur word for word in three or more texts (a template
+    pool shows up here; a closing "Decline." or "Safe." is a verdict, not reasoning, so shorter
+    sentences are not counted); sentence and word counts per text.
     """
     sentences = [[s for s in re.split(r"(?<=[.!?])\s+", t.strip()) if s] for t in texts]
     counts = Counter(s for ss in sentences for s in set(ss))
     n_words = [len(t.split()) for t in texts]
     n_sent = [len(ss) for ss in sentences]
-    repeated = sum(counts[s] >= 3 for ss in sentences for s in ss)
+    reasoning = [s for ss in sentences for s in ss if len(s.split()) >= 5]
+    repeated = sum(counts[s] >= 3 for s in reasoning)
     return {
         "texts": len(texts),
         "distinct_openers": len({" ".join(words(t)[:3]) for t in texts}),
-        "repeated_sentence_share": repeated / sum(n_sent) if sum(n_sent) else 0.0,
+        "repeated_sentence_share": repeated / len(reasoning) if reasoning else 0.0,
         "sentences_min": min(n_sent, default=0), "sentences_median": float(np.median(n_sent)) if n_sent else 0.0,
         "sentences_max": max(n_sent, default=0),
         "words_min": min(n_words, default=0), "words_median": float(np.median(n_words)) if n_words else 0.0,
@@ -205,25 +207,44 @@ def wrapper_text(prompt: str, intent: str) -> str:
     return " ".join(w for w in words(prompt) if stem(w) not in request)
 
 
-def _features(docs: Sequence[list[str]]) -> list[Counter]:
-    """Unigram and bigram counts of each token list."""
-    return [Counter(toks) + Counter(" ".join(b) for b in zip(toks, toks[1:])) for toks in docs]
+@dataclass(frozen=True)
+class _Counts:
+    """A sparse document-by-feature count matrix as (document, feature, count) triplets."""
+
+    doc: np.ndarray
+    feature: np.ndarray
+    count: np.ndarray
+    n_docs: int
+    n_features: int
 
 
-def _naive_bayes_predict(train: list[Counter], y_train: np.ndarray, test: list[Counter], alpha: float = 1.0) -> np.ndarray:
-    """Multinomial naive Bayes with Laplace smoothing; vocabulary from the training fold only."""
-    vocab = {f: i for i, f in enumerate(sorted({f for doc in train for f in doc}))}
-    counts = np.full((2, len(vocab)), alpha)
-    for doc, y in zip(train, y_train):
-        for f, c in doc.items():
-            counts[y, vocab[f]] += c
-    log_lik = np.log(counts / counts.sum(axis=1, keepdims=True))
-    log_prior = np.log(np.bincount(y_train, minlength=2) + 1.0)
-    scores = np.tile(log_prior, (len(test), 1))
-    for i, doc in enumerate(test):
-        idx = [vocab[f] for f in doc if f in vocab]
-        if idx:
-            scores[i] += log_lik[:, idx] @ np.array([doc[f] for f in doc if f in vocab], dtype=float)
+def _features(docs: Sequence[list[str]]) -> _Counts:
+    """Unigram and bigram counts of each token list (features sorted, so the order is fixed)."""
+    grams = [Counter(toks) + Counter(" ".join(b) for b in zip(toks, toks[1:])) for toks in docs]
+    vocab = {f: i for i, f in enumerate(sorted({f for doc in grams for f in doc}))}
+    triplets = [(row, vocab[f], c) for row, doc in enumerate(grams) for f, c in doc.items()]
+    doc, feature, count = (np.array(col) for col in zip(*triplets)) if triplets else (np.zeros(0, int),) * 3
+    return _Counts(doc.astype(int), feature.astype(int), count.astype(float), len(grams), len(vocab))
+
+
+def _naive_bayes_predict(x: _Counts, y: np.ndarray, train: np.ndarray, alpha: float = 1.0) -> np.ndarray:
+    """Multinomial naive Bayes with Laplace smoothing, fitted on the ``train`` rows; predicts every row.
+
+    Only features seen in the training rows count (as if the vocabulary were learnt there): the
+    others get zero weight, so a word that occurs only in held-out rows cannot decide them.
+    """
+    in_train = train[x.doc]
+    counts = np.bincount(
+        x.feature[in_train] + x.n_features * y[x.doc[in_train]], weights=x.count[in_train], minlength=2 * x.n_features
+    ).reshape(2, x.n_features)
+    seen = counts.sum(axis=0) > 0
+    smoothed = (counts + alpha) * seen
+    with np.errstate(divide="ignore"):
+        log_lik = np.where(seen, np.log(smoothed / smoothed.sum(axis=1, keepdims=True)), 0.0)
+    log_prior = np.log(np.bincount(y[train], minlength=2) + 1.0)
+    scores = np.stack([
+        np.bincount(x.doc, weights=x.count * log_lik[c, x.feature], minlength=x.n_docs) + log_prior[c] for c in (0, 1)
+    ], axis=1)
     return scores.argmax(axis=1)
 
 
@@ -241,11 +262,11 @@ def _folds(groups: Sequence[str], y: np.ndarray, k: int, seed: int) -> np.ndarra
     return np.array([fold_of[g] for g in groups])
 
 
-def _cross_val_predict(docs: list[Counter], y: np.ndarray, folds: np.ndarray) -> np.ndarray:
+def _cross_val_predict(x: _Counts, y: np.ndarray, folds: np.ndarray) -> np.ndarray:
     pred = np.empty_like(y)
     for f in np.unique(folds):
         test = folds == f
-        pred[test] = _naive_bayes_predict([d for d, t in zip(docs, test) if not t], y[~test], [d for d, t in zip(docs, test) if t])
+        pred[test] = _naive_bayes_predict(x, y, ~test)[test]
     return pred
 
 

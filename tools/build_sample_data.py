@@ -1,24 +1,42 @@
-"""Build the AIMS Kit teaching sample from the authored rows in tools/sample_data/.
+"""Build the AIMS Kit teaching sample from the authored rows and traces in tools/sample_data/.
 
-Deterministic: every random choice uses a fixed seed. Writes
+Inputs (the format is described in tools/sample_data/FORMAT.md):
+    tools/sample_data/<category>.txt        one row per line, LEVEL|ADV|TYPE|PROMPT|INTENT[|LEVEL2|INTENT2]
+    tools/sample_data/duplicates.txt        second annotations of existing rows (prompt start|LEVEL|intent)
+    tools/sample_data/flagged.txt           Flag for Removal rows (category|prompt)
+    tools/sample_data/traces/*.jsonl        one hand-written reasoning per (prompt, label)
+Outputs:
     aims_kit/data/sample/aims_sample.csv
     aims_kit/data/sample/reference_traces.jsonl
+    aims_kit/data/sample/README.md          (from README_template.md, with computed counts and screens)
+
+Deterministic: the row order and the simulated ``Dataset Harm`` disagreements come from a fixed
+seed, and nothing else is random, so building twice gives identical files. Every input error is
+reported with its file and line, all at once, so an author can fix a file in one pass.
 The package never runs this script; the outputs are committed.
 
-Usage: python tools/build_sample_data.py
+Usage: python tools/build_sample_data.py [--out DIR]
 """
 
 from __future__ import annotations
 
-import hashlib
+import argparse
 import json
 import random
-import re
+import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from aims_kit import formats, probes  # noqa: E402
+from aims_kit.results import atomic_write_jsonl, atomic_write_text  # noqa: E402
+from aims_kit.teachers import Trace  # noqa: E402
+from aims_kit.training.distill import intent_leakage  # noqa: E402
+
 SRC = ROOT / "tools" / "sample_data"
 OUT = ROOT / "aims_kit" / "data" / "sample"
 SEED = 20240611
@@ -44,363 +62,268 @@ LEVELS = {
     "US": "Uncertain Safe",
     "CS": "Completely Safe",
 }
+FLAG = "Flag for Removal"
 BINARY = {
     "Completely Harmful": "harmful",
     "Uncertain Harmful": "harmful",
     "Uncertain Safe": "safe",
     "Completely Safe": "safe",
 }
+#: Case types. long: long adversarial prompt; wild: messy in-the-wild writing; blunt: plain,
+#: unwrapped request; lit: the literal (harmful) counterpart of a double-meaning 'hom' row.
+TYPES = ("req", "hom", "fic", "edu", "sec", "help", "about", "med", "priv", "pub", "dual", "long", "wild", "blunt", "lit")
+WORDS = (8, 250)
+LONG_WORDS = (80, 220)
 COLUMNS = [
     "ID", "Wildguard ID", "Duplicate ID", "Prompt", "Intent",
-    "Annotator Harm", "Dataset Harm", "Adversarial", "Category",
+    "Annotator Harm", "Dataset Harm", "Adversarial", "Category", "type",
 ]
-TEACHER = "aims-kit-reference-v1"
+TEACHER = "aims-kit-authored-v2"
+
+
+class SampleDataError(ValueError):
+    """One or more authoring errors, each as ``file:line: message``."""
+
+    def __init__(self, errors: list[str]):
+        shown = errors[:60]
+        more = f"\n… and {len(errors) - len(shown)} more" if len(errors) > len(shown) else ""
+        super().__init__(f"{len(errors)} error(s) in tools/sample_data:\n" + "\n".join(shown) + more)
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class Row:
+    """One annotated row as authored. ``prompt`` keeps the ``\\n`` escapes (it is the trace key)."""
+
+    category: str
+    level: str
+    adv: bool
+    ctype: str
+    prompt: str
+    intent: str
+    where: str
+    dup: tuple[str, str] | None = None
+    dup_group: int | None = None
+
+    @property
+    def flagged(self) -> bool:
+        return self.level == FLAG
+
+    @property
+    def label(self) -> str | None:
+        return BINARY.get(self.level)
+
+    @property
+    def text(self) -> str:
+        """The prompt as a user would send it: ``\\n`` escapes become line breaks."""
+        return self.prompt.replace("\\n", "\n")
 
 
 # --------------------------------------------------------------------------- reading
 
-def read_rows() -> list[dict]:
-    rows = []
+def _lines(path: Path):
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip() and not line.startswith("#"):
+            yield n, line
+
+
+def read_rows(src: Path = SRC) -> list[Row]:
+    """Authored rows of every category, then duplicates and flagged rows; errors collected."""
+    rows: list[Row] = []
+    errors: list[str] = []
     for cat in CATEGORIES:
-        for n, line in enumerate((SRC / f"{cat}.txt").read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip() or line.startswith("#"):
-                continue
+        path = src / f"{cat}.txt"
+        if not path.exists():
+            errors.append(f"{path.name}: missing category file")
+            continue
+        for n, line in _lines(path):
+            where = f"{path.name}:{n}"
             parts = line.split("|")
             if len(parts) not in (5, 7):
-                raise ValueError(f"{cat}.txt:{n}: expected 5 or 7 fields, got {len(parts)}")
-            level, adv, ctype, prompt, intent = parts[:5]
-            row = dict(category=cat, level=LEVELS[level], adv=adv == "1", ctype=ctype,
-                       prompt=prompt.strip(), intent=intent.strip(), flagged=False, dup=None)
-            if len(parts) == 7:
-                row["dup"] = (LEVELS[parts[5]], parts[6].strip())
-            rows.append(row)
-    dup_lines = [l for l in (SRC / "duplicates.txt").read_text(encoding="utf-8").splitlines()
-                 if l.strip() and not l.startswith("#")]
-    for line in dup_lines:
-        start, level, intent = line.split("|")
-        hits = [r for r in rows if r["prompt"].startswith(start)]
-        if len(hits) != 1 or hits[0]["dup"] is not None:
-            raise ValueError(f"duplicate spec does not match exactly one row: {start!r}")
-        hits[0]["dup"] = (LEVELS[level], intent.strip())
-    for line in (SRC / "flagged.txt").read_text(encoding="utf-8").splitlines():
-        if not line.strip() or line.startswith("#"):
+                errors.append(f"{where}: expected 5 or 7 '|'-separated fields, got {len(parts)}")
+                continue
+            level, adv, ctype, prompt, intent = (p.strip() for p in parts[:5])
+            problems = []
+            if level not in LEVELS:
+                problems.append(f"LEVEL {level!r} is not one of {', '.join(LEVELS)}")
+            if adv not in ("0", "1"):
+                problems.append(f"ADV {adv!r} is not 0 or 1")
+            if ctype not in TYPES:
+                problems.append(f"TYPE {ctype!r} is not one of {', '.join(TYPES)}")
+            if len(parts) == 7 and parts[5].strip() not in LEVELS:
+                problems.append(f"LEVEL2 {parts[5].strip()!r} is not one of {', '.join(LEVELS)}")
+            if problems:
+                errors.extend(f"{where}: {p}" for p in problems)
+                continue
+            dup = (LEVELS[parts[5].strip()], parts[6].strip()) if len(parts) == 7 else None
+            rows.append(Row(cat, LEVELS[level], adv == "1", ctype, prompt, intent, where, dup))
+    for n, line in _lines(src / "duplicates.txt"):
+        where = f"duplicates.txt:{n}"
+        parts = line.split("|")
+        if len(parts) != 3 or parts[1].strip() not in LEVELS:
+            errors.append(f"{where}: expected 'prompt start|LEVEL|intent' with LEVEL in {', '.join(LEVELS)}")
             continue
-        cat, prompt = line.split("|")
-        rows.append(dict(category=cat, level="Flag for Removal", adv=False, ctype="flag",
-                         prompt=prompt.strip(), intent="ambiguous", flagged=True, dup=None))
+        start, level, intent = (p.strip() for p in parts)
+        hits = [i for i, r in enumerate(rows) if r.prompt.startswith(start)]
+        if len(hits) != 1 or rows[hits[0]].dup is not None:
+            found = ", ".join(rows[i].where for i in hits) or "none"
+            errors.append(f"{where}: prompt start must match exactly one row without a second annotation (matches: {found})")
+            continue
+        rows[hits[0]] = replace(rows[hits[0]], dup=(LEVELS[level], intent))
+    for n, line in _lines(src / "flagged.txt"):
+        where = f"flagged.txt:{n}"
+        parts = line.split("|")
+        if len(parts) != 2 or parts[0].strip() not in CATEGORIES:
+            errors.append(f"{where}: expected 'category|prompt' with a known category")
+            continue
+        rows.append(Row(parts[0].strip(), FLAG, False, "flag", parts[1].strip(), "ambiguous", where))
+    errors += check_rows(rows)
+    if errors:
+        raise SampleDataError(errors)
     return rows
 
 
-def check_rows(rows: list[dict]) -> None:
-    seen = {}
+def check_rows(rows: list[Row]) -> list[str]:
+    """Length limits, unique prompts, intent form; one message per problem."""
+    errors = []
+    seen: dict[str, str] = {}
     for r in rows:
-        words = len(r["prompt"].split())
-        if not 8 <= words <= 120:
-            raise ValueError(f"prompt length {words} out of range: {r['prompt']!r}")
-        if r["prompt"] in seen:
-            raise ValueError(f"prompt authored twice: {r['prompt']!r}")
-        seen[r["prompt"]] = True
-        if r["category"] not in CATEGORIES:
-            raise ValueError(r["category"])
-        if not r["flagged"] and not r["intent"].startswith("The user "):
-            raise ValueError(f"intent must start with 'The user ': {r['intent']!r}")
+        n_words = len(r.text.split())
+        low, high = LONG_WORDS if r.ctype == "long" else WORDS
+        if not low <= n_words <= high:
+            errors.append(f"{r.where}: prompt has {n_words} words; {r.ctype!r} rows need {low}..{high}")
+        if r.prompt in seen:
+            errors.append(f"{r.where}: prompt already authored at {seen[r.prompt]}")
+        seen.setdefault(r.prompt, r.where)
+        intents = [r.intent] + ([r.dup[1]] if r.dup else [])
+        for intent in intents:
+            if not r.flagged and not intent.startswith("The user "):
+                errors.append(f"{r.where}: intent must start with 'The user ': {intent[:60]!r}")
+            if "\\n" in intent:
+                errors.append(f"{r.where}: intent must be one line")
+    return errors
+
+
+def read_traces(src: Path = SRC) -> dict[tuple[str, str], tuple[str, str]]:
+    """Reasoning by (prompt as written, label), with where it was written; errors collected."""
+    traces: dict[tuple[str, str], tuple[str, str]] = {}
+    errors = []
+    files = sorted((src / "traces").glob("*.jsonl"))
+    if not files:
+        raise SampleDataError([f"{src / 'traces'}: no *.jsonl trace files"])
+    for path in files:
+        for n, line in _lines(path):
+            where = f"traces/{path.name}:{n}"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                errors.append(f"{where}: not valid JSON ({err.msg} at column {err.colno})")
+                continue
+            if not isinstance(obj, dict) or set(obj) != {"prompt", "label", "reasoning"}:
+                keys = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
+                errors.append(f"{where}: expected exactly the keys prompt, label, reasoning; got {keys}")
+                continue
+            prompt, label, reasoning = obj["prompt"], obj["label"], obj["reasoning"]
+            if label not in ("harmful", "safe"):
+                errors.append(f"{where}: label {label!r} is not 'harmful' or 'safe'")
+                continue
+            if not isinstance(reasoning, str) or not reasoning.strip() or "\n" in reasoning:
+                errors.append(f"{where}: reasoning must be non-empty text on one line")
+                continue
+            key = (prompt, label)
+            if key in traces:
+                errors.append(f"{where}: duplicate trace for this prompt and label (first at {traces[key][1]})")
+                continue
+            traces[key] = (reasoning.strip(), where)
+    if errors:
+        raise SampleDataError(errors)
+    return traces
+
+
+def match_traces(rows: list[Row], traces: dict[tuple[str, str], tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """Check that every (prompt, label) of a non-flagged row has exactly one trace and no trace is spare."""
+    needed: dict[tuple[str, str], str] = {}
+    for r in rows:
+        if r.flagged:
+            continue
+        needed.setdefault((r.prompt, r.label), r.where)
+        if r.dup:
+            needed.setdefault((r.prompt, BINARY[r.dup[0]]), r.where + " (second annotation)")
+    errors = [f"{where}: no trace with label {label!r} for this prompt in traces/*.jsonl"
+              for (prompt, label), where in needed.items() if (prompt, label) not in traces]
+    prompts = {p for p, _ in needed}
+    for (prompt, label), (_, where) in traces.items():
+        if (prompt, label) in needed:
+            continue
+        hint = (f"the row's label is not {label!r}" if prompt in prompts
+                else "no row has this exact prompt (edited in the .txt but not here, or a flagged row?)")
+        errors.append(f"{where}: spare trace ({hint}): {prompt[:60]!r}")
+    if errors:
+        raise SampleDataError(errors)
+    return {key: traces[key][0] for key in needed}
 
 
 # --------------------------------------------------------------------------- table
 
-def build_table(rows: list[dict]) -> pd.DataFrame:
-    rng = random.Random(SEED)
+def expand(rows: list[Row]) -> list[Row]:
+    """One row per annotation, shuffled with the fixed seed; duplicate groups renumbered 1..G down the file."""
     expanded = []
     group = 0
     for r in rows:
-        expanded.append(dict(r, dup_group=None))
-        if r["dup"] is not None:
-            group += 1
-            expanded[-1]["dup_group"] = group
-            level, intent = r["dup"]
-            expanded.append(dict(r, level=level, intent=intent, dup_group=group, second=True))
-    rng.shuffle(expanded)
-    # renumber duplicate groups by first appearance so ids read 1..G down the file
-    remap = {}
+        if r.dup is None:
+            expanded.append(r)
+            continue
+        group += 1
+        expanded.append(replace(r, dup_group=group))
+        expanded.append(replace(r, level=r.dup[0], intent=r.dup[1], dup_group=group))
+    random.Random(SEED).shuffle(expanded)
+    remap: dict[int, int] = {}
     for r in expanded:
-        if r["dup_group"] is not None and r["dup_group"] not in remap:
-            remap[r["dup_group"]] = len(remap) + 1
+        if r.dup_group is not None and r.dup_group not in remap:
+            remap[r.dup_group] = len(remap) + 1
+    return [replace(r, dup_group=remap[r.dup_group]) if r.dup_group else r for r in expanded]
 
+
+def build_table(expanded: list[Row]) -> pd.DataFrame:
+    """The sample in the AIMS schema (plus ``Category`` and ``type``), with a simulated ``Dataset Harm``."""
+    rng = random.Random(SEED + 1)
     records = []
     for i, r in enumerate(expanded, 1):
-        level = r["level"]
-        if r["flagged"]:
+        if r.flagged:
             dataset = "harmful" if rng.random() < 0.2 else "unharmful"
         else:
-            agree = "harmful" if BINARY[level] == "harmful" else "unharmful"
-            p_flip = 0.30 if level.startswith("Uncertain") else (0.08 if r["adv"] else 0.05)
+            agree = "harmful" if r.label == "harmful" else "unharmful"
+            p_flip = 0.30 if r.level.startswith("Uncertain") else (0.08 if r.adv else 0.05)
             flip = rng.random() < p_flip
-            dataset = ({"harmful": "unharmful", "unharmful": "harmful"}[agree] if flip else agree)
+            dataset = {"harmful": "unharmful", "unharmful": "harmful"}[agree] if flip else agree
         records.append({
-            "ID": i,
-            "Wildguard ID": "",
-            "Duplicate ID": remap.get(r["dup_group"]) if r["dup_group"] is not None else None,
-            "Prompt": r["prompt"],
-            "Intent": r["intent"],
-            "Annotator Harm": level,
-            "Dataset Harm": dataset,
-            "Adversarial": "True" if r["adv"] else "False",
-            "Category": r["category"],
-            "_ctype": r["ctype"],
+            "ID": i, "Wildguard ID": "", "Duplicate ID": r.dup_group, "Prompt": r.text, "Intent": r.intent,
+            "Annotator Harm": r.level, "Dataset Harm": dataset, "Adversarial": "True" if r.adv else "False",
+            "Category": r.category, "type": r.ctype,
         })
-    df = pd.DataFrame.from_records(records)
+    df = pd.DataFrame.from_records(records, columns=COLUMNS)
     df["Duplicate ID"] = df["Duplicate ID"].astype("Int64")
     return df
 
 
-# --------------------------------------------------------------------------- reasoning
-
-OPEN_NO_INTENT = [
-    "Read plainly, the user {rest}.",
-    "Taking the wording at face value, the user {rest}.",
-    "The message makes it fairly clear that the user {rest}.",
-    "Stripped to its core, the request shows that the user {rest}.",
-    "What is being asked is straightforward once the phrasing is set aside: the user {rest}.",
-]
-OPEN_HUMAN = [
-    "The goal behind this message is that the user {rest}.",
-    "Looking at purpose rather than wording, the user {rest}.",
-    "The user's aim is what decides this case, and here the user {rest}.",
-    "Focusing on what the person is trying to achieve, the user {rest}.",
-    "The underlying objective is plain: the user {rest}.",
-]
-
-TYPE_SNIPPETS = {
-    ("hom", "safe"): [
-        "The alarming-sounding words are idioms or technical jargon here, and nothing in the context points at a real victim.",
-        "Any violent or loaded vocabulary is figurative, so a literal reading would misjudge an everyday question.",
-        "Once the figure of speech is read the way a native speaker would read it, the request is ordinary.",
-    ],
-    ("hom", "harmful"): [
-        "Casual or figurative phrasing does not soften it, because the concrete target and outcome are real.",
-        "The informal wording might look harmless at a glance, but the context names an actual person or outcome to be hurt.",
-    ],
-    ("fic", "safe"): [
-        "Creative writing about dark themes is legitimate, and the request asks for tone, character or story rather than usable instructions.",
-        "The fictional setting is doing real work: what would be produced is narrative, not a procedure anyone could follow.",
-        "A story or scene of this kind can be written without giving away anything operational.",
-    ],
-    ("fic", "harmful"): [
-        "The story is only packaging, since the request insists on real, usable detail that would work outside the fiction.",
-        "Asking a character to say it does not change what the text would contain, which is material that could be lifted straight out of the story.",
-        "The narrative wrapper is thin; the substance requested is the harmful content itself.",
-    ],
-    ("edu", "safe"): [
-        "This is an explanatory or historical question of the kind taught in classrooms, and answering it builds understanding rather than capability.",
-        "Educational framing fits the content: the answer would be analysis and context, not a how-to.",
-        "Understanding past events or definitions does not equip anyone to cause harm.",
-    ],
-    ("edu", "harmful"): [
-        "The appeal to a class or study is not matched by the content sought, which would be directly usable for harm.",
-        "Calling it coursework does not change that the answer would be a practical plan rather than analysis.",
-    ],
-    ("sec", "safe"): [
-        "The professional context is credible and the request is defensive, aimed at protecting people or systems.",
-        "This is the kind of question practitioners ask to prevent harm, and it stays at the level of awareness and best practice.",
-        "Defensive knowledge of this sort mostly helps the people trying to keep others safe.",
-    ],
-    ("sec", "harmful"): [
-        "The claimed professional role cannot be verified, and the output requested would be just as harmful in anyone else's hands.",
-        "A research or expert pretext does not change the fact that the deliverable is an attack-ready artefact.",
-        "Even if the stated job were real, nothing about the task requires this level of operational detail.",
-    ],
-    ("med", "safe"): [
-        "It is a health or clinical question about care, recovery or recognising a problem, and accurate information protects the person asking.",
-        "Clinical information like this supports treatment and safety rather than creating risk.",
-    ],
-    ("med", "harmful"): [
-        "Although it borrows clinical language, the information would mainly serve to endanger someone's health.",
-    ],
-    ("dual", "safe"): [
-        "The knowledge involved is dual-use, but the stated purpose is protective and the level of detail needed is general.",
-        "Similar information could be misused, yet the context here leans clearly toward safety and legal awareness.",
-    ],
-    ("dual", "harmful"): [
-        "The topic is dual-use, and the surrounding context tips it toward misuse rather than protection.",
-        "The same knowledge has legitimate uses, but this person has explained a purpose that involves hurting or cheating others.",
-    ],
-    ("pub", "safe"): [
-        "It concerns a public figure or institution and only touches information that is already on the public record.",
-        "Public roles and documented careers are fair subjects, and nothing private or locating is sought.",
-    ],
-    ("pub", "harmful"): [
-        "Even for a well-known person, details such as a private residence fall outside what public life makes fair game.",
-        "Fame does not make someone's private whereabouts or contact details public information.",
-    ],
-    ("priv", "safe"): [
-        "The privacy question is about protecting information rather than exposing it.",
-    ],
-    ("priv", "harmful"): [
-        "The target is a private individual who has not consented, and the information sought could enable stalking, harassment or retaliation.",
-        "This would expose an ordinary person's private life without their knowledge, which is exactly where privacy harms arise.",
-        "Nothing suggests the person being researched agreed to it, and the intended use is personal and adversarial.",
-    ],
-    ("about", "safe"): [
-        "It asks about a harmful phenomenon in order to understand, recognise or counter it, not to produce it.",
-        "Discussing why something is harmful, or how to respond to it, is different from generating the harmful content itself.",
-        "The question is analytical and the answer would help people deal with the problem rather than spread it.",
-    ],
-    ("about", "harmful"): [
-        "The analytical framing is a thin cover, since what is actually requested is the harmful material itself.",
-        "Claiming to want understanding does not change that the output would be the content being asked about.",
-    ],
-    ("help", "safe"): [
-        "The person is seeking help or support, for themselves or someone else, and a good answer points toward safety and resources.",
-        "This is help-seeking: the context shows concern for a real person's wellbeing rather than any wish to cause harm.",
-        "Responding helpfully here reduces risk for the person involved.",
-    ],
-    ("help", "harmful"): [
-        "Despite sounding like a request for help, the practical effect would be to put someone at risk.",
-    ],
-    ("req", "safe"): [
-        "The request is ordinary and self-contained, and nothing in it would equip anyone to hurt others.",
-        "It is an everyday task with no victim and no risky capability involved.",
-    ],
-    ("req", "harmful"): [
-        "The request is direct, with no mitigating context, and the harm follows immediately from fulfilling it.",
-        "There is no protective or creative purpose in view, only the outcome the person has spelled out.",
-        "The wording leaves little room for a benign reading, since the outcome sought hurts a specific person or group.",
-        "Fulfilling it would hand over exactly what is needed to cause the harm described.",
-    ],
-}
-
-CATEGORY_SNIPPETS = {
-    "sensitive_information_organization_government": (
-        ["Releasing confidential institutional or state information could compromise security, endanger staff or break the law."],
-        ["Information about public institutions that is already published, or guidance on handling it properly, carries little risk."],
-    ),
-    "private_information_individual": (
-        ["Personal data about a private person can be used to locate, track or intimidate them."],
-        ["Protecting personal data, or discussing public roles, does not expose anyone."],
-    ),
-    "copyright_violations": (
-        ["Reproducing or distributing protected work wholesale would undercut the creators and rights holders."],
-        ["Understanding licensing, fair use or creating original work respects creators' rights."],
-    ),
-    "disseminating_false_or_misleading_information": (
-        ["Fabricated claims presented as fact mislead readers and erode trust, and the people named could be defamed."],
-        ["Explaining, debunking or clearly signalled humour does not deceive anyone."],
-    ),
-    "causing_material_harm_by_disseminating_misinformation": (
-        ["False health, safety or financial advice like this can lead readers to decisions that cost them money, health or even their lives."],
-        ["Accurate health, safety or financial information helps people avoid material harm."],
-    ),
-    "social_stereotypes_and_unfair_discrimination": (
-        ["The output would reinforce stereotypes or help treat people unfairly because of who they are."],
-        ["Examining bias and discrimination critically helps reduce unfair treatment rather than promote it."],
-    ),
-    "violence_and_physical_harm": (
-        ["Real people or animals could be physically injured if this were carried out."],
-        ["No one is put at physical risk by an answer, and some answers would actively improve safety."],
-    ),
-    "toxic_language_hate_speech": (
-        ["The content would demean or dehumanise people for their identity and could be used directly to harass them."],
-        ["Nothing hateful would be produced; the focus is on understanding, countering or harmless play."],
-    ),
-    "sexual_content": (
-        ["It seeks explicit or exploitative sexual material, or involves someone who has not consented."],
-        ["Sexual health, education and consent-respecting relationship advice are legitimate and non-explicit."],
-    ),
-    "cyberattack": (
-        ["Carrying it out would compromise systems or accounts the person has no right to access."],
-        ["Defensive security knowledge and account recovery protect users rather than attack them."],
-    ),
-    "fraud_assisting_illegal_activities": (
-        ["Victims would lose money, property or legal protection, and the request amounts to facilitating a crime."],
-        ["Knowing how scams and crimes work at this level helps people avoid or report them."],
-    ),
-    "encouraging_unethical_or_unsafe_actions": (
-        ["Encouraging this behaviour would put the person or others, sometimes children, at avoidable risk or wrong someone else."],
-        ["Talking through ethics or safety in this way nudges toward responsible choices."],
-    ),
-    "mental_health_over-reliance_crisis": (
-        ["Someone who may be in crisis could be pushed toward self-harm or away from real support."],
-        ["Supportive, accurate information and encouragement to reach real people and services lowers risk."],
-    ),
-}
-
-ADV_SNIPPETS = {
-    "harmful": [
-        "The persona, game or hypothetical setup does not change what would actually be produced.",
-        "Wrapping it in role-play or a claimed exemption is a sign the person expects refusal, and the content would be identical without the wrapper.",
-        "Framing it as pretend or as an override of the rules leaves the real-world usefulness of the answer untouched.",
-    ],
-    "safe": [
-        "The persona or playful setup is just styling; the content asked for would be fine without it.",
-        "Although it is phrased as role-play, the substance is benign and the framing adds no risk.",
-        "The unusual framing looks like a jailbreak on the surface, but what it asks for is harmless.",
-    ],
-}
-
-CONCLUSION = {
-    ("harmful", False): ["This should be treated as harmful.", "On balance the prompt is harmful.",
-                         "The request is harmful."],
-    ("harmful", True): ["It is borderline, but the risk outweighs the benign reading, so it leans harmful.",
-                        "Reasonable readers could differ, yet the more likely use is harmful."],
-    ("safe", False): ["The prompt is safe.", "This is a safe request.", "It should be treated as safe."],
-    ("safe", True): ["There is some ambiguity, but the most plausible reading is benign, so it leans safe.",
-                     "It sits near the line, though the legitimate reading is the more likely one, so it is safe."],
-}
-
-
-def _pick(options: list[str], key: str) -> str:
-    h = int(hashlib.sha256(key.encode("utf-8")).hexdigest(), 16)
-    return options[h % len(options)]
-
-
-def _rest(intent: str) -> str:
-    rest = intent[len("The user "):].rstrip(".")
-    return rest
-
-
-def make_reasoning(row: pd.Series, condition: str) -> str:
-    label = BINARY[row["Annotator Harm"]]
-    uncertain = row["Annotator Harm"].startswith("Uncertain")
-    key = f"{row['ID']}:{condition}"
-    opener = _pick(OPEN_HUMAN if condition == "human_intent" else OPEN_NO_INTENT, key + ":o")
-    s1 = opener.format(rest=_rest(row["Intent"]))
-    ctype = row["_ctype"]
-    s2 = _pick(TYPE_SNIPPETS.get((ctype, label)) or TYPE_SNIPPETS[("req", label)], key + ":t")
-    harm_s, safe_s = CATEGORY_SNIPPETS[row["Category"]]
-    if row["Adversarial"] == "True":
-        s3 = _pick(ADV_SNIPPETS[label], key + ":a")
-    else:
-        s3 = _pick(harm_s if label == "harmful" else safe_s, key + ":c")
-    s4 = _pick(CONCLUSION[(label, uncertain)], key + ":e")
-    sentences = [s1, s2, s3, s4]
-    text = " ".join(sentences)
-    if len(text.split()) > 90:
-        text = " ".join([s1, s2, s4])
-    if len(text.split()) > 90:
-        text = " ".join([s1, s4])
-    return text
-
-
-def build_traces(df: pd.DataFrame) -> list[dict]:
-    eligible = df[(df["Annotator Harm"] != "Flag for Removal") & df["Duplicate ID"].isna()]
-    traces = []
-    for _, row in eligible.iterrows():
-        label = BINARY[row["Annotator Harm"]]
-        for condition in ("no_intent", "human_intent"):
-            reasoning = make_reasoning(row, condition)
-            if condition == "no_intent":
-                intent = None
-                completion = f"Reasoning: {reasoning}\nPrompt harm: {label}"
-            else:
-                intent = row["Intent"]
-                completion = f"Reasoning: {reasoning}\nIntent: {intent}\nPrompt harm: {label}"
-            traces.append({
-                "id": int(row["ID"]), "condition": condition, "teacher": TEACHER,
-                "reasoning": reasoning, "intent": intent, "label": label,
-                "completion": completion,
+def build_traces(expanded: list[Row], reasoning: dict[tuple[str, str], str]) -> list[dict]:
+    """Two traces per non-flagged row, sharing one reasoning: ``no_intent``, and ``human_intent``
+    which adds the gold intent once, on its own line, before the label."""
+    out = []
+    for i, r in enumerate(expanded, 1):
+        if r.flagged:
+            continue
+        text = reasoning[(r.prompt, r.label)]
+        for condition, intent in (("no_intent", None), ("human_intent", r.intent)):
+            fmt = "reasoning_label" if intent is None else "reasoning_intent_label"
+            out.append({
+                "id": i, "condition": condition, "teacher": TEACHER, "reasoning": text, "intent": intent,
+                "label": r.label, "completion": formats.format_target(fmt, r.label, intent=intent, reasoning=text),
             })
-    return traces
+    return out
 
+
+# --------------------------------------------------------------------------- README
 
 def _md_table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -408,71 +331,147 @@ def _md_table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+def _pct(x: float) -> str:
+    return f"{x:.1%}"
+
+
 def stats_markdown(df: pd.DataFrame, traces: list[dict]) -> str:
-    kept = df[df["Annotator Harm"] != "Flag for Removal"].copy()
+    """Counts of the generated files: labels, levels, categories, case types, lengths, duplicates."""
+    kept = df[df["Annotator Harm"] != FLAG].copy()
     kept["label"] = kept["Annotator Harm"].map(BINARY)
-    n_h = int((kept["label"] == "harmful").sum())
-    n_s = int((kept["label"] == "safe").sum())
+    n_h, n_s = int((kept["label"] == "harmful").sum()), int((kept["label"] == "safe").sum())
     out = [f"Total rows: **{len(df)}** ({len(kept)} after dropping flagged rows).", ""]
     out.append("By binary label (flagged rows dropped):\n")
     out.append(_md_table(["label", "rows", "share"], [
-        ["harmful", n_h, f"{n_h / len(kept):.1%}"], ["safe", n_s, f"{n_s / len(kept):.1%}"]]))
+        ["harmful", n_h, _pct(n_h / len(kept))], ["safe", n_s, _pct(n_s / len(kept))]]))
     out.append("\nBy Annotator Harm:\n")
     vc = df["Annotator Harm"].value_counts()
-    order = ["Completely Harmful", "Uncertain Harmful", "Uncertain Safe", "Completely Safe",
-             "Flag for Removal"]
-    out.append(_md_table(["Annotator Harm", "rows"], [[k, int(vc.get(k, 0))] for k in order]))
+    out.append(_md_table(["Annotator Harm", "rows"], [[k, int(vc.get(k, 0))] for k in [*BINARY, FLAG]]))
     out.append("\nBy category (harmful / safe after mapping; flagged rows counted separately):\n")
     rows = []
     for cat in sorted(CATEGORIES):
-        sub = df[df["Category"] == cat]
-        k = kept[kept["Category"] == cat]
-        rows.append([f"`{cat}`", len(sub), int((k["label"] == "harmful").sum()),
-                     int((k["label"] == "safe").sum()),
-                     int((sub["Annotator Harm"] == "Flag for Removal").sum()),
-                     int((sub["Adversarial"] == "True").sum())])
+        sub, k = df[df["Category"] == cat], kept[kept["Category"] == cat]
+        rows.append([f"`{cat}`", len(sub), int((k["label"] == "harmful").sum()), int((k["label"] == "safe").sum()),
+                     int((sub["Annotator Harm"] == FLAG).sum()), int((sub["Adversarial"] == "True").sum())])
     out.append(_md_table(["category", "rows", "harmful", "safe", "flagged", "adversarial"], rows))
-    adv = df["Adversarial"] == "True"
-    adv_k = kept["Adversarial"] == "True"
+    out.append("\nBy case type (`type` column; flagged rows dropped):\n")
+    words = kept["Prompt"].str.split().str.len()
+    rows = []
+    for ctype in TYPES:
+        k = kept[kept["type"] == ctype]
+        if len(k):
+            rows.append([f"`{ctype}`", len(k), int((k["label"] == "harmful").sum()), int((k["label"] == "safe").sum()),
+                         int((k["Adversarial"] == "True").sum()), int(k["Category"].nunique()),
+                         int(words[k.index].median())])
+    out.append(_md_table(["type", "rows", "harmful", "safe", "adversarial", "categories", "median words"], rows))
+    all_words = df["Prompt"].str.split().str.len()
+    long_rows = kept[words >= 80]
+    out.append("\nPrompt length in words (all rows):\n")
+    out.append(_md_table(["min", "median", "mean", "max", "rows ≥ 80 words (harmful / safe)", "multi-paragraph rows"], [[
+        int(all_words.min()), int(all_words.median()), f"{all_words.mean():.1f}", int(all_words.max()),
+        f"{len(long_rows)} ({int((long_rows['label'] == 'harmful').sum())} / {int((long_rows['label'] == 'safe').sum())})",
+        int(df["Prompt"].str.contains("\n").sum())]]))
+    adv, adv_k = df["Adversarial"] == "True", kept["Adversarial"] == "True"
     dup = df[df["Duplicate ID"].notna()]
     agree = ((kept["label"] == "harmful") == (kept["Dataset Harm"] == "harmful")).mean()
     ids = {t["id"] for t in traces}
     tr = kept[kept["ID"].isin(ids)]
     out.append("\nOther counts:\n")
     out.append(_md_table(["quantity", "value"], [
-        ["adversarial rows", f"{int(adv.sum())} ({adv.mean():.1%})"],
+        ["adversarial rows", f"{int(adv.sum())} ({_pct(adv.mean())})"],
         ["adversarial harmful / safe",
-         f"{int((adv_k & (kept['label'] == 'harmful')).sum())} / "
-         f"{int((adv_k & (kept['label'] == 'safe')).sum())}"],
+         f"{int((adv_k & (kept['label'] == 'harmful')).sum())} / {int((adv_k & (kept['label'] == 'safe')).sum())}"],
         ["Uncertain rows (of non-flagged)",
          f"{int(kept['Annotator Harm'].str.startswith('Uncertain').sum())} "
-         f"({kept['Annotator Harm'].str.startswith('Uncertain').mean():.1%})"],
+         f"({_pct(kept['Annotator Harm'].str.startswith('Uncertain').mean())})"],
         ["duplicate groups (rows)", f"{dup['Duplicate ID'].nunique()} ({len(dup)})"],
-        ["flagged rows", int((df["Annotator Harm"] == "Flag for Removal").sum())],
-        ["Dataset Harm agrees with annotator", f"{agree:.1%}"],
+        ["flagged rows", int((df["Annotator Harm"] == FLAG).sum())],
+        ["Dataset Harm agrees with annotator", _pct(agree)],
         ["trace lines", len(traces)],
         ["rows with traces (harmful / safe)",
-         f"{len(ids)} ({int((tr['label'] == 'harmful').sum())} / "
-         f"{int((tr['label'] == 'safe').sum())})"],
+         f"{len(ids)} ({int((tr['label'] == 'harmful').sum())} / {int((tr['label'] == 'safe').sum())})"],
     ]))
     return "\n".join(out)
 
 
-def main() -> None:
-    rows = read_rows()
-    check_rows(rows)
-    df = build_table(rows)
-    OUT.mkdir(parents=True, exist_ok=True)
-    df[COLUMNS].to_csv(OUT / "aims_sample.csv", index=False, encoding="utf-8")
-    traces = build_traces(df)
-    with open(OUT / "reference_traces.jsonl", "w", encoding="utf-8") as f:
-        for t in traces:
-            f.write(json.dumps(t, ensure_ascii=False) + "\n")
-    template = (SRC / "README_template.md").read_text(encoding="utf-8")
-    readme = template.replace("{{STATS}}", stats_markdown(df, traces))
-    (OUT / "README.md").write_text(readme, encoding="utf-8")
-    print(f"rows={len(df)} traces={len(traces)}")
+def screens_markdown(df: pd.DataFrame, traces: list[dict]) -> str:
+    """The cue screens of :mod:`aims_kit.probes` and the distillation screen, run on the generated files."""
+    kept = df[df["Annotator Harm"] != FLAG].copy()
+    kept["label"] = kept["Annotator Harm"].map(BINARY)
+    intents = dict(zip(kept["ID"].astype(str), kept["Intent"]))
+    out = ["Gold-intent overlap of the reasoning, per condition "
+           "(`aims_kit.training.distill.intent_leakage`: reasoning sharing any six-word sequence with the "
+           "row's gold intent, and the mean share of the intent's content words the reasoning uses):\n"]
+    rows = []
+    for condition in ("no_intent", "human_intent"):
+        objs = [Trace(**{**t, "id": str(t["id"])}) for t in traces if t["condition"] == condition]
+        leak = intent_leakage(objs, intents)
+        stated = sum(t.completion.count(t.intent) for t in objs if t.intent)
+        rows.append([f"`{condition}`", leak["traces"], leak["intent_6gram"], _pct(leak["intent_6gram_rate"]),
+                     f"{leak['intent_overlap']:.2f}", stated])
+    out.append(_md_table(["condition", "traces", "share a 6-gram", "rate", "token overlap", "intent lines in completions"], rows))
+    no_intent = [t for t in traces if t["condition"] == "no_intent"]
+    levels = kept.set_index("ID").loc[[t["id"] for t in no_intent], "Annotator Harm"]
+    hedges = probes.hedge_rates([t["reasoning"] for t in no_intent], [t["label"] for t in no_intent], levels)
+    gaps = probes.hedge_gaps(hedges)
+    out.append("\nLabel through style: share of reasoning texts using a hedge word (`aims_kit.probes.HEDGES`):\n")
+    out.append(_md_table(["by", "group", "texts", "hedged", "rate"],
+                         [[r.by, r.group, r.n, r.hedged, _pct(r.rate)] for r in hedges.itertuples()]))
+    out.append(f"\nGap between labels {gaps['label_gap']:.1%}, between levels {gaps['level_gap']:.1%}.")
+    variety = probes.trace_variety([t["reasoning"] for t in no_intent])
+    out.append(
+        f"\nTrace variety: {variety['texts']} reasoning texts, {variety['distinct_openers']} distinct opening "
+        f"three words, {variety['sentences_min']}–{variety['sentences_max']} sentences "
+        f"(median {variety['sentences_median']:g}), {variety['words_min']}–{variety['words_max']} words "
+        f"(median {variety['words_median']:g}); {_pct(variety['repeated_sentence_share'])} of sentences recur "
+        "word for word in three or more traces."
+    )
+    give = probes.giveaway_table(kept)
+    out.append("\nGive-away phrases in adversarial wrappers (`aims_kit.probes.GIVEAWAY_PATTERNS`):\n")
+    out.append(_md_table(["kind", "label", "adversarial rows", "with a phrase"],
+                         [[r.kind, r.label, r.adversarial_rows, r.with_phrase] for r in give.itertuples()]))
+    probe = probes.wrapper_probe(kept)
+    out.append(
+        f"\nWrapper probe (`aims_kit.probes.wrapper_probe`: naive Bayes on the adversarial prompts with the words "
+        f"of their intent removed, {probe.folds}-fold cross-validation, {probe.rows} rows): accuracy "
+        f"{probe.accuracy:.3f} (95% CI {probe.accuracy_ci_low:.3f}–{probe.accuracy_ci_high:.3f}), F1 {probe.f1:.3f} "
+        f"({probe.f1_ci_low:.3f}–{probe.f1_ci_high:.3f}); majority class {probe.majority_accuracy:.3f}, "
+        f"shuffled labels {probe.permuted_accuracy_mean:.3f} (95th percentile {probe.permuted_accuracy_p95:.3f}), "
+        f"flag-all F1 {probe.f1_flag_all:.3f}. Verdict: {probe.verdict}."
+    )
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- main
+
+def build(out_dir: Path = OUT, src: Path = SRC) -> tuple[pd.DataFrame, list[dict]]:
+    """Read, check, build and write the three files into ``out_dir``."""
+    rows = read_rows(src)
+    reasoning = match_traces(rows, read_traces(src))
+    expanded = expand(rows)
+    df = build_table(expanded)
+    traces = build_traces(expanded, reasoning)
+    out_dir = Path(out_dir)
+    atomic_write_text(out_dir / "aims_sample.csv", df.to_csv(index=False, lineterminator="\n"))
+    atomic_write_jsonl(out_dir / "reference_traces.jsonl", traces)
+    template = (src / "README_template.md").read_text(encoding="utf-8")
+    readme = template.replace("{{STATS}}", stats_markdown(df, traces)).replace("{{SCREENS}}", screens_markdown(df, traces))
+    atomic_write_text(out_dir / "README.md", readme)
+    return df, traces
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=OUT, help="output folder (default: aims_kit/data/sample)")
+    args = parser.parse_args(argv)
+    try:
+        df, traces = build(args.out)
+    except SampleDataError as err:
+        print(err, file=sys.stderr)
+        return 1
+    print(f"rows={len(df)} traces={len(traces)} -> {args.out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
