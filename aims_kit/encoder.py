@@ -46,7 +46,7 @@ def train_encoder(train: pd.DataFrame, val: pd.DataFrame, settings: TrainSetting
         Trainer, TrainingArguments,
     )
 
-    from .training.common import progress_callback
+    from .training.common import attach_progress
 
     require_split(train, "train", "encoder training data")
     require_split(val, "val", "encoder early stopping and checkpoint selection")
@@ -67,11 +67,9 @@ def train_encoder(train: pd.DataFrame, val: pd.DataFrame, settings: TrainSetting
         eval_dataset=dataset(val),
         data_collator=DataCollatorWithPadding(tokenizer),
         processing_class=tokenizer,
-        callbacks=[
-            EarlyStoppingCallback(early_stopping_patience=settings.early_stopping_patience),
-            progress_callback("encoder"),
-        ],
+        callbacks=[EarlyStoppingCallback(early_stopping_patience=settings.early_stopping_patience)],
     )
+    attach_progress(trainer, "encoder")
     trainer.train()
     trainer.save_model(str(run_dir / "encoder"))
     results.atomic_write_json(run_dir / "train_log.json", trainer.state.log_history)

@@ -43,6 +43,44 @@ def results_table(records: pd.DataFrame) -> pd.DataFrame:
     return records[columns].sort_values(["dataset", "regime", "condition"]).reset_index(drop=True).round(3)
 
 
+def summary_frame(records: pd.DataFrame, dataset: str = "aims_test") -> pd.DataFrame:
+    """One row per run on ``dataset``: F1 with its 95% CI beside flag-everything, parse failures, ms/prompt."""
+    if records.empty or dataset not in set(records["dataset"]):
+        return pd.DataFrame(columns=["run", "F1 [95% CI]", "flag-all F1", "parse fail", "ms/prompt"])
+    rows = records[records["dataset"] == dataset].sort_values(["regime", "condition"])
+
+    def name(row) -> str:
+        variant = row.get("variant")
+        return " ".join(str(part) for part in (row["regime"], row["condition"], variant) if isinstance(part, str) and part)
+
+    def f1(row) -> str:
+        low, high = row.get("f1_ci_low"), row.get("f1_ci_high")
+        interval = f" [{low:.2f}, {high:.2f}]" if pd.notna(low) and pd.notna(high) else ""
+        return f"{row['f1']:.2f}{interval}"
+
+    return pd.DataFrame({
+        "run": [name(row) for _, row in rows.iterrows()],
+        "F1 [95% CI]": [f1(row) for _, row in rows.iterrows()],
+        "flag-all F1": [f"{value:.2f}" for value in rows["f1_flag_all"]],
+        "parse fail": [f"{value:.0%}" for value in rows["parse_failure_rate"]],
+        "ms/prompt": [f"{value:.1f}" for value in rows["ms_per_prompt"]],
+    })
+
+
+def run_summary(out_dir: Path, dataset: str = "aims_test") -> str:
+    """The table ``python -m aims_kit run`` prints at the end, with a pointer to the other results."""
+    records = load_records(out_dir)
+    frame = summary_frame(records, dataset)
+    if frame.empty:
+        return f"No results on {dataset} in {out_dir}."
+    lines = [f"Results on {dataset} (F1 with 95% CI; flag-all: F1 of flagging every prompt harmful)",
+             frame.to_string(index=False, justify="left", formatters={"run": f"{{:<{frame['run'].str.len().max()}}}".format})]
+    others = sorted(set(records["dataset"]) - {dataset})
+    if others:
+        lines.append(f"{len(records) - len(frame)} more results on {len(others)} other datasets in the report.")
+    return "\n".join(lines)
+
+
 def regime_sections(records: pd.DataFrame) -> list[str]:
     """One section per regime: its runs on the AIMS test split and each run's learning curve."""
     if records.empty:

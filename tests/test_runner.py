@@ -1,9 +1,13 @@
+import io
+import json
+
 import nbformat
+import pandas as pd
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from aims_kit import __main__ as cli
-from aims_kit import runner
+from aims_kit import progress, report, runner
 
 
 def notebook(path, *sources, parameters="out_dir = ''"):
@@ -54,3 +58,64 @@ def test_cli_data_check_reports_errors(tmp_path, capsys):
     bad.write_text("ID,Prompt\n1,hello\n")
     assert cli.main(["data", "check", str(bad)]) == 1
     assert "missing column" in capsys.readouterr().err
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_kernels_use_ipc_and_the_threads_parameter(tmp_path, capfd):
+    books = tmp_path / "nbs"
+    books.mkdir()
+    notebook(books / "01_probe.ipynb", "import aims_kit, torch\n"
+             "from ipykernel.connect import get_connection_info\n"
+             "print(get_connection_info(unpack=True)['transport'], torch.get_num_threads())")
+    lines = []
+    session = runner.run_all("smoke", {"threads": 2}, out=tmp_path / "out", notebooks_dir=books, log=lines.append)
+    executed = nbformat.read(session / "notebooks" / "01_probe.ipynb", as_version=4)
+    assert executed.cells[-2].outputs[0]["text"].strip() == "ipc 2"  # OMP_NUM_THREADS=1 in the tests: the parameter wins
+    assert executed.cells[-1].cell_type == "markdown" and "This notebook ran in" in executed.cells[-1].source
+    assert any("torch threads per process: 2 (threads=2 asked for" in line for line in lines)
+    err = capfd.readouterr().err
+    assert "running over TCP" not in err and "KeyboardInterrupt" not in err
+
+
+def test_bad_threads_parameter_stops_before_any_notebook(tmp_path, capsys):
+    assert cli.main(["run", "--profile", "smoke", "-p", "threads=-1", "--out", str(tmp_path)]) == 2
+    assert "threads=-1" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_summary_puts_f1_ci_beside_flag_all_for_each_run():
+    records = pd.DataFrame([
+        {"regime": "sft", "condition": "label_only", "variant": None, "dataset": "aims_test", "f1": 0.8123,
+         "f1_ci_low": 0.7, "f1_ci_high": 0.9, "f1_flag_all": 0.667, "parse_failure_rate": 0.05, "ms_per_prompt": 12.34},
+        {"regime": "dpo", "condition": "intent_label", "variant": "hard", "dataset": "aims_test", "f1": 0.5,
+         "f1_ci_low": None, "f1_ci_high": None, "f1_flag_all": 0.667, "parse_failure_rate": 0.0, "ms_per_prompt": 30.0},
+        {"regime": "sft", "condition": "label_only", "variant": None, "dataset": "bench:xstest", "f1": 0.4,
+         "f1_ci_low": 0.3, "f1_ci_high": 0.5, "f1_flag_all": 0.5, "parse_failure_rate": 0.0, "ms_per_prompt": 9.0},
+    ])
+    frame = report.summary_frame(records)
+    assert frame.to_dict("records") == [
+        {"run": "dpo intent_label hard", "F1 [95% CI]": "0.50", "flag-all F1": "0.67", "parse fail": "0%", "ms/prompt": "30.0"},
+        {"run": "sft label_only", "F1 [95% CI]": "0.81 [0.70, 0.90]", "flag-all F1": "0.67", "parse fail": "5%", "ms/prompt": "12.3"},
+    ]
+    assert report.summary_frame(records, "nowhere").empty
+
+
+def test_smoke_sft_notebook_runs_clean_with_live_progress_and_a_summary(tmp_path, capfd):
+    """02_sft on the smoke profile: live line in the terminal, no library chatter in the notebook, a summary."""
+    screen, lines = _Terminal(), []
+    session = runner.run_all("smoke", out=tmp_path, only=["02_sft"], log=lines.append, live=screen)
+    outputs = json.dumps(nbformat.read(session / "notebooks" / "02_sft.ipynb", as_version=4)["cells"])
+    for chatter in ("Tokenizing", "Loading weights", "FutureWarning", "{'loss'", "{'eval_loss'", "gemm_4bit"):
+        assert chatter not in outputs
+    assert "SFT label_only: 4 steps in" in outputs  # the one summary line per training
+    assert "[1/1] 02_sft.ipynb  SFT label_only" in screen.getvalue()
+    events, _ = progress.read_status(session / "progress.jsonl")
+    assert {"SFT label_only", "SFT intent_label", "eval aims_test"} <= {e["desc"] for e in events}
+    summary = "\n".join(lines)
+    assert "Results on aims_test" in summary and "sft label_only" in summary and "sft intent_label" in summary
+    assert lines[-1] == f"Report: {session / 'report.html'}"
+    assert "running over TCP" not in capfd.readouterr().err

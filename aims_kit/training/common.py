@@ -54,7 +54,14 @@ class TrainSettings:
 
 
 def trainer_kwargs(settings: TrainSettings, run_dir: Path, *, with_eval: bool = True) -> dict:
-    """Keyword arguments for any TRL ``*Config`` (they all extend ``TrainingArguments``)."""
+    """Keyword arguments for any TRL ``*Config`` (they all extend ``TrainingArguments``).
+
+    Library chatter is silenced here, before the trainer is built: building it tokenizes the
+    datasets with one ``datasets`` progress bar per pass.
+    """
+    from ..progress import quiet_libraries
+
+    quiet_libraries()
     cuda = has_cuda()
     kwargs = dict(
         output_dir=str(run_dir / "checkpoints"),
@@ -98,25 +105,68 @@ def save_training(trainer, run_dir: Path) -> None:
     atomic_write_json(run_dir / "train_log.json", trainer.state.log_history)
 
 
+def attach_progress(trainer, desc: str) -> None:
+    """Show ``trainer``'s steps and latest losses with the kit's progress bar, and a summary line at the end.
+
+    It replaces transformers' ``PrinterCallback`` (``disable_tqdm`` adds it), which prints every
+    log entry as a raw dict into the notebook; the full log is saved as ``train_log.json`` and
+    drawn by :func:`aims_kit.plots.learning_curves`.
+    """
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(progress_callback(desc))
+
+
+#: Log keys the progress bar shows: the losses and GRPO's mean reward.
+SHOWN_LOG_KEYS = ("loss", "eval_loss", "reward")
+
+
 def progress_callback(desc: str):
-    """A trainer callback that shows steps with the kit's progress bar and the latest losses."""
+    """A trainer callback: steps on the kit's progress bar with the latest losses, one summary line at the end."""
     from transformers import TrainerCallback
 
     from ..progress import progress_bar
 
     class _Progress(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):
-            self.bar = progress_bar(state.max_steps, desc=desc, unit="step")
+            # Under several processes only the main one shows progress (an empty desc: no bar).
+            self.main = state.is_world_process_zero
+            self.bar = progress_bar(state.max_steps, desc=desc if self.main else "", unit="step")
+            self.bar.update(state.global_step)  # resumed from a checkpoint: start where it left off
+            self.shown: dict[str, float] = {}
 
         def on_step_end(self, args, state, control, **kwargs):
-            self.bar.update(1)
+            self.bar.update(state.global_step - self.bar.n)
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            shown = {k: round(v, 4) for k, v in (logs or {}).items() if "loss" in k or "reward" in k}
-            if shown:
-                self.bar.set_postfix(shown, refresh=False)
+            latest = {k: round(float(v), 4) for k, v in (logs or {}).items() if k in SHOWN_LOG_KEYS}
+            if latest:  # training and validation losses arrive in separate log entries: keep both
+                self.shown.update(latest)
+                self.bar.set_postfix(self.shown, refresh=False)
 
         def on_train_end(self, args, state, control, **kwargs):
+            seconds = self.bar.format_dict["elapsed"]
             self.bar.close()
+            if self.main:
+                print(training_summary(desc, state.log_history, state.global_step, seconds))
 
     return _Progress()
+
+
+def training_summary(desc: str, log_history: list[dict], steps: int, seconds: float) -> str:
+    """One line that closes a training run: steps, time, first and last training loss, best validation loss."""
+    from ..progress import format_duration
+
+    parts = [f"{desc}: {steps} steps in {format_duration(seconds)}"]
+    train = [entry["loss"] for entry in log_history if "loss" in entry]
+    if train:
+        parts.append(f"train loss {train[0]:.3g} -> {train[-1]:.3g}")
+    evals = [(entry["eval_loss"], entry.get("step")) for entry in log_history if "eval_loss" in entry]
+    if evals:
+        best, step = min(evals, key=lambda pair: pair[0])
+        parts.append(f"best val loss {best:.3g} (step {step})")
+    rewards = [entry["reward"] for entry in log_history if "reward" in entry]
+    if rewards:
+        parts.append(f"reward {rewards[0]:.3g} -> {rewards[-1]:.3g}")
+    return "; ".join(parts)

@@ -19,7 +19,7 @@ import pandas as pd
 
 from .. import results
 from ..models import load_trained
-from .common import TrainSettings, progress_callback, require_split, save_training, trainer_kwargs
+from .common import TrainSettings, attach_progress, require_split, save_training, trainer_kwargs
 from .dpo_pairs import dpo_records
 
 log = logging.getLogger(__name__)
@@ -71,9 +71,7 @@ def train_dpo(
         beta=dpo.beta,
         loss_type=[dpo.loss_type],
     )
-    callbacks = [progress_callback("DPO")]
-    if with_eval:
-        callbacks.insert(0, EarlyStoppingCallback(early_stopping_patience=settings.early_stopping_patience))
+    callbacks = [EarlyStoppingCallback(early_stopping_patience=settings.early_stopping_patience)] if with_eval else []
     trainer = DPOTrainer(
         model=model,
         args=config,
@@ -82,6 +80,7 @@ def train_dpo(
         processing_class=tokenizer,
         callbacks=callbacks,
     )
+    attach_progress(trainer, "DPO")
     if "ref" not in trainer.model.peft_config:
         raise RuntimeError("TRL did not create the frozen reference adapter; the reference would be the base model")
     trainer.train()

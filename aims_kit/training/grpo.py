@@ -31,7 +31,7 @@ from .. import evaluation, formats
 from ..judges import OnFailure, make_judge
 from ..models import LoraSettings, has_cuda, load_model, load_trained
 from ..results import atomic_write_json, atomic_write_jsonl
-from .common import TrainSettings, progress_callback, require_split, trainer_kwargs
+from .common import TrainSettings, attach_progress, require_split, trainer_kwargs
 from .rewards import REWARD_SETS, RewardSet, make_reward_set
 
 #: GRPO trains the intent → label output (the reasoning variant also earns the format reward).
@@ -160,8 +160,9 @@ def train_grpo(
         train_dataset=Dataset.from_list(grpo_records(train)),
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[selection.callback(), progress_callback(f"GRPO {settings.reward_set}")],
+        callbacks=[selection.callback()],
     )
+    attach_progress(trainer, f"GRPO {settings.reward_set}")
     trainer.train()
     _save_logs(trainer, reward, selection, run_dir, judge)
     return trainer

@@ -12,7 +12,7 @@ import pandas as pd
 
 from .. import formats
 from ..models import load_model
-from .common import TrainSettings, progress_callback, require_split, save_training, trainer_kwargs
+from .common import TrainSettings, attach_progress, require_split, save_training, trainer_kwargs
 
 #: Paper learning rates: generation targets learn at 2e-4, a one-word label at 5e-5.
 PAPER_LR = {"label_only": 5e-5, "intent_label": 2e-4, "reasoning_label": 2e-4, "reasoning_intent_label": 2e-4}
@@ -74,11 +74,9 @@ def train_sft(
         eval_dataset=Dataset.from_list(sft_records(val, condition, val_completions)),
         processing_class=tokenizer,
         peft_config=settings.lora.to_peft(model),
-        callbacks=[
-            EarlyStoppingCallback(early_stopping_patience=settings.early_stopping_patience),
-            progress_callback(f"SFT {condition}"),
-        ],
+        callbacks=[EarlyStoppingCallback(early_stopping_patience=settings.early_stopping_patience)],
     )
+    attach_progress(trainer, f"SFT {condition}")
     trainer.train(resume_from_checkpoint=_last_checkpoint(run_dir))
     save_training(trainer, run_dir)
     return trainer
