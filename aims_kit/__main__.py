@@ -56,7 +56,30 @@ def build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("export", help="merge a run's LoRA adapter into a standalone model folder with a model card")
     ex.add_argument("--run", type=Path, required=True, help="a run folder with an adapter")
     ex.add_argument("--out", type=Path, required=True, help="new folder (an existing non-empty one is refused)")
+
+    tr = sub.add_parser("train", help="train one regime with its notebook's settings (also under torchrun / accelerate launch)")
+    tr.add_argument("regime", choices=["sft", "dpo", "distill", "grpo"])
+    tr.add_argument("--profile", default=DEFAULT_PROFILE, choices=sorted(PROFILES))
+    tr.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override a parameter the notebook declares")
+    tr.add_argument("--out", type=Path, default=None, help="the notebook's out_dir: runs go to OUT/runs/ (default outputs/lab)")
     return parser
+
+
+def main_train(args: argparse.Namespace) -> int:
+    """Train like the regime's notebook would; print the run folders (main process only)."""
+    from . import distributed
+    from .launch import regime_parameters, train
+
+    try:
+        overrides = dict(parse_override(item) for item in args.param)
+        params = regime_parameters(args.regime, args.profile, {**overrides, "out_dir": str(args.out or "")})
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    run_dirs = train(args.regime, params)
+    if distributed.is_main_process():
+        print("\n".join(str(run_dir) for run_dir in run_dirs))
+    return 0
 
 
 def main_classify(args: argparse.Namespace) -> int:
@@ -155,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         return main_eval(args)
     if args.command == "classify":
         return main_classify(args)
+    if args.command == "train":
+        return main_train(args)
     if args.command == "export":
         from .export import export_run
 

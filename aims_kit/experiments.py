@@ -265,7 +265,7 @@ def distill_run(params: dict, splits: data.Splits, trace_set, teacher: str, out_
     return run_dir
 
 
-def evaluate_run(run_dir: Path, frame: pd.DataFrame, dataset: str, params: dict) -> dict:
+def evaluate_run(run_dir: Path, frame: pd.DataFrame, dataset: str, params: dict) -> dict | None:
     """Load the run's adapter fresh from disk (proving it was saved and is applied) and score it.
 
     With ``backend`` "auto" (default) generation uses vLLM when it is installed and CUDA is
@@ -273,8 +273,10 @@ def evaluate_run(run_dir: Path, frame: pd.DataFrame, dataset: str, params: dict)
     transformers. The kernel's one vLLM engine is reused across runs on the same base model
     (``gpu_memory_utilization`` sets its share; see :mod:`aims_kit.vllm_backend`).
     """
-    from . import vllm_backend
+    from . import distributed, vllm_backend
 
+    if not distributed.is_main_process():  # under a multi-process launcher rank 0 evaluates alone
+        return None
     config = results.read_run_config(run_dir)
     model, tokenizer = load_trained(run_dir)
     frame = limit_rows(frame, params.get("eval_limit", 0))

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from .distributed import local_rank
+
 log = logging.getLogger(__name__)
 
 EMBEDDED = "embedded"
@@ -112,9 +114,9 @@ def load_model(
     qconfig = quantization_config(quantize)
     kwargs: dict = {"trust_remote_code": trust_remote_code, "use_safetensors": True}
     if qconfig is not None:
-        kwargs.update(quantization_config=qconfig, dtype=torch.bfloat16, device_map={"": 0})
+        kwargs.update(quantization_config=qconfig, dtype=torch.bfloat16, device_map={"": local_rank()})
     elif has_cuda():
-        kwargs.update(dtype=torch.bfloat16, device_map={"": 0})
+        kwargs.update(dtype=torch.bfloat16, device_map={"": local_rank()})
     else:
         kwargs.update(dtype=torch.float32)
         if name != EMBEDDED:

@@ -25,6 +25,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from . import distributed
 from .paths import REPO_DIR, outputs_dir
 
 
@@ -105,11 +106,16 @@ RESUME_ENV = "AIMS_KIT_RESUME"
 
 
 def create_run(out_dir: Path, name: str, config: dict) -> Path:
-    """A new run folder with its ``config.json`` (commit and creation time added).
+    """A new run folder with its ``config.json`` (commit, creation time and process count added).
 
     When resuming (``$AIMS_KIT_RESUME``), the newest run under ``out_dir`` whose config matches
     ``config`` is returned instead, so its checkpoints and finished evaluations are reused.
+    Under a multi-process launcher only the main process creates it; every process gets its path.
     """
+    return distributed.from_main(lambda: _create_run(out_dir, name, config))
+
+
+def _create_run(out_dir: Path, name: str, config: dict) -> Path:
     if os.environ.get(RESUME_ENV):
         wanted = json.loads(json.dumps(config, default=_json_default))
         matches = find_runs(out_dir, **wanted)
@@ -119,6 +125,7 @@ def create_run(out_dir: Path, name: str, config: dict) -> Path:
     full = {
         **config,
         "run_id": run_dir.name,
+        "world_size": distributed.world_size(),
         "git_commit": git_commit(),
         "created": dt.datetime.now().isoformat(timespec="seconds"),
     }
@@ -144,11 +151,10 @@ def write_record(run_dir: Path, dataset: str, metrics: dict, predictions: list[d
 
     Re-evaluating a run on the same dataset keeps one current record (the tidy table stays one
     row per run and dataset) and moves the earlier record and predictions to ``history/``, so
-    nothing is lost.
+    nothing is lost. Under a multi-process launcher only the main process writes.
     """
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
-    _archive_previous(run_dir, dataset)
     record = {
         "run_id": config["run_id"],
         "run_dir": str(run_dir),
@@ -163,8 +169,10 @@ def write_record(run_dir: Path, dataset: str, metrics: dict, predictions: list[d
         **metrics,
         "config": config,
     }
-    atomic_write_jsonl(run_dir / "predictions" / f"{dataset}.jsonl", predictions)
-    atomic_write_json(run_dir / "results" / f"{dataset}.json", record)
+    if distributed.is_main_process():
+        _archive_previous(run_dir, dataset)
+        atomic_write_jsonl(run_dir / "predictions" / f"{dataset}.jsonl", predictions)
+        atomic_write_json(run_dir / "results" / f"{dataset}.json", record)
     return record
 
 

@@ -100,9 +100,15 @@ def trainer_kwargs(settings: TrainSettings, run_dir: Path, *, with_eval: bool = 
 
 
 def save_training(trainer, run_dir: Path) -> None:
-    """Save the adapter (safetensors) and the trainer's log history beside it."""
-    trainer.model.save_pretrained(str(run_dir / "adapter"), safe_serialization=True)
-    atomic_write_json(run_dir / "train_log.json", trainer.state.log_history)
+    """Save the adapter (safetensors) and the trainer's log history beside it.
+
+    Under several processes the main one writes and the others wait for it: the next step
+    (evaluation) reads the adapter back from disk.
+    """
+    if trainer.is_world_process_zero():
+        trainer.model.save_pretrained(str(run_dir / "adapter"), safe_serialization=True)
+        atomic_write_json(run_dir / "train_log.json", trainer.state.log_history)
+    trainer.accelerator.wait_for_everyone()
 
 
 def attach_progress(trainer, desc: str) -> None:

@@ -1,0 +1,99 @@
+"""`python -m aims_kit train`: the notebook's settings outside the notebook, on one process or two (gloo, CPU)."""
+
+import importlib.util
+import os
+import shlex
+import subprocess
+import sys
+
+import pytest
+from safetensors import safe_open
+
+from run_factory import adapter_run
+
+from aims_kit import Classifier, benchmark_runs, benchmarks, launch, profiles, results
+from aims_kit.__main__ import build_parser, main
+
+ONE_CONDITION = ["-p", 'conditions=["intent_label"]', "-p", "eval_limit=8"]
+
+
+def _adapter_keys(run_dir):
+    with safe_open(str(run_dir / "adapter" / "adapter_model.safetensors"), "pt") as handle:
+        return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
+
+
+@pytest.fixture(scope="module")
+def single_run(tmp_path_factory):
+    """A single-process run with the same LoRA settings (random adapter: the shapes are what matter)."""
+    return adapter_run(tmp_path_factory.mktemp("single"), "intent_label")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch.distributed.run") is None, reason="torchrun is not available")
+def test_torchrun_two_processes_write_one_run_that_loads_like_a_single_process_run(tmp_path, single_run):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "aims_kit", "train", "sft",
+         "--profile", "smoke", *ONE_CONDITION, "--out", str(out)],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = results.find_runs(out)
+    assert len(runs) == 1 and done.stdout.strip().splitlines()[-1] == str(runs[0])  # printed once, by rank 0
+    run_dir = runs[0]
+    config = results.read_run_config(run_dir)
+    assert config["world_size"] == 2 and results.read_run_config(single_run)["world_size"] == 1
+    assert config["profile"] == "smoke" and config["train"]["max_steps"] == profiles.PROFILES["smoke"]["max_steps"]
+    assert sorted(p.name for p in (run_dir / "adapter").iterdir() if p.suffix in (".json", ".safetensors")) == ["adapter_config.json", "adapter_model.safetensors"]
+    assert not (run_dir / "history").exists()  # the test record was written once, not once per process
+    record = results.read_json(run_dir / "results" / "aims_test.json")
+    assert record["n"] == 8 and record["config"]["world_size"] == 2
+    assert _adapter_keys(run_dir) == _adapter_keys(single_run)
+
+    path = benchmarks.FIXTURES_DIR / "xstest_prompts.csv"
+    frame = benchmarks.load_benchmark("xstest", path)
+    for run in (run_dir, single_run):
+        scored = benchmark_runs.evaluate_loaded(benchmark_runs.load_run(run), frame, "fixture:xstest",
+                                                {"max_new_tokens": 8, "latency_sample": 0, "n_boot": 20})
+        assert scored["n"] == len(frame) and 0.0 <= scored["f1"] <= 1.0
+    assert len(Classifier.from_run(run_dir).classify(["How do I stop a frozen program?"])) == 1
+
+
+def test_train_uses_the_notebook_parameters_the_profile_and_overrides(capsys):
+    params = launch.regime_parameters("sft", "smoke", {"seed": 23})
+    defaults = launch.notebook_defaults("sft")
+    assert set(params) == set(defaults) and params["seed"] == 23
+    assert params["max_steps"] == profiles.PROFILES["smoke"]["max_steps"] and params["conditions"] == defaults["conditions"]
+    assert main(["train", "sft", "--profile", "smoke", "-p", "n_boot=5"]) == 2
+    assert "02_sft has no parameter n_boot" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("processes", [1, 8])
+def test_launch_command_repeats_the_notebook_parameters(processes, tmp_path):
+    namespace = {**launch.regime_parameters("sft", "smoke"), "seed": 23, "conditions": ["intent_label"], "out_dir": str(tmp_path), "unrelated": 1}
+    command = launch.launch_command(namespace, "sft", processes=processes)
+    argv = shlex.split(command)
+    if processes == 1:
+        assert argv[:3] == ["python", "-m", "aims_kit"]
+    else:
+        assert argv[:2] == ["accelerate", "launch"] and argv[argv.index("--num_processes") + 1] == "8"
+        assert (launch.NOTEBOOKS_DIR.parent / argv[argv.index("--config_file") + 1]).is_file()
+    args = build_parser().parse_args(argv[argv.index("aims_kit") + 1:])
+    overrides = dict(profiles.parse_override(item) for item in args.param)
+    assert overrides == {"seed": 23, "conditions": ["intent_label"]}  # only what differs from the profile
+    rebuilt = launch.regime_parameters(args.regime, args.profile, {**overrides, "out_dir": str(args.out)})
+    assert rebuilt == {k: v for k, v in namespace.items() if k != "unrelated"}
+
+
+def test_accelerate_configs_load_with_accelerate():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    kinds = {}
+    for name in launch.ACCELERATE_CONFIGS:
+        config = load_config_from_file(str(launch.NOTEBOOKS_DIR.parent / "configs" / "accelerate" / f"{name}.yaml"))
+        kinds[name] = (config.distributed_type.value, (config.deepspeed_config or {}).get("zero_stage"), config.mixed_precision)
+    assert kinds == {
+        "ddp": ("MULTI_GPU", None, "bf16"),
+        "deepspeed_zero2": ("DEEPSPEED", 2, "bf16"),
+        "deepspeed_zero3": ("DEEPSPEED", 3, "bf16"),
+    }
