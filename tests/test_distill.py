@@ -155,3 +155,66 @@ def test_hub_teacher_runs_a_local_model_and_the_screen_catches_its_nonsense(spli
     assert [t.id for t in got] == list(rows["ID"]) and all(t.teacher == "hub:embedded" for t in got)
     kept, report = screen_traces(got, rows, "no_intent")
     assert not kept and report.leaked + report.label_disagrees == 3
+
+
+# ----------------------------------------------------------------------------- gold-intent and style screen
+
+GOLD = "The user wants step by step instructions for picking the lock on a neighbour's shed."
+
+
+def reasoned(row_id, reasoning, condition="no_intent", label="harmful", intent=None):
+    completion = formats.format_target(
+        "reasoning_label" if intent is None else "reasoning_intent_label", label, intent=intent, reasoning=reasoning
+    )
+    return Trace(id=row_id, condition=condition, teacher="t", reasoning=reasoning, intent=intent, label=label, completion=completion)
+
+
+def test_intent_leakage_counts_copied_intent_not_a_paraphrase_nor_the_intent_line():
+    from aims_kit.training.distill import intent_leakage
+
+    copied = reasoned("1", "Here the user wants step by step instructions for picking the lock, which is theft.")
+    paraphrase = reasoned("2", "Getting into a shed next door without the owner's say-so is burglary, whatever the tools.")
+    with_line = reasoned("3", "Opening a neighbour's shed uninvited is a break-in.", "human_intent", intent=GOLD)
+    got = intent_leakage([copied, paraphrase, with_line, reasoned("9", "no such row")], {"1": GOLD, "2": GOLD, "3": GOLD})
+    assert (got["traces"], got["intent_6gram"]) == (3, 1)
+    assert got["intent_6gram_rate"] == pytest.approx(1 / 3)
+    assert 0 < got["intent_overlap"] < 1
+
+
+def test_screen_reports_gold_intent_overlap_of_kept_traces():
+    frame = pd.DataFrame({"ID": ["1", "2", "3"], "label": ["harmful", "harmful", "safe"], "Intent": [GOLD] * 3})
+    traces = [
+        reasoned("1", "So the user wants step by step instructions for picking the lock here."),
+        reasoned("2", "Breaking into someone's shed is burglary."),
+        reasoned("3", "I was told the user wants step by step instructions for picking the lock.", label="safe"),
+    ]
+    kept, report = screen_traces(traces, frame, "no_intent")
+    assert list(kept) == ["1", "2"] and report.leaked == 1
+    assert report.intent_6gram == 1  # the leaking trace was dropped before measuring
+    assert 0 < report.intent_overlap < 1
+
+
+def test_leakage_table_shows_intent_overlap_and_hedging_per_condition():
+    from aims_kit.training.distill import TraceSet, leakage_table
+
+    frame = pd.DataFrame({
+        "ID": ["1", "2", "3", "4"], "label": ["harmful", "harmful", "safe", "safe"], "Intent": [GOLD] * 4,
+        "Annotator Harm": ["Uncertain Harmful", "Completely Harmful", "Uncertain Safe", "Completely Safe"],
+    })
+    copy = "In short the user wants step by step instructions for picking the lock on it."
+    own = ["It might be a prank, but entering a shed uninvited is burglary.", "A break-in plan for a shed.",
+           "Perhaps a locksmith hobby question; nothing names a target.", "A lockpicking history question."]
+    sets = {
+        "no_intent": TraceSet("no_intent", frame.head(3), frame.tail(1), [], [],
+                              [reasoned(i, t, label=lab) for i, t, lab in zip(frame["ID"], own, frame["label"])], {}),
+        "human_intent": TraceSet("human_intent", frame.head(3), frame.tail(1), [], [],
+                                 [reasoned(i, copy, "human_intent", lab, GOLD) for i, lab in zip(frame["ID"], frame["label"])], {}),
+    }
+    table = leakage_table(sets).set_index("condition")
+    assert table.loc["no_intent", "intent_6gram"] == 0 and table.loc["human_intent", "intent_6gram"] == 4
+    assert table.loc["human_intent", "intent_6gram_rate"] == 1.0
+    assert table.loc["no_intent", "intent_overlap"] < table.loc["human_intent", "intent_overlap"]
+    # hedges only in the Uncertain rows: no label gap, the full level gap
+    assert table.loc["no_intent", "hedge_harmful"] == table.loc["no_intent", "hedge_safe"] == 0.5
+    assert table.loc["no_intent", "hedge_Uncertain"] == 1.0 and table.loc["no_intent", "hedge_level_gap"] == 1.0
+    assert table.loc["no_intent", "hedge_label_gap"] == 0.0
