@@ -84,3 +84,12 @@ def test_bootstrap_mean_ci_brackets_the_mean_and_is_seeded():
     low, high = stats.bootstrap_mean_ci(values, n_boot=500, seed=3)
     assert low < 0.7 < high and high - low < 0.25
     assert (low, high) == stats.bootstrap_mean_ci(values, n_boot=500, seed=3)
+
+
+def test_trace_variety_sees_a_template_pool_but_not_short_verdicts():
+    pool = ["The request is direct and the harm follows from it.", "Nothing in it would equip anyone to hurt others."]
+    templated = [f"Case {i} is about item {i}. {pool[i % 2]} Refuse." for i in range(12)]
+    varied = [f"Item {i} asks for {i} things that differ from every other prompt here. Refuse." for i in range(12)]
+    assert probes.trace_variety(templated)["repeated_sentence_share"] == pytest.approx(0.5)
+    assert probes.trace_variety(varied)["repeated_sentence_share"] == 0.0  # "Refuse." is a verdict
+    assert probes.trace_variety(varied)["distinct_openers"] == 12 and probes.trace_variety(templated)["sentences_max"] == 3
