@@ -416,3 +416,38 @@ def test_cuda_without_bitsandbytes_is_a_clear_error(monkeypatch):
     with pytest.raises(RuntimeError, match="bitsandbytes is not installed.*quantize=False"):
         models.quantization_config(None)
     assert models.quantization_config(False) is None
+
+
+# ---------------------------------------------------------------- 7. no training on cut completions
+
+
+def test_sft_drops_counts_and_records_examples_whose_completion_would_be_cut(tmp_path, capsys):
+    from aims_kit import formats, models, profiles, results
+    from aims_kit.training.common import TrainSettings
+    from aims_kit.training.sft import record_length, sft_records, train_sft
+
+    name = profiles.PROFILES["smoke"]["model"]
+    splits = data.split_aims(data.load_aims())
+    train = splits.train[splits.train["Prompt"].str.len() < 300].head(6)
+    val = splits.val[splits.val["Prompt"].str.len() < 300].head(2)
+
+    def traces(frame, long_row=None):
+        return [formats.format_target("reasoning_label", label, reasoning="word " * 300 if i == long_row else "A short reason.")
+                for i, label in enumerate(frame["label"])]
+
+    tokenizer = models.load_tokenizer(models.resolve_model_id(name))
+    fitting = [r for i, r in enumerate(sft_records(train, "reasoning_label", traces(train))) if i != 2]
+    max_length = max(record_length(tokenizer, r) for r in [*fitting, *sft_records(val, "reasoning_label", traces(val))])
+    settings = TrainSettings(learning_rate=1e-3, max_steps=1, batch_size=2, eval_steps=1, max_length=max_length)
+    trainer = train_sft(name, train, val, condition="reasoning_label", settings=settings, run_dir=tmp_path,
+                        train_completions=traces(train, long_row=2), val_completions=traces(val))
+    assert f"dropped 1 of 6 train examples longer than max_length={max_length} tokens" in capsys.readouterr().out
+    assert results.read_json(tmp_path / "train_data.json") == {
+        "max_length": max_length, "train": {"examples": 6, "dropped_too_long": 1}, "val": {"examples": 2, "dropped_too_long": 0},
+    }
+    assert len(trainer.train_dataset) == 5
+    for row in trainer.train_dataset:  # every completion the model learns is whole, its label included
+        assert "Prompt harm:" in tokenizer.decode([t for t in row["labels"] if t != -100])
+
+    with pytest.raises(ValueError, match="every train example is longer than max_length=8 tokens"):
+        train_sft(name, train, val, condition="label_only", settings=TrainSettings(max_length=8), run_dir=tmp_path / "short")

@@ -21,6 +21,7 @@ from .. import results
 from ..models import load_trained
 from .common import TrainSettings, attach_progress, require_split, save_training, trainer_kwargs
 from .dpo_pairs import dpo_records
+from .sft import keep_within_max_length
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,10 @@ def train_dpo(
     else:
         log.warning("no validation pairs: DPO trains without early stopping and keeps the last step")
     model, tokenizer = load_trained(sft_run, trainable=True)
+    # A pair cut at max_length would lose the answers it contrasts: dropped, counted, reported.
+    records = keep_within_max_length(
+        {"train": dpo_records(train_pairs), "val": dpo_records(val_pairs)}, tokenizer, settings.max_length, run_dir, "DPO"
+    )
     config = DPOConfig(
         **trainer_kwargs(settings, run_dir, with_eval=with_eval),
         max_length=settings.max_length,
@@ -75,8 +80,8 @@ def train_dpo(
     trainer = DPOTrainer(
         model=model,
         args=config,
-        train_dataset=Dataset.from_list(dpo_records(train_pairs)),
-        eval_dataset=Dataset.from_list(dpo_records(val_pairs)) if with_eval else None,
+        train_dataset=Dataset.from_list(records["train"]),
+        eval_dataset=Dataset.from_list(records["val"]) if with_eval else None,
         processing_class=tokenizer,
         callbacks=callbacks,
     )

@@ -1,7 +1,9 @@
 """Supervised fine-tuning: label-only and intent → label targets (and reasoning traces for distillation).
 
 Loss is on the completion only (TRL's prompt–completion format), the best checkpoint and early
-stopping are chosen on the validation loss, and the adapter is saved with the run.
+stopping are chosen on the validation loss, and the adapter is saved with the run. An example
+longer than ``max_length`` tokens is dropped, counted and reported (:func:`keep_within_max_length`),
+never trained on with its completion cut.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import formats
+from .. import formats, results
 from ..models import load_model
 from .common import TrainSettings, attach_progress, require_split, save_training, trainer_kwargs
 
@@ -40,6 +42,43 @@ def sft_records(frame: pd.DataFrame, condition: formats.Condition, completions: 
     ]
 
 
+#: Keys of a TRL record that hold a completion (SFT: ``completion``; DPO: ``chosen`` and ``rejected``).
+COMPLETION_KEYS = ("completion", "chosen", "rejected")
+
+
+def record_length(tokenizer, record: dict) -> int:
+    """Tokens of the record's longest prompt + completion, rendered as TRL renders it for training."""
+    return max(
+        len(tokenizer.apply_chat_template(
+            record["prompt"] + record[key], tokenize=True, return_dict=False, **record.get("chat_template_kwargs", {})
+        ))
+        for key in COMPLETION_KEYS if key in record
+    )
+
+
+def keep_within_max_length(records: dict[str, list[dict]], tokenizer, max_length: int, run_dir: Path, desc: str) -> dict[str, list[dict]]:
+    """Per split, the records that fit in ``max_length`` tokens; the others are dropped, counted and reported.
+
+    TRL cuts a longer sequence at ``max_length`` from the end, and the end is the completion,
+    the only part the loss is on: the model would learn an answer with its label cut off, or
+    nothing. So such an example is dropped. The counts are printed and saved as
+    ``train_data.json`` in the run folder; a split left with nothing is an error.
+    """
+    kept = {split: [r for r in rows if record_length(tokenizer, r) <= max_length] for split, rows in records.items()}
+    counts = {split: {"examples": len(rows), "dropped_too_long": len(rows) - len(kept[split])} for split, rows in records.items()}
+    results.atomic_write_json(Path(run_dir) / "train_data.json", {"max_length": max_length, **counts})
+    dropped = [f"{c['dropped_too_long']} of {c['examples']} {split}" for split, c in counts.items() if c["dropped_too_long"]]
+    if dropped:
+        print(f"{desc}: dropped {' and '.join(dropped)} examples longer than max_length={max_length} tokens (their completion would be cut)")
+    for split, rows in kept.items():
+        if records[split] and not rows:
+            raise ValueError(
+                f"{desc}: every {split} example is longer than max_length={max_length} tokens; "
+                "raise TrainSettings.max_length or shorten the prompts/completions"
+            )
+    return kept
+
+
 def train_sft(
     model_name: str,
     train: pd.DataFrame,
@@ -53,6 +92,7 @@ def train_sft(
 ):
     """Train a LoRA adapter with TRL's ``SFTTrainer``; saves it under ``run_dir/adapter``.
 
+    Examples longer than ``settings.max_length`` are dropped and counted (``train_data.json``).
     Returns the trainer (its ``state.log_history`` holds the losses for plotting).
     """
     from datasets import Dataset
@@ -62,6 +102,10 @@ def train_sft(
     require_split(train, "train", "SFT training data")
     require_split(val, "val", "early stopping and checkpoint selection")
     model, tokenizer = load_model(model_name)
+    records = keep_within_max_length(
+        {"train": sft_records(train, condition, train_completions), "val": sft_records(val, condition, val_completions)},
+        tokenizer, settings.max_length, run_dir, f"SFT {condition}",
+    )
     config = SFTConfig(
         **trainer_kwargs(settings, run_dir),
         max_length=settings.max_length,
@@ -70,8 +114,8 @@ def train_sft(
     trainer = SFTTrainer(
         model=model,
         args=config,
-        train_dataset=Dataset.from_list(sft_records(train, condition, train_completions)),
-        eval_dataset=Dataset.from_list(sft_records(val, condition, val_completions)),
+        train_dataset=Dataset.from_list(records["train"]),
+        eval_dataset=Dataset.from_list(records["val"]),
         processing_class=tokenizer,
         peft_config=settings.lora.to_peft(model),
         callbacks=[EarlyStoppingCallback(early_stopping_patience=settings.early_stopping_patience)],
