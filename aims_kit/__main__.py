@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="evaluate a run (or an untrained model) on an external benchmark")
     who = ev.add_mutually_exclusive_group(required=True)
     who.add_argument("--run", type=Path, help="a run folder (trained adapter, encoder or zero-shot run)")
-    who.add_argument("--model", help="hub id, folder or embedded: evaluated zero-shot in a new run folder")
+    who.add_argument("--model", help="hub id, local folder or tiny-random: evaluated zero-shot in a new run folder")
     who.add_argument("--endpoint", metavar="URL", help="an OpenAI-compatible server (e.g. http://localhost:8000/v1): evaluated in a new run folder")
     ev.add_argument("--served-model", default=None, help="the model name the --endpoint server serves (required with --endpoint)")
     ev.add_argument("--condition", default="label_only", choices=CONDITIONS, help="output format to prompt and parse with (--model and --endpoint)")

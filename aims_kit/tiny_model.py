@@ -1,4 +1,9 @@
-"""The embedded default model: a tiny Qwen3-shaped causal LM the kit builds offline.
+"""The tiny random model: a 0.85M-parameter Qwen3-shaped causal LM the kit builds offline in seconds.
+
+It exists for speed only: the ``smoke`` profile and the tests use it so every notebook and
+trainer runs end to end in seconds. Its weights are random, so it learns the output format but
+never the decision (its intents read "a of a of a"); the ``cpu`` default uses a real pretrained
+model instead (:mod:`aims_kit.models`, SmolLM2-135M-Instruct).
 
 No hub is needed: a byte-level BPE tokenizer is trained on the kit's own text (the shipped
 sample's prompts and intents, the reference traces and the format instructions) and a small
@@ -6,9 +11,6 @@ Qwen3 config is initialised from a fixed seed. Both are saved with ``save_pretra
 folder that :func:`aims_kit.models.load_model` then opens with ``from_pretrained``, exactly as it
 opens a hub model. The folder name carries a hash of everything that shapes the model, so a
 changed recipe builds a new folder instead of silently reusing a stale one.
-
-The model starts from random weights: it demonstrates the pipeline, and its scores are not
-the paper's.
 """
 
 from __future__ import annotations
@@ -72,9 +74,9 @@ def recipe_hash() -> str:
     return digest.hexdigest()[:12]
 
 
-def embedded_model_dir(cache_dir: Path | None = None) -> Path:
-    """The folder of the embedded model, built on first use (a few seconds) and reused after."""
-    root = Path(cache_dir) if cache_dir else outputs_dir() / "embedded_model"
+def tiny_model_dir(cache_dir: Path | None = None) -> Path:
+    """The folder of the tiny random model, built on first use (a few seconds) and reused after."""
+    root = Path(cache_dir) if cache_dir else outputs_dir() / "models"
     target = root / f"aims-tiny-qwen3-{recipe_hash()}"
     if not (target / "config.json").exists():
         build(target)

@@ -1,6 +1,6 @@
 """Training throughput: SFT tokens/s with the kit's configuration against TRL's defaults.
 
-Same embedded model, data, seed and number of steps; the loss after the last step is printed
+Same tiny random model, data, seed and number of steps; the loss after the last step is printed
 beside the speed so a faster setting cannot hide a broken loss.
 
     python benchmarks/bench_train.py [--steps 30]
@@ -27,7 +27,7 @@ def train(config_kwargs: dict, steps: int, label: str) -> tuple[float, float]:
     from aims_kit.models import LoraSettings
 
     splits = experiments.load_splits("", 22)
-    model, tokenizer = load_model("embedded")
+    model, tokenizer = load_model("tiny-random")
     config = SFTConfig(**config_kwargs)
     trainer = SFTTrainer(
         model=model, args=config, processing_class=tokenizer, peft_config=LoraSettings().to_peft(),

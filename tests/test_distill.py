@@ -147,12 +147,12 @@ def test_unknown_teacher_spec():
 
 
 def test_hub_teacher_runs_a_local_model_and_the_screen_catches_its_nonsense(splits):
-    """The untrained embedded model cannot justify anything: its traces must all be dropped."""
-    teacher = make_teacher("hub:embedded")
+    """The untrained tiny random model cannot justify anything: its traces must all be dropped."""
+    teacher = make_teacher("hub:tiny-random")
     teacher.max_new_tokens = 6
     rows = splits.train.head(3)
     got = teacher.traces(rows, "no_intent")
-    assert [t.id for t in got] == list(rows["ID"]) and all(t.teacher == "hub:embedded" for t in got)
+    assert [t.id for t in got] == list(rows["ID"]) and all(t.teacher == "hub:tiny-random" for t in got)
     kept, report = screen_traces(got, rows, "no_intent")
     assert not kept and report.leaked + report.label_disagrees == 3
 

@@ -1,4 +1,4 @@
-"""DPO pair mining on a handcrafted generator with known outcomes, on the embedded model, and a tiny DPO run."""
+"""DPO pair mining on a handcrafted generator with known outcomes, on the tiny random model, and a tiny DPO run."""
 
 import json
 
@@ -154,13 +154,13 @@ def splits():
     return experiments.load_splits("", 22)
 
 
-def test_mining_on_the_embedded_model(splits):
+def test_mining_on_the_tiny_random_model(splits):
     """The real generate/re-classify path. The untrained model writes no fields, so samples are
     given an ``Intent:`` prefix; re-classification then runs on the model itself."""
     from aims_kit.models import load_model
     from aims_kit.training.dpo_pairs import model_generator
 
-    model, tokenizer = load_model("embedded")
+    model, tokenizer = load_model("tiny-random")
     real = model_generator(model, tokenizer, batch_size=8)
 
     def prefixed(conversations, **kw):
@@ -186,8 +186,8 @@ def test_dpo_run_starts_from_a_frozen_copy_of_the_sft_adapter(splits, tmp_path):
     from aims_kit.training.sft import train_sft
 
     settings = TrainSettings(learning_rate=1e-2, max_steps=2, batch_size=4, eval_steps=1, max_length=128)
-    sft_dir = results.create_run(tmp_path, "sft", experiments.run_config({"model": "embedded"}, "sft", "intent_label", settings))
-    train_sft("embedded", splits.train.head(8), splits.val.head(4), condition="intent_label", settings=settings, run_dir=sft_dir)
+    sft_dir = results.create_run(tmp_path, "sft", experiments.run_config({"model": "tiny-random"}, "sft", "intent_label", settings))
+    train_sft("tiny-random", splits.train.head(8), splits.val.head(4), condition="intent_label", settings=settings, run_dir=sft_dir)
 
     def handmade(frame):
         flipped = frame["label"].map({"harmful": "safe", "safe": "harmful"})
@@ -201,7 +201,7 @@ def test_dpo_run_starts_from_a_frozen_copy_of_the_sft_adapter(splits, tmp_path):
         handmade(splits.train.head(8)), handmade(splits.val.head(4)),
         {"train": MiningReport(prompts=8), "val": MiningReport(prompts=4)}, MiningSettings(k=2),
     )
-    params = {"model": "embedded", "profile": "test", "dpo_learning_rate": 1e-2, "dpo_max_steps": 2, "batch_size": 4,
+    params = {"model": "tiny-random", "profile": "test", "dpo_learning_rate": 1e-2, "dpo_max_steps": 2, "batch_size": 4,
               "eval_steps": 1, "eval_limit": 4, "max_new_tokens": 8}
     run_dir = experiments.dpo_run(params, splits, sft_dir, mined, tmp_path)
     log = results.read_json(run_dir / "train_log.json")

@@ -1,4 +1,4 @@
-"""`python -m aims_kit eval` on a fixture with the embedded model, zero-shot runs, the encoder baseline, latency."""
+"""`python -m aims_kit eval` on a fixture with the tiny random model, zero-shot runs, the encoder baseline, latency."""
 
 import json
 
@@ -12,14 +12,14 @@ FAST = ["--max-new-tokens", "4", "--latency-sample", "2", "--n-boot", "50"]
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
-    """A run folder with a random but non-zero LoRA adapter on the embedded model (no training needed)."""
+    """A run folder with a random but non-zero LoRA adapter on the tiny random model (no training needed)."""
     from peft import get_peft_model
 
     from aims_kit import models
 
     out = tmp_path_factory.mktemp("runs")
-    run = results.create_run(out, "sft-intent_label", {"regime": "sft", "condition": "intent_label", "model": "embedded", "seed": 22})
-    model, _ = models.load_model("embedded")
+    run = results.create_run(out, "sft-intent_label", {"regime": "sft", "condition": "intent_label", "model": "tiny-random", "seed": 22})
+    model, _ = models.load_model("tiny-random")
     adapter = get_peft_model(model, models.LoraSettings(extra={"init_lora_weights": False}).to_peft())
     adapter.save_pretrained(str(run / "adapter"))
     return run
@@ -54,14 +54,14 @@ def test_eval_cli_limit_and_errors(trained_run, capsys, tmp_path):
 
 def test_eval_cli_zero_shot_model_gets_its_own_run(tmp_path, capsys):
     path = benchmarks.FIXTURES_DIR / "samples-1680.jsonl.gz"
-    code = main(["eval", "--model", "embedded", "--condition", "label_only", "--out", str(tmp_path),
+    code = main(["eval", "--model", "tiny-random", "--condition", "label_only", "--out", str(tmp_path),
                  "--benchmark", "openai_moderation", "--path", str(path), *FAST])
     assert code == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["regime"] == "zero_shot" and printed["n_unknown_skipped"] == 0 and printed["n"] == 12
     assert results.latest_run(tmp_path, regime="zero_shot") == results.find_runs(tmp_path)[0]
     with pytest.raises(SystemExit):
-        main(["eval", "--model", "embedded", "--condition", "nonsense", "--benchmark", "xstest"])
+        main(["eval", "--model", "tiny-random", "--condition", "nonsense", "--benchmark", "xstest"])
 
 
 def test_latency_sample_is_fixed_and_evenly_spread():

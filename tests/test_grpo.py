@@ -1,4 +1,4 @@
-"""A tiny GRPO run on the embedded model: run folder, reward log, val-only checkpoint selection."""
+"""A tiny GRPO run on the tiny random model: run folder, reward log, val-only checkpoint selection."""
 
 import pytest
 
@@ -7,7 +7,7 @@ from aims_kit.training.common import SplitHygieneError
 from aims_kit.training.grpo import GRPOSettings, train_grpo
 
 PARAMS = {
-    "model": "embedded", "profile": "test", "seed": 22, "max_steps": 2, "epochs": 1.0, "learning_rate": 2e-3,
+    "model": "tiny-random", "profile": "test", "seed": 22, "max_steps": 2, "epochs": 1.0, "learning_rate": 2e-3,
     "batch_size": 4, "eval_steps": 2, "eval_limit": 4, "max_new_tokens": 12,
     "grpo_steps": 2, "grpo_num_generations": 2, "grpo_prompts_per_step": 2, "grpo_eval_steps": 1,
     "grpo_learning_rate": 1e-3, "judge": "embedding",
@@ -42,7 +42,7 @@ def test_grpo_from_sft_writes_a_run_with_its_reward_log(splits, tmp_path):
 
 def test_grpo_refuses_test_rows_for_checkpoint_selection(splits, tmp_path):
     with pytest.raises(SplitHygieneError, match="checkpoint selection"):
-        train_grpo("embedded", splits.train, splits.test, settings=GRPOSettings(start="base"), run_dir=tmp_path)
+        train_grpo("tiny-random", splits.train, splits.test, settings=GRPOSettings(start="base"), run_dir=tmp_path)
 
 
 def test_grpo_settings_are_checked():

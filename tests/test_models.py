@@ -1,12 +1,12 @@
 import torch
 
-from aims_kit import embedded, models
+from aims_kit import models, tiny_model
 
 
-def test_embedded_model_is_built_once_and_loads_like_a_hub_model(tmp_path):
-    folder = embedded.embedded_model_dir(tmp_path)
+def test_tiny_model_is_built_once_and_loads_like_a_hub_model(tmp_path):
+    folder = tiny_model.tiny_model_dir(tmp_path)
     assert (folder / "model.safetensors").exists() and (folder / "tokenizer.json").exists()
-    assert embedded.embedded_model_dir(tmp_path) == folder  # cached: same folder, not rebuilt
+    assert tiny_model.tiny_model_dir(tmp_path) == folder  # cached: same folder, not rebuilt
     model, tokenizer = models.load_model(str(folder))
     assert model.config.model_type == "qwen3"
     assert tokenizer.padding_side == "left" and tokenizer.pad_token is not None
@@ -14,9 +14,9 @@ def test_embedded_model_is_built_once_and_loads_like_a_hub_model(tmp_path):
     assert text.endswith("<|im_start|>assistant\n")
 
 
-def test_embedded_build_is_deterministic(tmp_path):
-    a = embedded.build(tmp_path / "a")
-    b = embedded.build(tmp_path / "b")
+def test_tiny_model_build_is_deterministic(tmp_path):
+    a = tiny_model.build(tmp_path / "a")
+    b = tiny_model.build(tmp_path / "b")
     assert (a / "tokenizer.json").read_text() == (b / "tokenizer.json").read_text()
     ma, _ = models.load_model(str(a))
     mb, _ = models.load_model(str(b))
@@ -27,7 +27,7 @@ def test_embedded_build_is_deterministic(tmp_path):
 def test_a_no_op_adapter_is_refused(tmp_path):
     from peft import get_peft_model
 
-    model, tokenizer = models.load_model(str(embedded.embedded_model_dir(tmp_path)))
+    model, tokenizer = models.load_model(str(tiny_model.tiny_model_dir(tmp_path)))
     peft_model = get_peft_model(model, models.LoraSettings().to_peft())  # LoRA B starts at zero: no effect
     try:
         models.assert_adapter_active(peft_model, tokenizer)

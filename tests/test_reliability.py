@@ -42,7 +42,7 @@ class _OomOverTwo:
 
 
 def test_out_of_memory_halves_the_batch_and_keeps_every_row(tmp_path):
-    model, tokenizer = models.load_model("embedded", cache_dir=tmp_path)
+    model, tokenizer = models.load_model("tiny-random", cache_dir=tmp_path)
     conversations = [formats.prompt_messages(f"prompt number {i}", "label_only") for i in range(7)]
     expected = evaluation.generate(model, tokenizer, conversations, max_new_tokens=3, batch_size=8, desc="")
     wrapped = _OomOverTwo(model)

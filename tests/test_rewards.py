@@ -1,5 +1,5 @@
 """GRPO rewards on handcrafted completions, the judge behind the faithfulness reward against a
-real local HTTP server, and a tiny GRPO run on the embedded model."""
+real local HTTP server, and a tiny GRPO run on the tiny random model."""
 
 import pytest
 
