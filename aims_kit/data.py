@@ -140,11 +140,26 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
         return pd.DataFrame([row for _, row in iter_jsonl(handle, str(path))])
 
 
+def _read_json(path: Path) -> pd.DataFrame:
+    """A ``.json`` file: one JSON array of row objects (a pandas or ``datasets`` export), else JSON Lines."""
+    text = path.read_text(encoding="utf-8")
+    if not text.lstrip().startswith("["):
+        return _read_jsonl(path)
+    try:
+        rows = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise AimsDataError(str(path), f"not a valid JSON array of rows ({err.msg} at line {err.lineno}); truncated file?") from None
+    for position, row in enumerate(rows, start=1):
+        if not isinstance(row, dict):
+            raise AimsDataError(str(path), f"array element {position} is not a JSON object", row=position)
+    return pd.DataFrame(rows)
+
+
 _READERS = {
     ".csv": lambda p: pd.read_csv(p, dtype=str, keep_default_na=False),
     ".parquet": pd.read_parquet,
     ".jsonl": _read_jsonl,
-    ".json": _read_jsonl,
+    ".json": _read_json,
 }
 
 
@@ -198,6 +213,8 @@ def validate(raw: pd.DataFrame, source: str) -> pd.DataFrame:
     missing = [c for c in REQUIRED_COLUMNS if c not in raw.columns]
     if missing:
         raise AimsDataError(source, f"missing column(s) {missing}; found {list(raw.columns)}", field=missing[0])
+    if raw.empty:
+        raise AimsDataError(source, "no data rows (only a header?)")
     df = raw.copy()
     for column in ("Prompt", "Intent", "Annotator Harm"):
         df[column] = df[column].map(lambda v: "" if is_missing(v) else str(v))

@@ -451,3 +451,28 @@ def test_sft_drops_counts_and_records_examples_whose_completion_would_be_cut(tmp
 
     with pytest.raises(ValueError, match="every train example is longer than max_length=8 tokens"):
         train_sft(name, train, val, condition="label_only", settings=TrainSettings(max_length=8), run_dir=tmp_path / "short")
+
+
+# ---------------------------------------------------------------- 8. bad input
+
+
+def test_data_check_on_a_header_only_csv_is_a_clear_error(tmp_path, capsys):
+    path = tmp_path / "empty.csv"
+    path.write_text(",".join(data.REQUIRED_COLUMNS) + "\n")
+    assert main(["data", "check", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert str(path) in err and "no data rows" in err and "Traceback" not in err
+
+
+def test_a_json_array_file_is_read_like_json_lines(tmp_path, capsys):
+    rows = data.read_table(None)[0].head(30)
+    array = tmp_path / "aims.json"
+    array.write_text(rows.to_json(orient="records", indent=2))
+    lines = tmp_path / "aims_lines.json"
+    lines.write_text(rows.to_json(orient="records", lines=True))
+    assert data.load_aims(array).drop(columns="row").equals(data.load_aims(lines).drop(columns="row"))
+    assert main(["data", "check", str(array)]) == 0
+    assert json.loads(capsys.readouterr().out)["rows"] == len(data.load_aims(lines))
+    array.write_text('[{"ID": "1"}, "not a row"]')
+    with pytest.raises(data.AimsDataError, match=r"aims.json, row 2: array element 2 is not a JSON object"):
+        data.load_aims(array)

@@ -62,13 +62,15 @@ def test_a_clearly_better_run_wins_and_a_noisy_tie_does_not():
 
 
 def test_mcnemar_exact_matches_the_binomial():
-    from scipy.stats import binomtest
-
     a = [True] * 10 + [False] * 2 + [True] * 30
     b = [False] * 10 + [True] * 2 + [True] * 30
     result = stats.mcnemar_exact(a, b)
     assert (result["only_a_correct"], result["only_b_correct"]) == (10, 2)
-    assert result["mcnemar_p"] == pytest.approx(binomtest(2, 12, 0.5).pvalue)
+    # Two-sided exact binomial on the 12 discordant pairs, by hand: 2 * P(X <= 2), X ~ Bin(12, 1/2)
+    # = 2 * (C(12,0) + C(12,1) + C(12,2)) / 2**12 = 2 * (1 + 12 + 66) / 4096.
+    assert result["mcnemar_p"] == pytest.approx(158 / 4096)
+    assert stats.mcnemar_exact([True] * 6, [False] * 6)["mcnemar_p"] == pytest.approx(2 / 64)  # 2 * (1/2)**6
+    assert stats.mcnemar_exact([True] * 5 + [False] * 5, [False] * 5 + [True] * 5)["mcnemar_p"] == 1.0  # balanced: capped at 1
 
 
 def test_compare_runs_from_saved_predictions(tmp_path):
