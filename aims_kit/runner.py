@@ -137,6 +137,7 @@ class LiveStatus:
         self.tty = stream.isatty() if tty is None else tty
         self.plain_interval = plain_interval
         self.latest: dict | None = None
+        self._open: dict[str, dict] = {}
         self._offset = status_path.stat().st_size if status_path.exists() else 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="aims-kit-live-status", daemon=True)
@@ -154,10 +155,19 @@ class LiveStatus:
             self.stream.flush()
 
     def poll(self) -> bool:
-        """Read new events; returns whether there were any."""
+        """Read new events; returns whether there were any.
+
+        Bars nest (GRPO's training bar stays open while validation bars open and close), so the
+        line shows the newest bar still open, and a "done" only once no bar is open.
+        """
         events, self._offset = read_status(self.status_path, self._offset)
-        if events:
-            self.latest = events[-1]
+        for event in events:
+            self._open.pop(event["desc"], None)
+            if not event.get("done"):
+                self._open[event["desc"]] = event
+            self.latest = event
+        if self._open:
+            self.latest = list(self._open.values())[-1]
         return bool(events)
 
     def line(self) -> str:

@@ -117,3 +117,19 @@ def test_quiet_libraries_drops_known_chatter_and_keeps_the_rest(capfd):
     hf_logging.get_logger("transformers.trainer_utils").warning("mtime may not be reliable on this filesystem")
     hf_logging.get_logger("transformers.trainer_utils").warning("a real problem")
     assert capfd.readouterr().err.strip().splitlines() == ["[transformers] a real problem"]
+
+
+def test_live_status_shows_the_open_outer_bar_when_a_nested_bar_ends(tmp_path):
+    path = tmp_path / "progress.jsonl"
+    live = LiveStatus(path, "[5/8] 05_grpo.ipynb", io.StringIO())
+    step = {"desc": "GRPO label_only", "n": 2, "total": 16, "unit": "step", "rate": 1.0, "postfix": {}, "done": False}
+    progress.write_status(path, step)
+    progress.write_status(path, {"desc": "eval aims_val", "n": 0, "total": 24, "unit": "prompt", "rate": None, "postfix": {}, "done": False})
+    live.poll()
+    assert "eval aims_val  0/24" in live.line()
+    progress.write_status(path, {"desc": "eval aims_val", "n": 24, "total": 24, "unit": "prompt", "rate": 90.0, "postfix": {}, "done": True})
+    live.poll()
+    assert "GRPO label_only  2/16 step" in live.line()
+    progress.write_status(path, {**step, "n": 16, "done": True})
+    live.poll()
+    assert "GRPO label_only done" in live.line()
