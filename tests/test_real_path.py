@@ -242,9 +242,8 @@ def fake_vllm(monkeypatch):
     module("vllm.lora.request", LoRARequest=lambda name, lora_int_id, path: types.SimpleNamespace(lora_int_id=lora_int_id, path=path))
     monkeypatch.setattr(vllm_backend, "has_cuda", lambda: True)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: events.append("training memory freed"))
-    monkeypatch.setattr(vllm_backend, "_shared", None)
-    monkeypatch.setattr(vllm_backend, "_checked", {})
-    monkeypatch.setattr(vllm_backend, "_adapter_ids", {})
+    for state, empty in (("_shared", None), ("_checked", {}), ("_adapter_ids", {})):  # a fresh kernel
+        monkeypatch.setattr(vllm_backend, state, empty, raising=False)
     return LLM, events
 
 
@@ -326,7 +325,7 @@ def test_hub_connection_error_falls_back_once_and_says_so(monkeypatch, tmp_path)
 
     monkeypatch.setattr(benchmarks, "SHARED_DIR", tmp_path)  # no local files
     monkeypatch.delenv(benchmarks.PATHS_ENV, raising=False)
-    monkeypatch.setattr(benchmarks, "hub_unreachable", lambda: None)  # the probe got through; the load does not
+    monkeypatch.setattr(benchmarks, "hub_unreachable", lambda: None, raising=False)  # the probe got through; the load does not
     monkeypatch.setattr(datasets, "load_dataset", no_connection)
     lines = []
     start = time.perf_counter()
@@ -424,7 +423,7 @@ def test_cuda_without_bitsandbytes_is_a_clear_error(monkeypatch):
 def test_sft_drops_counts_and_records_examples_whose_completion_would_be_cut(tmp_path, capsys):
     from aims_kit import formats, models, profiles, results
     from aims_kit.training.common import TrainSettings
-    from aims_kit.training.sft import record_length, sft_records, train_sft
+    from aims_kit.training.sft import sft_records, train_sft
 
     name = profiles.PROFILES["smoke"]["model"]
     splits = data.split_aims(data.load_aims())
@@ -435,9 +434,13 @@ def test_sft_drops_counts_and_records_examples_whose_completion_would_be_cut(tmp
         return [formats.format_target("reasoning_label", label, reasoning="word " * 300 if i == long_row else "A short reason.")
                 for i, label in enumerate(frame["label"])]
 
+    def length(record):  # tokens of prompt + completion, as TRL renders the record for training
+        return len(tokenizer.apply_chat_template(record["prompt"] + record["completion"], tokenize=True, return_dict=False,
+                                                 **record.get("chat_template_kwargs", {})))
+
     tokenizer = models.load_tokenizer(models.resolve_model_id(name))
     fitting = [r for i, r in enumerate(sft_records(train, "reasoning_label", traces(train))) if i != 2]
-    max_length = max(record_length(tokenizer, r) for r in [*fitting, *sft_records(val, "reasoning_label", traces(val))])
+    max_length = max(length(r) for r in [*fitting, *sft_records(val, "reasoning_label", traces(val))])
     settings = TrainSettings(learning_rate=1e-3, max_steps=1, batch_size=2, eval_steps=1, max_length=max_length)
     trainer = train_sft(name, train, val, condition="reasoning_label", settings=settings, run_dir=tmp_path,
                         train_completions=traces(train, long_row=2), val_completions=traces(val))
