@@ -109,9 +109,8 @@ def evaluate_loaded(run: LoadedRun, frame: pd.DataFrame, dataset: str, params: d
         # The backend the run's test split was scored with (same ``backend`` rule, same shared engine).
         engine = run.engine if run.engine is not None else vllm_backend.engine_for_run(run.run_dir, run.model, run.tokenizer, frame["Prompt"], condition, budget, params)
         scores, predictions = evaluation.evaluate(
-            run.model, run.tokenizer, frame, condition=run.config["condition"], dataset=dataset, batch_size=batch_size,
-            max_new_tokens=evaluation.answer_budget(params, run.config["condition"]), latency_sample=latency_sample, n_boot=n_boot,
-            engine=run.engine,
+            run.model, run.tokenizer, frame, condition=condition, dataset=dataset, batch_size=batch_size,
+            max_new_tokens=budget, latency_sample=latency_sample, n_boot=n_boot, engine=engine,
         )
     slices = [c for c in ("type", "Adversarial", "Category") if c in frame.columns]
     for prediction, values in zip(predictions, frame[slices].to_dict("records")):
