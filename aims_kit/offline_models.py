@@ -165,8 +165,10 @@ def convert_gguf(folder: Path, gguf_file: str, out: Path) -> Path:
 
     from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()  # the kit's own bar covers this step
-    os.environ["TQDM_DISABLE"] = "1"  # the GGUF reader's and the shard writer's bars use tqdm directly
+    # The kit's own bar covers this step. (The GGUF reader's bar uses tqdm directly and still shows:
+    # tqdm reads TQDM_DISABLE once, at import, so setting it here would change nothing.)
+    bars_were_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
         gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
@@ -185,8 +187,8 @@ def convert_gguf(folder: Path, gguf_file: str, out: Path) -> Path:
         plain.save_pretrained(out, safe_serialization=True)
         tokenizer.save_pretrained(out)
     finally:
-        hf_logging.enable_progress_bar()
-        os.environ.pop("TQDM_DISABLE", None)
+        if bars_were_on:
+            hf_logging.enable_progress_bar()
     return out
 
 
