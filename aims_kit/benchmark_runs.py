@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import benchmarks, evaluation, results, stats
+from . import benchmarks, data, evaluation, results, stats
 from .benchmarks import Found
 
 #: Columns of the benchmark table: point estimates, intervals, baselines, both latencies.
@@ -92,7 +92,7 @@ def evaluate_loaded(run: LoadedRun, frame: pd.DataFrame, dataset: str, params: d
     Slice columns of the frame (``type``, ``Adversarial``, ``Category``) are copied into the
     saved predictions, so per-slice F1 can be computed from the files alone.
     """
-    frame = benchmarks.subsample(frame, int(params.get("benchmark_limit", 0) or 0), seed=int(params.get("seed", 22) or 0))
+    frame = data.stratified_sample(frame, int(params.get("benchmark_limit", 0) or 0), seed=int(params.get("seed", 22) or 0))
     latency_sample = int(params.get("latency_sample", 16))
     batch_size = int(params.get("eval_batch_size", 32))
     n_boot = int(params.get("n_boot", 1000))

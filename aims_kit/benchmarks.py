@@ -514,23 +514,6 @@ def discovery_table(found: list[Found]) -> pd.DataFrame:
     ])
 
 
-def subsample(frame: pd.DataFrame, limit: int, seed: int = 0) -> pd.DataFrame:
-    """At most ``limit`` rows, a seeded sample stratified on the label (``0``: all rows).
-
-    Keeps the harmful share and spreads over slices (a head() would take XSTest's first types only).
-    """
-    if not limit or limit >= len(frame):
-        return frame
-    share = limit / len(frame)
-    parts = [
-        group.sample(n=max(1, round(len(group) * share)), random_state=seed)
-        for _, group in frame.groupby("label", sort=True)
-    ]
-    out = pd.concat(parts).sort_index().reset_index(drop=True)
-    out.attrs.update(frame.attrs, limit=limit)
-    return out
-
-
 def registry_table() -> pd.DataFrame:
     """One row per registered benchmark and variant: where it lives, its licence and gating."""
     return pd.DataFrame([

@@ -299,6 +299,36 @@ def _source_splits(df: pd.DataFrame) -> Splits:
     return Splits(**parts, from_source=True)
 
 
+def balanced_head(frame: pd.DataFrame, limit: int) -> pd.DataFrame:
+    """The first ``limit // n_labels`` rows of each label (``0``: all rows), for quick runs on AIMS splits.
+
+    Deterministic and seedless, so a smoke run, a DPO mining pass and GRPO's validation subset
+    always see the same rows. Benchmarks use :func:`stratified_sample` instead.
+    """
+    if not limit or limit >= len(frame):
+        return frame
+    per_label = max(1, limit // frame["label"].nunique())
+    return frame.groupby("label", group_keys=False).head(per_label).reset_index(drop=True)
+
+
+def stratified_sample(frame: pd.DataFrame, limit: int, seed: int = 0) -> pd.DataFrame:
+    """At most ``limit`` rows, a seeded sample stratified on the label (``0``: all rows).
+
+    Keeps the harmful share and spreads over slices (a head would take, e.g., XSTest's first
+    prompt types only), in the frame's original row order; ``attrs`` are kept, with ``limit``.
+    """
+    if not limit or limit >= len(frame):
+        return frame
+    share = limit / len(frame)
+    parts = [
+        group.sample(n=max(1, round(len(group) * share)), random_state=seed)
+        for _, group in frame.groupby("label", sort=True)
+    ]
+    out = pd.concat(parts).sort_index().reset_index(drop=True)
+    out.attrs.update(frame.attrs, limit=limit)
+    return out
+
+
 def summary(df: pd.DataFrame) -> dict:
     """Counts a user wants to see before training: labels, adversarial share, intent lengths."""
     out = {

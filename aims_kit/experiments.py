@@ -32,14 +32,6 @@ def load_splits(source: str = "", seed: int = 22) -> data.Splits:
     return data.split_aims(data.load_aims(source or None), seed=seed)
 
 
-def limit_rows(frame: pd.DataFrame, limit: int) -> pd.DataFrame:
-    """At most ``limit`` rows, balanced over labels (``0``: all rows). For quick smoke runs."""
-    if not limit or limit >= len(frame):
-        return frame
-    per_label = max(1, limit // frame["label"].nunique())
-    return frame.groupby("label", group_keys=False).head(per_label).reset_index(drop=True)
-
-
 def train_settings(params: dict, condition: formats.Condition, *, lora: LoraSettings | None = None) -> TrainSettings:
     """Training settings from notebook parameters; ``learning_rate`` 0 picks the paper's rate."""
     return TrainSettings(
@@ -180,7 +172,7 @@ def mine_dpo_pairs(params: dict, splits: data.Splits, sft_dir: Path, variant: st
     mined, reports = {}, {}
     for split in ("train", "val"):
         set_seed(settings.seed)
-        frame = limit_rows(getattr(splits, split), params.get("dpo_max_prompts", 0))
+        frame = data.balanced_head(getattr(splits, split), params.get("dpo_max_prompts", 0))
         mined[split], reports[split] = mine_pairs(frame, generator, settings, judge=judge)
     return MinedPairs(mined["train"], mined["val"], reports, settings)
 
@@ -238,8 +230,8 @@ def distill_traces(params: dict, splits: data.Splits, conditions: list[str], tea
 
     teacher = make_teacher(teacher_spec)
     limit = params.get("distill_max_rows", 0)
-    train = limit_rows(splits.train, limit)
-    val = limit_rows(splits.val, max(8, limit // 4) if limit else 0)
+    train = data.balanced_head(splits.train, limit)
+    val = data.balanced_head(splits.val, max(8, limit // 4) if limit else 0)
     trace_sets, skipped = collect_traces(teacher, train, val, conditions)
     return trace_sets, skipped, teacher.name
 
@@ -279,7 +271,7 @@ def evaluate_run(run_dir: Path, frame: pd.DataFrame, dataset: str, params: dict)
         return None
     config = results.read_run_config(run_dir)
     model, tokenizer = load_trained(run_dir)
-    frame = limit_rows(frame, params.get("eval_limit", 0))
+    frame = data.balanced_head(frame, params.get("eval_limit", 0))
     budget = evaluation.answer_budget(params, config["condition"])
     engine = vllm_backend.engine_for_run(run_dir, model, tokenizer, frame["Prompt"], config["condition"], budget, params)
     metrics, predictions = evaluation.evaluate(

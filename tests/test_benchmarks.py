@@ -147,10 +147,3 @@ def test_discover_prefers_local_then_falls_back_and_says_why(tmp_path):
     assert "not a real benchmark" in found["harmbench"].note and "no local file" in found["harmbench"].note
     skipped = benchmarks.discover(["harmbench"], sources=["local"], benchmark_paths=[str(folder)])[0]
     assert skipped.kind == "skipped" and skipped.frame is None and str(folder) in skipped.note
-
-
-def test_subsample_is_seeded_and_keeps_the_label_share():
-    frame = pd.DataFrame({"Prompt": [f"p{i}" for i in range(100)], "label": ["harmful"] * 40 + ["safe"] * 60})
-    a, b = benchmarks.subsample(frame, 20, seed=1), benchmarks.subsample(frame, 20, seed=1)
-    assert a.equals(b) and len(a) == 20 and (a["label"] == "harmful").sum() == 8
-    assert benchmarks.subsample(frame, 0) is frame

@@ -124,3 +124,17 @@ def test_split_is_seeded():
     a, b, c = (data.split_aims(loaded, seed=s) for s in (5, 5, 6))
     assert list(a.test["ID"]) == list(b.test["ID"])
     assert list(a.test["ID"]) != list(c.test["ID"])
+
+
+def test_stratified_sample_is_seeded_and_keeps_the_label_share():
+    frame = pd.DataFrame({"Prompt": [f"p{i}" for i in range(100)], "label": ["harmful"] * 40 + ["safe"] * 60})
+    a, b = data.stratified_sample(frame, 20, seed=1), data.stratified_sample(frame, 20, seed=1)
+    assert a.equals(b) and len(a) == 20 and (a["label"] == "harmful").sum() == 8
+    assert data.stratified_sample(frame, 0) is frame
+
+
+def test_balanced_head_takes_the_first_rows_of_each_label():
+    frame = pd.DataFrame({"Prompt": [f"p{i}" for i in range(10)], "label": ["harmful"] * 3 + ["safe"] * 7})
+    out = data.balanced_head(frame, 4)
+    assert list(out["Prompt"]) == ["p0", "p1", "p3", "p4"]
+    assert data.balanced_head(frame, 0) is frame and data.balanced_head(frame, 10) is frame

@@ -27,7 +27,7 @@ from typing import Literal
 
 import pandas as pd
 
-from .. import evaluation, formats
+from .. import data, evaluation, formats
 from ..judges import OnFailure, make_judge
 from ..models import LoraSettings, has_cuda, load_model, load_trained
 from ..results import atomic_write_json, atomic_write_jsonl
@@ -172,9 +172,7 @@ class _ValSelection:
     """Evaluate the policy on val every ``eval_steps`` steps; keep the adapter with the best F1."""
 
     def __init__(self, val: pd.DataFrame, tokenizer, run_dir: Path, settings: GRPOSettings):
-        from ..experiments import limit_rows
-
-        self.val = limit_rows(val, settings.val_limit)
+        self.val = data.balanced_head(val, settings.val_limit)
         self.tokenizer = tokenizer
         self.adapter_dir = run_dir / "adapter"
         self.settings = settings
