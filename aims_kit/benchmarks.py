@@ -28,8 +28,6 @@ import gzip
 import io
 import json
 import os
-import socket
-import urllib.parse
 import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -38,6 +36,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from . import hub
 from .data import AimsDataError, is_missing, iter_jsonl
 from .paths import REPO_DIR
 
@@ -47,9 +46,6 @@ PATHS_ENV = "AIMS_KIT_BENCHMARKS"
 #: Where a checkout next to the project's shared folder finds the real files (e.g. XSTest).
 SHARED_DIR = REPO_DIR.parent / "shared" / "benchmarks"
 SOURCES = ("local", "hub", "fixture")
-#: Seconds :func:`hub_unreachable` waits for the hub. Offline, ``datasets`` itself retries for
-#: about 25 s per benchmark before it gives up.
-HUB_PROBE_TIMEOUT = 3.0
 
 
 class BenchmarkError(AimsDataError):
@@ -417,24 +413,6 @@ class Found:
         return f"fixture:{self.name}" if self.kind == "fixture" else f"bench:{self.name}"
 
 
-def hub_unreachable(timeout: float = HUB_PROBE_TIMEOUT) -> str | None:
-    """Why the Hugging Face hub cannot be used right now, or ``None`` when it accepts a connection.
-
-    Offline mode (``HF_HUB_OFFLINE`` / ``HF_DATASETS_OFFLINE``), or no TCP connection to the hub
-    endpoint (``HF_ENDPOINT``) within ``timeout`` seconds.
-    """
-    for variable in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
-        if os.environ.get(variable, "").strip().lower() in ("1", "true", "yes", "on"):
-            return f"{variable} is set"
-    url = urllib.parse.urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        socket.create_connection((url.hostname, port), timeout=timeout).close()
-    except OSError as err:
-        return f"no connection to {url.hostname}:{port}: {err.strerror or err}"
-    return None
-
-
 def discover(
     names: list[str] | tuple[str, ...] | None = None,
     *,
@@ -448,7 +426,7 @@ def discover(
     uses the kit's own few-row file (reported as a fixture, not a benchmark). A local file that
     exists but is malformed is an error, not a skip: the user meant it to be read.
 
-    The hub is probed once first (:func:`hub_unreachable`, seconds) and dropped for the whole
+    The hub is probed once first (:func:`aims_kit.hub.unreachable`, seconds) and dropped for the whole
     call when it is unreachable, or when a load fails for want of a connection; ``log`` gets one
     line saying so, and each benchmark's note says what it fell back to.
     """
@@ -460,7 +438,7 @@ def discover(
         log(f"benchmarks: the Hugging Face hub is unreachable ({reason}); falling back to the next source")
         return reason
 
-    hub_down = hub_unreachable() if "hub" in sources else None
+    hub_down = hub.unreachable() if "hub" in sources else None
     if hub_down:
         hub_gone(hub_down)
     found = []

@@ -10,13 +10,12 @@ offline default (SmolLM2-135M-Instruct on CPU) and the tests exercise is the pat
 from __future__ import annotations
 
 import logging
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 
+from . import hub
 from .distributed import local_rank
 from .paths import outputs_dir
 
@@ -98,7 +97,7 @@ def resolve_model_id(name: str, cache_dir: Path | None = None, *, log=print) -> 
     if cached is not None:
         log(f"Model {name}: from the Hugging Face cache ({cached})")
         return str(cached)
-    if hub_reachable():
+    if hub.unreachable() is None:
         log(f"Model {name}: from the Hugging Face hub")
         return name
     from . import offline_models
@@ -135,25 +134,6 @@ def _hub_cache_snapshot(name: str) -> Path | None:
         return None
     folder = Path(config).parent
     return folder if any(folder.glob("*.safetensors")) else None
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the Hugging Face endpoint accepts a connection within ``timeout`` seconds.
-
-    Asked before any hub download because, offline, ``from_pretrained`` retries for about half
-    a minute before giving up; ``HF_HUB_OFFLINE=1`` answers no without asking.
-    """
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return False
-    endpoint = urlparse(constants.ENDPOINT)
-    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
-    try:
-        socket.create_connection((endpoint.hostname, port), timeout=timeout).close()
-    except OSError:
-        return False
-    return True
 
 
 def has_cuda() -> bool:

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 
-from aims_kit import models, offline_models
+from aims_kit import hub, models, offline_models
 from aims_kit.offline_models import OfflineModelError, WheelModel
 
 CHATML = (
@@ -282,11 +282,11 @@ def no_network(monkeypatch, tmp_path):
         raise AssertionError("the resolver opened a network connection")
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    monkeypatch.setattr(models.socket, "create_connection", refuse)
+    monkeypatch.setattr(hub.socket, "create_connection", refuse)
 
 
 def _offline(monkeypatch) -> None:
-    monkeypatch.setattr(models, "hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(hub, "unreachable", lambda timeout=3.0: "offline")
 
 
 def _fake_hub_snapshot(cache: Path, repo_id: str, files: dict[str, str]) -> Path:
@@ -309,7 +309,7 @@ def test_a_local_folder_wins_and_asks_nothing_else(tmp_path, monkeypatch, no_net
         raise AssertionError("asked another source for a local folder")
 
     monkeypatch.setattr(models, "_hub_cache_snapshot", must_not_ask)
-    monkeypatch.setattr(models, "hub_reachable", must_not_ask)
+    monkeypatch.setattr(hub, "unreachable", must_not_ask)
     lines: list[str] = []
     assert models.resolve_model_id(str(folder), tmp_path / "models", log=lines.append) == str(folder)
     assert lines == []  # a folder the user named is not announced (the resolver's documented contract)
@@ -329,12 +329,12 @@ def test_a_cached_config_without_weights_is_not_a_snapshot(tmp_path, monkeypatch
 
     _fake_hub_snapshot(Path(constants.HF_HUB_CACHE), "org/half", {"config.json": "{}"})
     assert models._hub_cache_snapshot("org/half") is None
-    monkeypatch.setattr(models, "hub_reachable", lambda timeout=3.0: True)
+    monkeypatch.setattr(hub, "unreachable", lambda timeout=3.0: None)
     assert models.resolve_model_id("org/half", tmp_path / "models", log=lambda _: None) == "org/half"
 
 
 def test_a_reachable_hub_returns_the_hub_id(tmp_path, monkeypatch, no_network):
-    monkeypatch.setattr(models, "hub_reachable", lambda timeout=3.0: True)
+    monkeypatch.setattr(hub, "unreachable", lambda timeout=3.0: None)
     lines: list[str] = []
     assert models.resolve_model_id("org/remote", tmp_path / "models", log=lines.append) == "org/remote"
     assert lines == ["Model org/remote: from the Hugging Face hub"]
@@ -381,10 +381,10 @@ def test_hub_offline_setting_answers_no_without_a_socket(monkeypatch, no_network
 
     # huggingface_hub reads HF_HUB_OFFLINE=1 (or TRANSFORMERS_OFFLINE=1) into this constant at import
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    assert models.hub_reachable() is False
+    assert hub.unreachable() is not None
 
 
-def test_hub_reachable_asks_the_configured_endpoint(monkeypatch):
+def test_hub_probe_asks_the_configured_endpoint(monkeypatch):
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
@@ -393,9 +393,9 @@ def test_hub_reachable_asks_the_configured_endpoint(monkeypatch):
         server.listen()
         port = server.getsockname()[1]
         monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
-        assert models.hub_reachable(timeout=2.0) is True
+        assert hub.unreachable(timeout=2.0) is None
     monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")  # closed now: refused
-    assert models.hub_reachable(timeout=2.0) is False
+    assert hub.unreachable(timeout=2.0) is not None
 
 
 # --- the real default model -----------------------------------------------------------------------
@@ -416,7 +416,7 @@ def test_real_smollm2_default_model_path(tmp_path, monkeypatch):
     from aims_kit.training.common import TrainSettings
     from aims_kit.training.sft import train_sft
 
-    monkeypatch.setattr(models, "hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(hub, "unreachable", lambda timeout=3.0: "offline")
     monkeypatch.setattr(models, "_hub_cache_snapshot", lambda name: None)
     spec = offline_models.WHEEL_MODELS[SMOLLM2]
     try:

@@ -315,7 +315,7 @@ def test_hub_connection_error_falls_back_once_and_says_so(monkeypatch, tmp_path)
 
     import datasets
 
-    from aims_kit import benchmarks
+    from aims_kit import benchmarks, hub
 
     calls = []
 
@@ -325,7 +325,7 @@ def test_hub_connection_error_falls_back_once_and_says_so(monkeypatch, tmp_path)
 
     monkeypatch.setattr(benchmarks, "SHARED_DIR", tmp_path)  # no local files
     monkeypatch.delenv(benchmarks.PATHS_ENV, raising=False)
-    monkeypatch.setattr(benchmarks, "hub_unreachable", lambda: None, raising=False)  # the probe got through; the load does not
+    monkeypatch.setattr(hub, "unreachable", lambda: None)  # the probe got through; the load does not
     monkeypatch.setattr(datasets, "load_dataset", no_connection)
     lines = []
     start = time.perf_counter()
@@ -343,7 +343,7 @@ def test_unreachable_hub_endpoint_is_detected_in_seconds(monkeypatch, tmp_path):
 
     import datasets
 
-    from aims_kit import benchmarks
+    from aims_kit import benchmarks, hub
 
     with socket.socket() as sock:  # a local port nothing listens on
         sock.bind(("127.0.0.1", 0))
@@ -360,7 +360,7 @@ def test_unreachable_hub_endpoint_is_detected_in_seconds(monkeypatch, tmp_path):
     assert time.perf_counter() - start < 5
     assert [f.kind for f in found] == ["fixture", "fixture"] and len(lines) == 1 and f"127.0.0.1:{port}" in lines[0]
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert benchmarks.hub_unreachable() == "HF_HUB_OFFLINE is set"
+    assert hub.unreachable() == "HF_HUB_OFFLINE is set"
 
 
 # ---------------------------------------------------------------- 6. fallbacks are counted or fail loudly
