@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import benchmarks, data, evaluation, results, stats
+from . import benchmarks, data, evaluation, generation, results, stats
 from .benchmarks import Found
 
 #: Columns of the benchmark table: point estimates, intervals, baselines, both latencies.
@@ -105,7 +105,7 @@ def evaluate_loaded(run: LoadedRun, frame: pd.DataFrame, dataset: str, params: d
         from . import vllm_backend
 
         condition = run.config["condition"]
-        budget = evaluation.answer_budget(params, condition)
+        budget = generation.answer_budget(params, condition)
         # The backend the run's test split was scored with (same ``backend`` rule, same shared engine).
         engine = run.engine if run.engine is not None else vllm_backend.engine_for_run(run.run_dir, run.model, run.tokenizer, frame["Prompt"], condition, budget, params)
         scores, predictions = evaluation.evaluate(

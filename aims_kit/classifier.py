@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
-from . import evaluation, formats
+from . import formats, generation
 from .benchmark_runs import LoadedRun, load_run
 from .profiles import PROFILES
 
@@ -43,7 +43,7 @@ class Classification:
 
 def answer_budget(config: dict) -> int:
     """The answer budget the run was evaluated with: its profile's (defaults for a custom profile)."""
-    return evaluation.answer_budget(PROFILES.get(config.get("profile", ""), {}), config.get("condition", "label_only"))
+    return generation.answer_budget(PROFILES.get(config.get("profile", ""), {}), config.get("condition", "label_only"))
 
 
 class Classifier:
@@ -78,15 +78,15 @@ class Classifier:
 
     def _classify_generative(self, prompts: list[str], desc: str) -> list[Classification]:
         model, tokenizer, engine = self.run.model, self.run.tokenizer, self.run.engine
-        sent, conversations, _ = evaluation.classifier_inputs(model, tokenizer, prompts, self.condition, self.max_new_tokens)
-        gen = evaluation.generate_answers(
+        sent, conversations, _ = generation.classifier_inputs(model, tokenizer, prompts, self.condition, self.max_new_tokens)
+        gen = generation.generate_answers(
             model, tokenizer, conversations, condition=self.condition, max_new_tokens=self.max_new_tokens,
             batch_size=self.batch_size, engine=engine, desc=desc,
         )
         p_harmful: list[float | None] = [None] * len(prompts)
         if self.condition == "label_only" and model is not None:
             try:
-                p_harmful = list(evaluation.score_labels(model, tokenizer, sent, batch_size=self.batch_size)[0])
+                p_harmful = list(generation.score_labels(model, tokenizer, sent, batch_size=self.batch_size)[0])
             except ValueError:  # the tokenizer cannot tell the labels apart by their first token
                 pass
         ms = 1000 * gen.seconds / len(prompts)

@@ -1,6 +1,7 @@
-"""Evaluation: batched greedy generation, parsing, metrics and latency as the paper measured it.
+"""Evaluation: parsing, metrics and latency as the paper measured it, and the prediction records.
 
-Throughput latency (DESIGN.md §6) is the wall clock of generating the whole set in batches
+Answers come from :mod:`aims_kit.generation`; this module scores them. Throughput latency
+(docs/design.md §Evaluation) is the wall clock of generating the whole set in batches
 divided by the number of prompts; generated tokens per prompt go beside it because a model that
 reasons at length pays for it there. Single-request latency (p50 / p95 ms at batch size 1 over a
 fixed sample) is what one user waiting for one verdict sees; both are recorded.
@@ -10,206 +11,14 @@ from __future__ import annotations
 
 import platform
 import time
-import warnings
-from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 import torch
 
 from . import formats, metrics, stats
-from .progress import progress_bar
-
-
-@dataclass
-class Generation:
-    texts: list[str]
-    new_tokens: list[int]
-    seconds: float
-
-
-def chat_inputs(tokenizer, conversations: Sequence[list[dict]]) -> list[list[int]]:
-    """Token ids of each conversation with the assistant turn opened (the generation prompt).
-
-    Rendered with :data:`aims_kit.formats.CHAT_TEMPLATE_KWARGS`: a thinking template (Qwen3)
-    then ends the prompt in its empty think block, so the next token is the answer's first.
-    """
-    return [
-        list(tokenizer.apply_chat_template(
-            conv, add_generation_prompt=True, tokenize=True, return_dict=False, **formats.CHAT_TEMPLATE_KWARGS
-        ))
-        for conv in conversations
-    ]
-
-
-#: Texts after which an answer is complete: generation stops there for that row, even if the
-#: model would ramble on. (Label-only answers end at end-of-turn: "harmful" is inside "unharmful".)
-LABEL_STOPS = tuple(f"{field}: {label}" for field in ("Harm", "harm") for label in ("harmful", "unharmful", "safe"))
-
-
-@torch.inference_mode()
-def generate(
-    model,
-    tokenizer,
-    conversations: Sequence[list[dict]],
-    *,
-    max_new_tokens: int = 64,
-    batch_size: int = 32,
-    do_sample: bool = False,
-    temperature: float = 1.0,
-    num_return_sequences: int = 1,
-    stop_strings: Sequence[str] = (),
-    desc: str = "generating",
-) -> Generation:
-    """Generate for every conversation, batched by similar length with left padding and KV cache.
-
-    Rows are sorted by prompt length so a batch wastes little on padding, then put back in
-    input order. With ``num_return_sequences=k`` the outputs of row i are at ``i*k … i*k+k-1``.
-    A row stops at end-of-turn or at any of ``stop_strings``; the check runs on token tensors
-    inside ``generate`` (transformers' stop-string criteria), not per row in Python.
-    On a CUDA out-of-memory error the batch is halved and generation continues (said once).
-    """
-    encoded = chat_inputs(tokenizer, conversations)
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-    k = num_return_sequences
-    texts: list[str] = [""] * (len(encoded) * k)
-    counts: list[int] = [0] * (len(encoded) * k)
-    eos_ids = _eos_ids(model, tokenizer)
-    pad_id = tokenizer.pad_token_id
-    stopping = _stop_criteria(tokenizer, stop_strings)
-    start = time.perf_counter()
-    pending = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    halved = False
-    bar = progress_bar(len(order), desc=desc, unit="prompt")
-    while pending:
-        batch = pending.pop(0)
-        try:
-            out = _generate_batch(model, [encoded[i] for i in batch], pad_id, eos_ids, stopping, max_new_tokens, do_sample, temperature, k)
-        except torch.cuda.OutOfMemoryError:
-            if len(batch) == 1:
-                raise
-            torch.cuda.empty_cache()
-            half = len(batch) // 2
-            if not halved:
-                warnings.warn(f"CUDA out of memory at batch size {len(batch)}: halving the batch and continuing", stacklevel=2)
-                halved = True
-            pending[:0] = [batch[:half], batch[half:]]
-            continue
-        for j, seq in enumerate(out):
-            row, sample = batch[j // k], j % k
-            used = _until_eos(seq, [*eos_ids, pad_id])
-            texts[row * k + sample] = tokenizer.decode(used, skip_special_tokens=True).strip()
-            counts[row * k + sample] = len(used) + (1 if len(used) < len(seq) else 0)
-        bar.update(len(batch))
-    bar.close()
-    return Generation(texts=texts, new_tokens=counts, seconds=time.perf_counter() - start)
-
-
-def _generate_batch(model, ids, pad_id, eos_ids, stopping, max_new_tokens, do_sample, temperature, k) -> list[list[int]]:
-    """One left-padded batch through ``model.generate``; returns the new tokens of each sequence."""
-    width = max(len(x) for x in ids)
-    input_ids = torch.tensor([[pad_id] * (width - len(x)) + x for x in ids], device=model.device)
-    attention = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=model.device)
-    out = model.generate(
-        input_ids=input_ids,
-        attention_mask=attention,
-        max_new_tokens=max_new_tokens,
-        do_sample=do_sample,
-        temperature=temperature if do_sample else None,
-        top_p=None,
-        top_k=None,
-        num_return_sequences=k,
-        eos_token_id=eos_ids,
-        pad_token_id=pad_id,
-        stopping_criteria=stopping,
-        use_cache=True,
-    )
-    return out[:, width:].tolist()
-
-
-def _stop_criteria(tokenizer, stop_strings: Sequence[str]):
-    if not stop_strings:
-        return None
-    from transformers import StoppingCriteriaList, StopStringCriteria
-
-    return StoppingCriteriaList([StopStringCriteria(tokenizer, list(stop_strings))])
-
-
-def _eos_ids(model, tokenizer) -> list[int]:
-    ids = model.generation_config.eos_token_id
-    ids = [ids] if isinstance(ids, int) else list(ids or [])
-    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
-        ids.append(tokenizer.eos_token_id)
-    return ids
-
-
-def _until_eos(seq: list[int], eos_ids: list[int]) -> list[int]:
-    for position, token in enumerate(seq):
-        if token in eos_ids:
-            return seq[:position]
-    return seq
-
-
-def answer_budget(params: dict, condition: str) -> int:
-    """Tokens an answer may take: reasoning answers get the (longer) distillation budget.
-
-    One rule for every place a run is evaluated, so a reasoning model is never cut off before
-    its label on one dataset and given room on another.
-    """
-    if condition.startswith("reasoning"):
-        return int(params.get("distill_max_new_tokens", 256))
-    return int(params.get("max_new_tokens", 64))
-
-
-def max_prompt_tokens(model, max_new_tokens: int, cap: int = 4096) -> int:
-    """How many prompt tokens fit beside the answer in the model's context (at most ``cap``)."""
-    context = getattr(model.config, "max_position_embeddings", None) or cap
-    return max(16, min(cap, context) - max_new_tokens - 64)  # 64: room for the instruction and chat tokens
-
-
-def truncate_prompts(tokenizer, prompts: list[str], max_tokens: int) -> tuple[list[str], int]:
-    """Cut prompts longer than ``max_tokens`` tokens (keeping the start); returns them and how many were cut.
-
-    Truncation is explicit and counted (``truncated_prompts`` in every record), never silent.
-    """
-    out, cut = [], 0
-    for prompt in prompts:
-        ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        if len(ids) > max_tokens:
-            prompt, cut = tokenizer.decode(ids[:max_tokens]), cut + 1
-        out.append(prompt)
-    return out, cut
-
-
-@torch.inference_mode()
-def score_labels(model, tokenizer, prompts: Sequence[str], *, batch_size: int = 64) -> tuple[list[float], float]:
-    """P(harmful) for a label-only model from one forward pass per prompt, no generation.
-
-    The answer's first token decides: P(harmful) = p(first token of "harmful") normalised
-    against p(first token of "safe"). This is the floor of what a generative classifier costs,
-    and the probability feeds threshold sweeps and PR curves. Returns (probabilities, seconds).
-    The logits are read at the end of :func:`chat_inputs`' prompt, after a thinking template's
-    forced empty ``<think></think>`` block, where the answer starts.
-    """
-    first = {label: tokenizer(label, add_special_tokens=False)["input_ids"][0] for label in formats.LABELS}
-    if first["harmful"] == first["safe"]:
-        raise ValueError("this tokenizer starts 'harmful' and 'safe' with the same token; use generation")
-    encoded = chat_inputs(tokenizer, [formats.prompt_messages(p, "label_only") for p in prompts])
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-    probs = [0.0] * len(encoded)
-    pad_id = tokenizer.pad_token_id
-    start = time.perf_counter()
-    for i in range(0, len(order), batch_size):
-        batch = order[i:i + batch_size]
-        width = max(len(encoded[j]) for j in batch)
-        input_ids = torch.tensor([[pad_id] * (width - len(encoded[j])) + encoded[j] for j in batch], device=model.device)
-        attention = (torch.arange(width, device=model.device)[None, :] >= (width - torch.tensor([len(encoded[j]) for j in batch], device=model.device))[:, None]).long()
-        logits = model(input_ids=input_ids, attention_mask=attention).logits[:, -1, :]
-        pair = torch.stack([logits[:, first["harmful"]], logits[:, first["safe"]]], dim=-1).float().softmax(-1)[:, 0]
-        for j, p in zip(batch, pair.tolist()):
-            probs[j] = p
-    return probs, time.perf_counter() - start
+from .generation import Generation, classifier_inputs, generate_answers, score_labels
 
 
 def _label_scores(model, tokenizer, prompts: list[str], batch_size: int) -> dict | None:
@@ -258,33 +67,6 @@ def single_request_latency(run_one: Callable[[int], object], n_items: int, sampl
         times.append(1000 * (time.perf_counter() - start))
     p50, p95 = np.percentile(times, [50, 95])
     return {"latency_p50_ms": float(p50), "latency_p95_ms": float(p95), "latency_n": len(times), "latency_batch_size": 1}
-
-
-def classifier_inputs(model, tokenizer, prompts: list[str], condition: formats.Condition, max_new_tokens: int) -> tuple[list[str], list[list[dict]], int]:
-    """The prompts as the classifier sees them, their chat conversations, and how many were cut.
-
-    Long prompts are cut to fit the context beside the answer (counted, never silent). Without a
-    local model (a served one, ``model`` None) prompts go as they are: the server owns its context.
-    """
-    n_truncated = 0
-    if model is not None:
-        prompts, n_truncated = truncate_prompts(tokenizer, prompts, max_prompt_tokens(model, max_new_tokens))
-    return prompts, [formats.prompt_messages(p, condition) for p in prompts], n_truncated
-
-
-def generate_answers(
-    model, tokenizer, conversations: Sequence[list[dict]], *, condition: formats.Condition, max_new_tokens: int,
-    batch_size: int = 32, engine=None, desc: str = "classifying",
-) -> Generation:
-    """Greedy answers through ``engine`` (vLLM, a served endpoint) or transformers, stopping at the label.
-
-    The one generation path of every classification (evaluation, :class:`aims_kit.Classifier`,
-    the playground), so a verdict never depends on which of them asked.
-    """
-    stops = () if condition == "label_only" else LABEL_STOPS
-    if engine is not None:
-        return engine.generate(conversations, max_new_tokens=max_new_tokens, stop_strings=stops)
-    return generate(model, tokenizer, conversations, max_new_tokens=max_new_tokens, batch_size=batch_size, stop_strings=stops, desc=desc)
 
 
 def evaluate(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import data, evaluation, formats, results
+from . import data, evaluation, formats, generation, results
 from .models import LoraSettings, load_trained
 from .training.common import TrainSettings
 from .training.grpo import CONDITION as GRPO_CONDITION
@@ -272,7 +272,7 @@ def evaluate_run(run_dir: Path, frame: pd.DataFrame, dataset: str, params: dict)
     config = results.read_run_config(run_dir)
     model, tokenizer = load_trained(run_dir)
     frame = data.balanced_head(frame, params.get("eval_limit", 0))
-    budget = evaluation.answer_budget(params, config["condition"])
+    budget = generation.answer_budget(params, config["condition"])
     engine = vllm_backend.engine_for_run(run_dir, model, tokenizer, frame["Prompt"], config["condition"], budget, params)
     metrics, predictions = evaluation.evaluate(
         model,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import formats, results
 from .classifier import answer_budget
-from .evaluation import LABEL_STOPS
+from .generation import LABEL_STOPS
 
 #: Record columns the model card's table shows, in order.
 CARD_COLUMNS = ("n", "f1", "precision", "recall", "parse_failure_rate", "ms_per_prompt", "tokens_per_prompt")

@@ -154,7 +154,7 @@ class HubModelJudge:
         self.name = self.name or f"hub:{self.model_id}"
 
     def grade(self, pairs: Sequence[tuple[str, str]]) -> list[Grade]:
-        from .evaluation import generate
+        from .generation import generate
         from .models import load_model
 
         if self._loaded is None:

@@ -17,7 +17,7 @@ from typing import Sequence
 from urllib.parse import urlparse
 
 from .endpoints import EndpointError, chat_reply
-from .evaluation import Generation
+from .generation import Generation
 
 
 class EndpointEngine:

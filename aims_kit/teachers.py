@@ -199,7 +199,7 @@ class ChatTeacher:
 
 @dataclass
 class HubTeacher:
-    """A local folder or hub causal LM as teacher, greedy, batched through :func:`aims_kit.evaluation.generate`."""
+    """A local folder or hub causal LM as teacher, greedy, batched through :func:`aims_kit.generation.generate`."""
 
     model_id: str
     batch_size: int = 8
@@ -211,7 +211,7 @@ class HubTeacher:
         self.name = self.name or f"hub:{self.model_id}"
 
     def traces(self, frame: pd.DataFrame, condition: DistillCondition) -> list[Trace]:
-        from .evaluation import generate
+        from .generation import generate
         from .models import load_model
 
         if self._loaded is None:

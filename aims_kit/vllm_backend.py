@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import formats
-from .evaluation import Generation, generate
+from .generation import Generation, generate
 from .models import has_cuda, resolve_model_id
 from .results import read_run_config
 

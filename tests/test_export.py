@@ -3,7 +3,7 @@
 import pytest
 from run_factory import SMOKE_MODEL, adapter_run
 
-from aims_kit import benchmark_runs, evaluation, experiments, formats, models, results
+from aims_kit import benchmark_runs, experiments, formats, generation, models, results
 from aims_kit.__main__ import main
 from aims_kit.export import export_run
 
@@ -19,7 +19,7 @@ def evaluated_run(tmp_path_factory):
 
 def _answers(model, tokenizer, prompts: list[str]) -> list[str]:
     conversations = [formats.prompt_messages(p, "intent_label") for p in prompts]
-    return evaluation.generate_answers(model, tokenizer, conversations, condition="intent_label", max_new_tokens=24, desc="").texts
+    return generation.generate_answers(model, tokenizer, conversations, condition="intent_label", max_new_tokens=24, desc="").texts
 
 
 def test_exported_folder_loads_with_plain_transformers_and_labels_like_the_run(evaluated_run, tmp_path, capsys):

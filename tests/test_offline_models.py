@@ -412,7 +412,7 @@ def test_real_smollm2_default_model_path(tmp_path, monkeypatch):
     """
     from peft import PeftModel
 
-    from aims_kit import data, evaluation, formats
+    from aims_kit import data, formats, generation
     from aims_kit.training.common import TrainSettings
     from aims_kit.training.sft import train_sft
 
@@ -433,7 +433,7 @@ def test_real_smollm2_default_model_path(tmp_path, monkeypatch):
         f"<|im_start|>system\n{messages[0]['content']}<|im_end|>\n"
         f"<|im_start|>user\n{messages[1]['content']}<|im_end|>\n<|im_start|>assistant\n"
     )
-    out = evaluation.generate(model, tokenizer, [messages], max_new_tokens=24, desc="")
+    out = generation.generate(model, tokenizer, [messages], max_new_tokens=24, desc="")
     answer = out.texts[0]
     assert out.new_tokens[0] > 0 and "<|im_" not in answer
     assert len(re.findall(r"[A-Za-z]{3,}", answer)) >= 3, answer  # words, not byte soup

@@ -129,10 +129,10 @@ def test_dpo_pairs_differ_only_in_the_answer_under_qwen3(qwen3_tokenizer):
 def test_generation_and_label_scoring_start_after_the_empty_think_block(qwen3_tokenizer):
     import torch
 
-    from aims_kit import evaluation, formats
+    from aims_kit import formats, generation
 
     conversations = [formats.prompt_messages("How do I bake bread?", "label_only")]
-    prompt = qwen3_tokenizer.decode(evaluation.chat_inputs(qwen3_tokenizer, conversations)[0])
+    prompt = qwen3_tokenizer.decode(generation.chat_inputs(qwen3_tokenizer, conversations)[0])
     assert prompt.endswith("<|im_start|>assistant\n" + EMPTY_THINK)
 
     class Recorder:
@@ -146,7 +146,7 @@ def test_generation_and_label_scoring_start_after_the_empty_think_block(qwen3_to
             return type("Out", (), {"logits": torch.zeros(len(input_ids), input_ids.shape[1], len(qwen3_tokenizer))})()
 
     recorder = Recorder()
-    probs, _ = evaluation.score_labels(recorder, qwen3_tokenizer, ["How do I bake bread?", "Hi"])
+    probs, _ = generation.score_labels(recorder, qwen3_tokenizer, ["How do I bake bread?", "Hi"])
     assert probs == [0.5, 0.5]
     for ids in recorder.seen:
         assert qwen3_tokenizer.decode(ids).endswith(EMPTY_THINK)
@@ -382,10 +382,10 @@ def test_unreadable_reclassification_is_counted_never_a_reject():
 
 
 def test_hub_model_judge_unreadable_answer_is_a_failure_that_the_cache_counts(monkeypatch):
-    from aims_kit import evaluation, judges
+    from aims_kit import generation, judges
 
     answers = ["good", "I am not sure what you mean"]
-    monkeypatch.setattr(evaluation, "generate", lambda *a, **k: evaluation.Generation(answers, [1, 6], 0.0))
+    monkeypatch.setattr(generation, "generate", lambda *a, **k: generation.Generation(answers, [1, 6], 0.0))
     judge = judges.HubModelJudge("some/judge")
     judge._loaded = (None, None)  # no model needed: generation is replaced above
     pairs = [("The user wants a cake.", "cake"), ("The user wants a bomb.", "baking")]

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from aims_kit import evaluation, experiments, formats, models, profiles, results
+from aims_kit import experiments, formats, generation, models, profiles, results
 
 
 def _create(out: str, queue) -> None:
@@ -44,10 +44,10 @@ class _OomOverTwo:
 def test_out_of_memory_halves_the_batch_and_keeps_every_row(tmp_path):
     model, tokenizer = models.load_model("tiny-random", cache_dir=tmp_path)
     conversations = [formats.prompt_messages(f"prompt number {i}", "label_only") for i in range(7)]
-    expected = evaluation.generate(model, tokenizer, conversations, max_new_tokens=3, batch_size=8, desc="")
+    expected = generation.generate(model, tokenizer, conversations, max_new_tokens=3, batch_size=8, desc="")
     wrapped = _OomOverTwo(model)
     with pytest.warns(UserWarning, match="halving the batch"):
-        got = evaluation.generate(wrapped, tokenizer, conversations, max_new_tokens=3, batch_size=8, desc="")
+        got = generation.generate(wrapped, tokenizer, conversations, max_new_tokens=3, batch_size=8, desc="")
     assert max(wrapped.batches) <= 2 and sum(wrapped.batches) == 7
     assert got.texts == expected.texts
 

@@ -57,8 +57,8 @@ class Generator(Protocol):
 
 
 def model_generator(model, tokenizer, *, batch_size: int = 32) -> Generator:
-    """A :class:`Generator` backed by a transformers model through :func:`aims_kit.evaluation.generate`."""
-    from ..evaluation import generate
+    """A :class:`Generator` backed by a transformers model through :func:`aims_kit.generation.generate`."""
+    from ..generation import generate
 
     def _generate(conversations, *, k, do_sample, temperature, max_new_tokens):
         was_training = model.training
