@@ -6,7 +6,7 @@ import json
 import pandas as pd
 import pytest
 
-from aims_kit import benchmarks
+from aims_kit import benchmark_registry, benchmarks
 from aims_kit.benchmarks import BenchmarkError
 from aims_kit.data import AimsDataError
 from aims_kit.training.common import SplitHygieneError, require_split
@@ -25,7 +25,7 @@ EXPECTED = {  # (rows with a known label, harmful rows, unknown rows skipped) of
 
 def test_registry_covers_the_eight_benchmarks_and_the_paper_five():
     assert set(benchmarks.REGISTRY) == set(EXPECTED)
-    assert set(benchmarks.PAPER_FIVE) == {"wildguardtest", "xstest", "toxicchat", "aegis2", "openai_moderation"}
+    assert set(benchmark_registry.PAPER_FIVE) == {"wildguardtest", "xstest", "toxicchat", "aegis2", "openai_moderation"}
     for bench in benchmarks.REGISTRY.values():
         assert bench.hub_id and bench.licence and bench.upstream and bench.fixture and bench.local_names
 
