@@ -114,7 +114,7 @@ def main_classify(args: argparse.Namespace) -> int:
 
 def main_eval(args: argparse.Namespace) -> int:
     """Evaluate one run on one benchmark; print one JSON line of metrics (no predictions)."""
-    from . import benchmark_runs, benchmarks
+    from . import benchmark_eval, benchmarks
     from .results import resolve_out_dir
 
     try:
@@ -128,20 +128,20 @@ def main_eval(args: argparse.Namespace) -> int:
         if not args.served_model:
             print("error: --endpoint needs --served-model NAME (the name the server serves the model under)", file=sys.stderr)
             return 2
-        run_dir = benchmark_runs.served_run(resolve_out_dir(args.out), args.endpoint, args.served_model, args.condition)
+        run_dir = benchmark_eval.served_run(resolve_out_dir(args.out), args.endpoint, args.served_model, args.condition)
     else:
-        run_dir = benchmark_runs.zero_shot_run(resolve_out_dir(args.out), args.model, args.condition)
+        run_dir = benchmark_eval.zero_shot_run(resolve_out_dir(args.out), args.model, args.condition)
     params = {"benchmark_limit": args.limit, "eval_batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,
               "latency_sample": args.latency_sample, "n_boot": args.n_boot, "seed": args.seed}
     try:
-        run = benchmark_runs.load_run(run_dir)
+        run = benchmark_eval.load_run(run_dir)
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     from .endpoints import EndpointError
 
     try:
-        record = benchmark_runs.evaluate_loaded(run, frame, benchmark_runs.dataset_name(args.benchmark, args.path), params)
+        record = benchmark_eval.evaluate_loaded(run, frame, benchmark_eval.dataset_name(args.benchmark, args.path), params)
     except EndpointError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -1,6 +1,6 @@
 """Use a trained classifier outside the notebooks: ``Classifier.from_run(run_dir).classify(prompts)``.
 
-A run folder is loaded the way evaluation loads it (:func:`aims_kit.benchmark_runs.load_run`:
+A run folder is loaded the way evaluation loads it (:func:`aims_kit.benchmark_eval.load_run`:
 base + verified LoRA adapter, a zero-shot model, the encoder baseline or a served endpoint) and
 prompts go through the same generation path and the same parser as every evaluation, so a
 verdict from this API is the verdict the run's records were computed from.
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import formats, generation
-from .benchmark_runs import LoadedRun, load_run
+from .benchmark_eval import LoadedRun, load_run
 from .profiles import PROFILES
 
 

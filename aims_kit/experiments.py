@@ -220,7 +220,7 @@ def dpo_run(params: dict, splits: data.Splits, sft_dir: Path, mined: MinedPairs,
     return run_dir
 
 
-def distill_traces(params: dict, splits: data.Splits, conditions: list[str], teacher_spec: str = "file"):
+def distill_traces(params: dict, splits: data.Splits, trace_conditions: list[str], teacher_spec: str = "file"):
     """Screened teacher traces per condition on the shared train/val rows; see :func:`collect_traces`.
 
     Returns ``(trace_sets, skipped, teacher name)``; ``skipped`` says why a condition is absent.
@@ -232,7 +232,7 @@ def distill_traces(params: dict, splits: data.Splits, conditions: list[str], tea
     limit = params.get("distill_max_rows", 0)
     train = data.balanced_head(splits.train, limit)
     val = data.balanced_head(splits.val, max(8, limit // 4) if limit else 0)
-    trace_sets, skipped = collect_traces(teacher, train, val, conditions)
+    trace_sets, skipped = collect_traces(teacher, train, val, trace_conditions)
     return trace_sets, skipped, teacher.name
 
 
@@ -241,17 +241,17 @@ def distill_run(params: dict, splits: data.Splits, trace_set, teacher: str, out_
     from .teachers import output_condition
     from .training.distill import DISTILL_LORA, train_student
 
-    condition = output_condition(trace_set.condition)
+    condition = output_condition(trace_set.trace_condition)
     settings = train_settings(
         {**params, "max_steps": params.get("distill_max_steps", params.get("max_steps", -1))}, condition, lora=DISTILL_LORA
     )
     config = run_config(
         params, "distill", condition, settings,
-        variant=trace_set.condition,
+        variant=trace_set.trace_condition,
         teacher=teacher,
         rows={"train": len(trace_set.train), "val": len(trace_set.val)},
     )
-    run_dir = results.create_run(out_dir, f"distill-{trace_set.condition}", config)
+    run_dir = results.create_run(out_dir, f"distill-{trace_set.trace_condition}", config)
     train_student(params["model"], trace_set, settings=settings, run_dir=run_dir)
     evaluate_run(run_dir, splits.test, "aims_test", params)
     return run_dir

@@ -11,7 +11,7 @@ from __future__ import annotations
 #: fixtures), ``benchmark_limit`` rows per benchmark (0: all; the cpu profile samples 200 to stay
 #: within minutes), ``n_boot`` bootstrap resamples, ``latency_sample`` prompts timed at batch 1.
 #: ``lora_layers``: adapt only the top N decoder layers with LoRA (0: all); the cpu profile's
-#: 10 of SmolLM2's 30 layers make CPU training affordable (see benchmarks/bench_train.py).
+#: 10 of SmolLM2's 30 layers make CPU training affordable (see perf/bench_train.py).
 #: ``threads``: torch threads per notebook kernel (0: the cores this process may use; see
 #: aims_kit.threads). The runner applies it; notebooks need not declare it.
 PROFILES: dict[str, dict] = {

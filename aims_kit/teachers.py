@@ -11,7 +11,7 @@ Backends, all returning :class:`Trace` records in the schema of the shipped
 ``reference_traces.jsonl`` (``id, condition, teacher, reasoning, intent, label, completion``):
 
 - :class:`TracesFileTeacher` — reads a traces file (the shipped one serves offline). A file may
-  lack a condition; it then raises :class:`ConditionUnavailable` instead of inventing traces.
+  lack a condition; it then raises :class:`TraceConditionUnavailable` instead of inventing traces.
 - :class:`ChatTeacher` — an OpenAI-compatible chat endpoint (key from an environment variable).
 - :class:`HubTeacher` — a local folder or hub causal LM through transformers.
 
@@ -32,12 +32,12 @@ from .data import TRACES_PATH, AimsDataError, iter_jsonl
 from .endpoints import EndpointError, chat_completion
 from .results import atomic_write_jsonl
 
-DistillCondition = Literal["no_intent", "synthetic_intent", "human_intent"]
-DISTILL_CONDITIONS: tuple[DistillCondition, ...] = ("no_intent", "synthetic_intent", "human_intent")
+TraceCondition = Literal["no_intent", "synthetic_intent", "human_intent"]
+TRACE_CONDITIONS: tuple[TraceCondition, ...] = ("no_intent", "synthetic_intent", "human_intent")
 TRACE_FIELDS = ("id", "condition", "teacher", "reasoning", "intent", "label", "completion")
 
 
-class ConditionUnavailable(LookupError):
+class TraceConditionUnavailable(LookupError):
     """This teacher cannot produce traces for the condition (e.g. a traces file lacks it)."""
 
 
@@ -45,10 +45,10 @@ class TeacherError(RuntimeError):
     """A live teacher could not be reached or answered something unusable."""
 
 
-def output_condition(condition: DistillCondition) -> formats.Condition:
+def output_condition(trace_condition: TraceCondition) -> formats.Condition:
     """The student's output format for a distillation condition."""
-    _check(condition)
-    return "reasoning_label" if condition == "no_intent" else "reasoning_intent_label"
+    _check(trace_condition)
+    return "reasoning_label" if trace_condition == "no_intent" else "reasoning_intent_label"
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ class Trace:
     """One teacher trace, in the shipped file's schema."""
 
     id: str
-    condition: DistillCondition
+    condition: TraceCondition
     teacher: str
     reasoning: str
     intent: str | None
@@ -70,28 +70,28 @@ class Trace:
 class Teacher(Protocol):
     name: str
 
-    def traces(self, frame: pd.DataFrame, condition: DistillCondition) -> list[Trace]:
+    def traces(self, frame: pd.DataFrame, trace_condition: TraceCondition) -> list[Trace]:
         """Traces for the rows of ``frame`` it can cover (rows it cannot are simply absent)."""
         ...
 
 
-def teacher_messages(prompt: str, label: formats.Label, condition: DistillCondition, intent: str | None = None) -> list[dict]:
+def teacher_messages(prompt: str, label: formats.Label, trace_condition: TraceCondition, intent: str | None = None) -> list[dict]:
     """The teacher's instruction: justify the given label without revealing it was given."""
-    _check(condition)
-    if condition == "human_intent" and not intent:
+    _check(trace_condition)
+    if trace_condition == "human_intent" and not intent:
         raise ValueError("the human_intent condition needs the gold intent")
     lines = [
         "You write the reasoning a careful safety classifier would give for a user prompt.",
         f"The correct classification of the prompt is: {label}.",
     ]
-    if condition == "human_intent":
+    if trace_condition == "human_intent":
         lines.append("The user's intent is: " + " ".join(intent.split()))
     lines.append(
         "Write 2 to 5 sentences of reasoning that lead to that classification from the prompt itself. "
         "Never mention that you were given the classification or the intent, and never refer to a label, "
         "an annotation or instructions."
     )
-    if condition == "synthetic_intent":
+    if trace_condition == "synthetic_intent":
         lines.append("Then state in one sentence what the user intends.")
         answer = "Reasoning: <your reasoning>\nIntent: <one sentence>\nPrompt harm: <harmful|safe>"
     else:
@@ -100,7 +100,7 @@ def teacher_messages(prompt: str, label: formats.Label, condition: DistillCondit
     return [{"role": "system", "content": "\n".join(lines)}, {"role": "user", "content": prompt}]
 
 
-def trace_from_answer(row, answer: str, condition: DistillCondition, teacher: str) -> Trace:
+def trace_from_answer(row, answer: str, trace_condition: TraceCondition, teacher: str) -> Trace:
     """Turn a teacher's raw answer into a :class:`Trace` (parsed by the one parser).
 
     The completion is rebuilt in the student's format from the parsed parts; its label is the
@@ -109,13 +109,13 @@ def trace_from_answer(row, answer: str, condition: DistillCondition, teacher: st
     A missing reasoning or intent leaves the completion empty: the screen drops it.
     """
     parsed = formats.parse_output(answer)
-    intent = row.Intent if condition == "human_intent" else parsed.intent if condition == "synthetic_intent" else None
+    intent = row.Intent if trace_condition == "human_intent" else parsed.intent if trace_condition == "synthetic_intent" else None
     label = parsed.label
     completion = ""
-    if label and parsed.reasoning and (intent or condition == "no_intent"):
-        completion = formats.format_target(output_condition(condition), label, intent=intent, reasoning=parsed.reasoning)
+    if label and parsed.reasoning and (intent or trace_condition == "no_intent"):
+        completion = formats.format_target(output_condition(trace_condition), label, intent=intent, reasoning=parsed.reasoning)
     return Trace(
-        id=str(row.ID), condition=condition, teacher=teacher, reasoning=parsed.reasoning or answer.strip(),
+        id=str(row.ID), condition=trace_condition, teacher=teacher, reasoning=parsed.reasoning or answer.strip(),
         intent=intent, label=label or "", completion=completion,
     )
 
@@ -133,17 +133,17 @@ class TracesFileTeacher:
         self.name = self.name or f"file:{self.path.name}"
         self._by_condition = read_traces(self.path)
 
-    def conditions(self) -> list[str]:
+    def trace_conditions(self) -> list[str]:
         return sorted(self._by_condition)
 
-    def traces(self, frame: pd.DataFrame, condition: DistillCondition) -> list[Trace]:
-        _check(condition)
-        if condition not in self._by_condition:
-            raise ConditionUnavailable(
-                f"{self.path} has no {condition!r} traces (it has: {', '.join(self.conditions()) or 'none'}); "
+    def traces(self, frame: pd.DataFrame, trace_condition: TraceCondition) -> list[Trace]:
+        _check(trace_condition)
+        if trace_condition not in self._by_condition:
+            raise TraceConditionUnavailable(
+                f"{self.path} has no {trace_condition!r} traces (it has: {', '.join(self.trace_conditions()) or 'none'}); "
                 "generate them with a chat or hub teacher"
             )
-        available = self._by_condition[condition]
+        available = self._by_condition[trace_condition]
         return [available[i] for i in frame["ID"].astype(str) if i in available]
 
 
@@ -155,7 +155,7 @@ def read_traces(path: Path) -> dict[str, dict[str, Trace]]:
             missing = [f for f in TRACE_FIELDS if f not in row]
             if missing:
                 raise AimsDataError(str(path), "missing trace field", row=line_no, field=missing[0])
-            if row["condition"] not in DISTILL_CONDITIONS:
+            if row["condition"] not in TRACE_CONDITIONS:
                 raise AimsDataError(str(path), f"unknown condition {row['condition']!r}", row=line_no, field="condition")
             if not isinstance(row["completion"], str) or not row["completion"].strip():
                 raise AimsDataError(str(path), "empty completion", row=line_no, field="completion")
@@ -182,10 +182,10 @@ class ChatTeacher:
     def __post_init__(self) -> None:
         self.name = self.name or f"chat:{self.model}"
 
-    def traces(self, frame: pd.DataFrame, condition: DistillCondition) -> list[Trace]:
+    def traces(self, frame: pd.DataFrame, trace_condition: TraceCondition) -> list[Trace]:
         out = []
         for row in frame.itertuples(index=False):
-            messages = teacher_messages(row.Prompt, row.label, condition, row.Intent)
+            messages = teacher_messages(row.Prompt, row.label, trace_condition, row.Intent)
             try:
                 answer = chat_completion(
                     self.base_url, self.model, messages, api_key_env=self.api_key_env,
@@ -193,7 +193,7 @@ class ChatTeacher:
                 )
             except EndpointError as err:
                 raise TeacherError(f"{self.name}, row {row.ID}: {err}") from None
-            out.append(trace_from_answer(row, answer, condition, self.name))
+            out.append(trace_from_answer(row, answer, trace_condition, self.name))
         return out
 
 
@@ -210,16 +210,16 @@ class HubTeacher:
     def __post_init__(self) -> None:
         self.name = self.name or f"hub:{self.model_id}"
 
-    def traces(self, frame: pd.DataFrame, condition: DistillCondition) -> list[Trace]:
+    def traces(self, frame: pd.DataFrame, trace_condition: TraceCondition) -> list[Trace]:
         from .generation import generate
         from .models import load_model
 
         if self._loaded is None:
             self._loaded = load_model(self.model_id)
         model, tokenizer = self._loaded
-        conversations = [teacher_messages(r.Prompt, r.label, condition, r.Intent) for r in frame.itertuples(index=False)]
-        out = generate(model, tokenizer, conversations, max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, desc=f"teacher {condition}")
-        return [trace_from_answer(row, text, condition, self.name) for row, text in zip(frame.itertuples(index=False), out.texts)]
+        conversations = [teacher_messages(r.Prompt, r.label, trace_condition, r.Intent) for r in frame.itertuples(index=False)]
+        out = generate(model, tokenizer, conversations, max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, desc=f"teacher {trace_condition}")
+        return [trace_from_answer(row, text, trace_condition, self.name) for row, text in zip(frame.itertuples(index=False), out.texts)]
 
 
 def make_teacher(spec: str = "file", *, timeout: float = 60.0) -> Teacher:
@@ -246,6 +246,6 @@ def save_traces(path: Path, traces: list[Trace]) -> Path:
     return Path(path)
 
 
-def _check(condition: str) -> None:
-    if condition not in DISTILL_CONDITIONS:
-        raise ValueError(f"unknown distillation condition {condition!r}; choose one of {', '.join(DISTILL_CONDITIONS)}")
+def _check(trace_condition: str) -> None:
+    if trace_condition not in TRACE_CONDITIONS:
+        raise ValueError(f"unknown distillation condition {trace_condition!r}; choose one of {', '.join(TRACE_CONDITIONS)}")

@@ -7,7 +7,7 @@ import pytest
 
 from aims_kit import data, formats, teachers
 from aims_kit.data import AimsDataError
-from aims_kit.teachers import ChatTeacher, ConditionUnavailable, Trace, TracesFileTeacher, make_teacher, save_traces
+from aims_kit.teachers import ChatTeacher, TraceConditionUnavailable, Trace, TracesFileTeacher, make_teacher, save_traces
 from aims_kit.training.distill import collect_traces, leak_reason, screen_traces
 
 
@@ -61,11 +61,11 @@ def test_screen_drops_leaks_and_label_disagreements():
 def test_shipped_traces_file_serves_two_conditions_and_lacks_synthetic(splits):
     teacher = make_teacher("file")
     assert isinstance(teacher, TracesFileTeacher)
-    assert teacher.conditions() == ["human_intent", "no_intent"]
+    assert teacher.trace_conditions() == ["human_intent", "no_intent"]
     got = teacher.traces(splits.train.head(20), "human_intent")
     assert got and all(t.condition == "human_intent" and t.intent for t in got)
     assert formats.parse_output(got[0].completion).intent == got[0].intent
-    with pytest.raises(ConditionUnavailable, match="synthetic_intent"):
+    with pytest.raises(TraceConditionUnavailable, match="synthetic_intent"):
         teacher.traces(splits.train.head(5), "synthetic_intent")
 
 

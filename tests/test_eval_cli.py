@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from aims_kit import benchmark_runs, benchmarks, evaluation, experiments, results, stats
+from aims_kit import benchmark_eval, benchmarks, evaluation, experiments, results, stats
 from aims_kit.__main__ import main
 
 FAST = ["--max-new-tokens", "4", "--latency-sample", "2", "--n-boot", "50"]
@@ -35,7 +35,7 @@ def test_eval_cli_on_a_fixture_writes_a_record_with_intervals_and_both_latencies
     assert printed["ms_per_prompt"] > 0 and printed["device"] and printed["dtype"] and printed["backend"] == "transformers"
     stored = results.read_json(trained_run / "results" / "fixture:xstest.json")
     assert stored["f1"] == printed["f1"] and stored["benchmark"] == "xstest"
-    predictions = benchmark_runs.run_predictions(trained_run, "fixture:xstest")
+    predictions = benchmark_eval.run_predictions(trained_run, "fixture:xstest")
     assert len(predictions) == 12 and {"type", "Category"} <= set(predictions.columns)
     assert len(stats.slice_f1(predictions, "type")) == 6
 
@@ -83,7 +83,7 @@ def test_encoder_baseline_trains_on_train_stops_on_val_and_records(tmp_path):
     assert (record["regime"], record["condition"], record["tokens_per_prompt"]) == ("encoder", "label_only", 0.0)
     assert record["parse_failure_rate"] == 0.0 and "f1_ci_low" in record and record["latency_p50_ms"] > 0
     assert not (run / "checkpoints").exists()
-    loaded = benchmark_runs.load_run(run)
-    fixture = benchmark_runs.evaluate_loaded(loaded, benchmarks.load_fixture("harmbench"), "fixture:harmbench",
+    loaded = benchmark_eval.load_run(run)
+    fixture = benchmark_eval.evaluate_loaded(loaded, benchmarks.load_fixture("harmbench"), "fixture:harmbench",
                                              {"latency_sample": 0, "n_boot": 20})
     assert fixture["n"] == 6 and fixture["f1_flag_all"] == 1.0

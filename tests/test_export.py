@@ -3,7 +3,7 @@
 import pytest
 from run_factory import SMOKE_MODEL, adapter_run
 
-from aims_kit import benchmark_runs, experiments, formats, generation, models, results
+from aims_kit import benchmark_eval, experiments, formats, generation, models, results
 from aims_kit.__main__ import main
 from aims_kit.export import export_run
 
@@ -13,7 +13,7 @@ def evaluated_run(tmp_path_factory):
     """An intent run evaluated on a few AIMS test rows (with intervals), as a trained run would be."""
     run_dir = adapter_run(tmp_path_factory.mktemp("export"), "intent_label")
     rows = experiments.load_splits("", 22).test.head(6)
-    benchmark_runs.evaluate_loaded(benchmark_runs.load_run(run_dir), rows, "aims_test", {"max_new_tokens": 24, "latency_sample": 0, "n_boot": 50})
+    benchmark_eval.evaluate_loaded(benchmark_eval.load_run(run_dir), rows, "aims_test", {"max_new_tokens": 24, "latency_sample": 0, "n_boot": 50})
     return run_dir
 
 
@@ -34,7 +34,7 @@ def test_exported_folder_loads_with_plain_transformers_and_labels_like_the_run(e
     model = AutoModelForCausalLM.from_pretrained(out).eval()
     tokenizer = AutoTokenizer.from_pretrained(out)
     assert tokenizer.chat_template and model.generation_config.do_sample is False
-    recorded = benchmark_runs.run_predictions(evaluated_run, "aims_test")
+    recorded = benchmark_eval.run_predictions(evaluated_run, "aims_test")
     texts = _answers(model, tokenizer, list(recorded["prompt"]))
     assert texts == list(recorded["output"])
     assert [formats.parse_output(t).label_or_rule() for t in texts] == list(recorded["pred"])
@@ -60,7 +60,7 @@ def test_export_refuses_a_non_empty_folder_and_runs_without_adapter(evaluated_ru
     (taken / "keep.txt").write_text("mine")
     assert main(["export", "--run", str(evaluated_run), "--out", str(taken)]) == 1
     assert "not empty" in capsys.readouterr().err and [p.name for p in taken.iterdir()] == ["keep.txt"]
-    zero_shot = benchmark_runs.zero_shot_run(tmp_path, SMOKE_MODEL, "label_only")
+    zero_shot = benchmark_eval.zero_shot_run(tmp_path, SMOKE_MODEL, "label_only")
     with pytest.raises(ValueError, match="has none"):
         export_run(zero_shot, tmp_path / "never")
     assert not (tmp_path / "never").exists()

@@ -250,7 +250,7 @@ def fake_vllm(monkeypatch):
 def test_one_vllm_engine_serves_every_evaluation_and_benchmark(fake_vllm, tmp_path):
     import shutil
 
-    from aims_kit import benchmark_runs, benchmarks, results
+    from aims_kit import benchmark_eval, benchmarks, results
 
     LLM, events = fake_vllm
     first = adapter_run(tmp_path, "sft-a")
@@ -261,7 +261,7 @@ def test_one_vllm_engine_serves_every_evaluation_and_benchmark(fake_vllm, tmp_pa
     records = [
         experiments.evaluate_run(first, test, "aims_test", params),
         experiments.evaluate_run(second, test, "aims_test", params),
-        benchmark_runs.evaluate_loaded(benchmark_runs.load_run(first), benchmarks.load_fixture("xstest").head(4), "fixture:xstest", params),
+        benchmark_eval.evaluate_loaded(benchmark_eval.load_run(first), benchmarks.load_fixture("xstest").head(4), "fixture:xstest", params),
     ]
     assert len(LLM.built) == 1 and events[:2] == ["training memory freed", "engine started"]
     assert LLM.built[0]["gpu_memory_utilization"] == 0.35 and LLM.built[0]["enable_lora"]

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from aims_kit import Classifier, benchmark_runs, benchmarks, formats, metrics, results
+from aims_kit import Classifier, benchmark_eval, benchmarks, formats, metrics, results
 from aims_kit.__main__ import main
 
 HARM_WORDS = ("kill", "murder", "bomb", "hurt", "steal", "poison", "drug", "weapon")
@@ -43,11 +43,11 @@ def test_eval_endpoint_writes_the_record_a_local_run_writes(guard, tmp_path, cap
     assert sent["messages"][0] == {"role": "system", "content": formats.instruction("intent_label")}
     run_dir = results.latest_run(tmp_path, regime="served")
     assert results.read_run_config(run_dir)["endpoint"] == guard.url
-    assert len(benchmark_runs.run_predictions(run_dir, "fixture:xstest")) == len(frame)
+    assert len(benchmark_eval.run_predictions(run_dir, "fixture:xstest")) == len(frame)
 
 
 def test_a_served_run_classifies_and_an_unreachable_one_fails_clearly(guard, dead_endpoint, tmp_path, capsys):
-    run_dir = benchmark_runs.served_run(tmp_path, guard.url, "aims-guard", "intent_label")
+    run_dir = benchmark_eval.served_run(tmp_path, guard.url, "aims-guard", "intent_label")
     found = Classifier.from_run(run_dir).classify(["How do I bake bread?", "How do I poison a well?"])
     assert [c.label for c in found] == ["safe", "harmful"] and all(c.parsed and c.intent for c in found)
     path = str(benchmarks.FIXTURES_DIR / "xstest_prompts.csv")

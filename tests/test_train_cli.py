@@ -11,7 +11,7 @@ from safetensors import safe_open
 
 from run_factory import adapter_run
 
-from aims_kit import Classifier, benchmark_runs, benchmarks, launch, profiles, results
+from aims_kit import Classifier, benchmark_eval, benchmarks, launch, profiles, results
 from aims_kit.__main__ import build_parser, main
 
 ONE_CONDITION = ["-p", 'conditions=["intent_label"]', "-p", "eval_limit=8"]
@@ -53,7 +53,7 @@ def test_torchrun_two_processes_write_one_run_that_loads_like_a_single_process_r
     path = benchmarks.FIXTURES_DIR / "xstest_prompts.csv"
     frame = benchmarks.load_benchmark("xstest", path)
     for run in (run_dir, single_run):
-        scored = benchmark_runs.evaluate_loaded(benchmark_runs.load_run(run), frame, "fixture:xstest",
+        scored = benchmark_eval.evaluate_loaded(benchmark_eval.load_run(run), frame, "fixture:xstest",
                                                 {"max_new_tokens": 8, "latency_sample": 0, "n_boot": 20})
         assert scored["n"] == len(frame) and 0.0 <= scored["f1"] <= 1.0
     assert len(Classifier.from_run(run_dir).classify(["How do I stop a frozen program?"])) == 1

@@ -35,7 +35,7 @@ import pandas as pd
 
 from .. import formats, probes, results
 from ..models import LoraSettings
-from ..teachers import ConditionUnavailable, DistillCondition, Teacher, Trace, output_condition, save_traces
+from ..teachers import Teacher, Trace, TraceCondition, TraceConditionUnavailable, output_condition, save_traces
 from .common import require_split
 
 #: Distillation used a larger adapter than SFT in the paper (r=32, α=64).
@@ -79,10 +79,10 @@ class ScreenReport:
         return asdict(self)
 
 
-def screen_traces(traces: list[Trace], frame: pd.DataFrame, condition: str) -> tuple[dict[str, Trace], ScreenReport]:
+def screen_traces(traces: list[Trace], frame: pd.DataFrame, trace_condition: str) -> tuple[dict[str, Trace], ScreenReport]:
     """Drop leaking traces and traces whose label disagrees with gold; returns kept traces by row id."""
     gold = dict(zip(frame["ID"].astype(str), frame["label"]))
-    report = ScreenReport(condition=condition, rows=len(frame), traces=len(traces))
+    report = ScreenReport(condition=trace_condition, rows=len(frame), traces=len(traces))
     kept: dict[str, Trace] = {}
     for trace in traces:
         if trace.id not in gold:
@@ -134,14 +134,14 @@ def leakage_table(trace_sets: dict[str, TraceSet]) -> pd.DataFrame:
     the two gaps between them. Read the ``no_intent`` row first: its ``intent_6gram`` should be 0.
     """
     rows = []
-    for condition, ts in trace_sets.items():
+    for trace_condition, ts in trace_sets.items():
         frame = pd.concat([ts.train, ts.val], ignore_index=True)
         by_id = {t.id: t for t in ts.traces}
         texts = [by_id[i].reasoning or "" for i in frame["ID"].astype(str)]
         leakage = intent_leakage(ts.traces, dict(zip(frame["ID"].astype(str), frame["Intent"])))
         hedges = probes.hedge_rates(texts, frame["label"], frame["Annotator Harm"])
         rows.append({
-            "condition": condition, **leakage,
+            "condition": trace_condition, **leakage,
             **{f"hedge_{g}": r for g, r in zip(hedges["group"], hedges["rate"])},
             **{f"hedge_{k}": v for k, v in probes.hedge_gaps(hedges).items()},
         })
@@ -150,9 +150,9 @@ def leakage_table(trace_sets: dict[str, TraceSet]) -> pd.DataFrame:
 
 @dataclass
 class TraceSet:
-    """Clean traces of one condition for the shared train and val rows."""
+    """Clean traces of one trace condition for the shared train and val rows."""
 
-    condition: DistillCondition
+    trace_condition: TraceCondition
     train: pd.DataFrame
     val: pd.DataFrame
     train_completions: list[str]
@@ -165,7 +165,7 @@ def collect_traces(
     teacher: Teacher,
     train: pd.DataFrame,
     val: pd.DataFrame,
-    conditions: list[DistillCondition],
+    trace_conditions: list[TraceCondition],
 ) -> tuple[dict[str, TraceSet], dict[str, str]]:
     """Screened traces per condition, restricted to the rows every available condition covers.
 
@@ -177,25 +177,25 @@ def collect_traces(
     kept: dict[str, dict[str, dict[str, Trace]]] = {}
     reports: dict[str, dict[str, ScreenReport]] = {}
     skipped: dict[str, str] = {}
-    for condition in conditions:
+    for trace_condition in trace_conditions:
         try:
-            per_split = {name: teacher.traces(frame, condition) for name, frame in (("train", train), ("val", val))}
-        except ConditionUnavailable as err:
-            skipped[condition] = str(err)
+            per_split = {name: teacher.traces(frame, trace_condition) for name, frame in (("train", train), ("val", val))}
+        except TraceConditionUnavailable as err:
+            skipped[trace_condition] = str(err)
             continue
-        kept[condition], reports[condition] = {}, {}
+        kept[trace_condition], reports[trace_condition] = {}, {}
         for name, frame in (("train", train), ("val", val)):
-            kept[condition][name], reports[condition][name] = screen_traces(per_split[name], frame, condition)
+            kept[trace_condition][name], reports[trace_condition][name] = screen_traces(per_split[name], frame, trace_condition)
     sets = {}
-    for condition in kept:
+    for trace_condition in kept:
         frames, completions = {}, {}
         for name, frame in (("train", train), ("val", val)):
             common = set.intersection(*(set(kept[c][name]) for c in kept))
             frames[name] = frame[frame["ID"].astype(str).isin(common)].reset_index(drop=True)
-            completions[name] = [kept[condition][name][i].completion for i in frames[name]["ID"].astype(str)]
-        used = [kept[condition][n][i] for n in ("train", "val") for i in frames[n]["ID"].astype(str)]
-        sets[condition] = TraceSet(
-            condition, frames["train"], frames["val"], completions["train"], completions["val"], used, reports[condition]
+            completions[name] = [kept[trace_condition][name][i].completion for i in frames[name]["ID"].astype(str)]
+        used = [kept[trace_condition][n][i] for n in ("train", "val") for i in frames[n]["ID"].astype(str)]
+        sets[trace_condition] = TraceSet(
+            trace_condition, frames["train"], frames["val"], completions["train"], completions["val"], used, reports[trace_condition]
         )
     return sets, skipped
 
@@ -203,7 +203,7 @@ def collect_traces(
 def screen_table(trace_sets: dict[str, TraceSet]) -> pd.DataFrame:
     """One row per (condition, split): traces seen, dropped for leakage or label, kept, used."""
     rows = []
-    for condition, ts in trace_sets.items():
+    for trace_condition, ts in trace_sets.items():
         for split, report in ts.reports.items():
             used = len(getattr(ts, split))
             rows.append({**{k: v for k, v in report.to_dict().items() if k != "leak_examples"}, "split": split, "used": used})
@@ -228,7 +228,7 @@ def train_student(model_name: str, trace_set: TraceSet, *, settings, run_dir: Pa
         model_name,
         trace_set.train,
         trace_set.val,
-        condition=output_condition(trace_set.condition),
+        condition=output_condition(trace_set.trace_condition),
         settings=settings,
         run_dir=run_dir,
         train_completions=trace_set.train_completions,

@@ -6,8 +6,8 @@ threads torch picks by itself and once with the available cores split between th
 Prints the seconds and the ratio "two concurrent / one alone" for both: near 1 means the two
 processes share the cores well, 10 or more means oversubscribed threads spin against each other.
 
-    python benchmarks/bench_threads.py              # about a minute on 2 cores
-    python benchmarks/bench_threads.py --steps 100  # shorter
+    python perf/bench_threads.py              # about a minute on 2 cores
+    python perf/bench_threads.py --steps 100  # shorter
 
 Measure on an otherwise idle machine: another busy process makes every number meaningless.
 """

@@ -3,7 +3,7 @@
 Same tiny random model, data, seed and number of steps; the loss after the last step is printed
 beside the speed so a faster setting cannot hide a broken loss.
 
-    python benchmarks/bench_train.py [--steps 30]
+    python perf/bench_train.py [--steps 30]
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ Both run in this process on the same model and prompts; the script prints prompt
 the ratio, and whether the labels agree. Target with the embedded default on 2 CPU cores: the
 kit at least 8x the naive baseline with identical labels.
 
-    python benchmarks/bench_inference.py                 # trains a small SFT run first (~1 min)
-    python benchmarks/bench_inference.py --run RUN_DIR   # or measure an existing run
+    python perf/bench_inference.py                 # trains a small SFT run first (~1 min)
+    python perf/bench_inference.py --run RUN_DIR   # or measure an existing run
 """
 
 from __future__ import annotations
