@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import benchmarks, data, evaluation, generation, results, stats
+from . import benchmarks, data, evaluation, results, stats
 from .benchmarks import Found
+from .settings import BenchmarkParams
 
 #: Columns of the benchmark table: point estimates, intervals, baselines, both latencies.
 TABLE_COLUMNS = [
@@ -92,10 +93,10 @@ def evaluate_loaded(run: LoadedRun, frame: pd.DataFrame, dataset: str, params: d
     Slice columns of the frame (``type``, ``Adversarial``, ``Category``) are copied into the
     saved predictions, so per-slice F1 can be computed from the files alone.
     """
-    frame = data.stratified_sample(frame, int(params.get("benchmark_limit", 0) or 0), seed=int(params.get("seed", 22) or 0))
-    latency_sample = int(params.get("latency_sample", 16))
-    batch_size = int(params.get("eval_batch_size", 32))
-    n_boot = int(params.get("n_boot", 1000))
+    p = BenchmarkParams.from_params(params)
+    limit = int(p.benchmark_limit or 0)
+    frame = data.stratified_sample(frame, limit, seed=int(p.seed or 0))
+    latency_sample, batch_size, n_boot = int(p.latency_sample), int(p.eval_batch_size), int(p.n_boot)
     if run.is_encoder:
         from .encoder import evaluate_encoder
 
@@ -105,9 +106,9 @@ def evaluate_loaded(run: LoadedRun, frame: pd.DataFrame, dataset: str, params: d
         from . import vllm_backend
 
         condition = run.config["condition"]
-        budget = generation.answer_budget(params, condition)
+        budget = p.answer_budget(condition)
         # The backend the run's test split was scored with (same ``backend`` rule, same shared engine).
-        engine = run.engine if run.engine is not None else vllm_backend.engine_for_run(run.run_dir, run.model, run.tokenizer, frame["Prompt"], condition, budget, params)
+        engine = run.engine if run.engine is not None else vllm_backend.engine_for_run(run.run_dir, run.model, run.tokenizer, frame["Prompt"], condition, budget, p)
         scores, predictions = evaluation.evaluate(
             run.model, run.tokenizer, frame, condition=condition, dataset=dataset, batch_size=batch_size,
             max_new_tokens=budget, latency_sample=latency_sample, n_boot=n_boot, engine=engine,
@@ -121,7 +122,7 @@ def evaluate_loaded(run: LoadedRun, frame: pd.DataFrame, dataset: str, params: d
         "benchmark_source": found.source if found else frame.attrs.get("source", ""),
         "n_unknown_skipped": int(frame.attrs.get("n_unknown", 0)),
         "benchmark_rows": int(frame.attrs.get("n_raw", len(frame))),
-        "benchmark_limit": int(params.get("benchmark_limit", 0) or 0),
+        "benchmark_limit": limit,
         "variant": run.config.get("variant", ""),
     }
     return results.write_record(run.run_dir, dataset, {**scores, **extra}, predictions)

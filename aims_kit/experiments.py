@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Mapping
 
 import pandas as pd
 
-from . import data, evaluation, formats, generation, results
+from . import data, evaluation, formats, results
 from .models import LoraSettings, load_trained
+from .settings import KNOWN, DistillParams, DPOParams, GRPOParams, RunParams
 from .training.common import TrainSettings
 from .training.grpo import CONDITION as GRPO_CONDITION
 from .training.grpo import GRPOSettings, train_grpo
@@ -32,26 +34,26 @@ def load_splits(source: str = "", seed: int = 22) -> data.Splits:
     return data.split_aims(data.load_aims(source or None), seed=seed)
 
 
-def train_settings(params: dict, condition: formats.Condition, *, lora: LoraSettings | None = None) -> TrainSettings:
+def train_settings(p: RunParams, condition: formats.Condition, *, lora: LoraSettings | None = None) -> TrainSettings:
     """Training settings from notebook parameters; ``learning_rate`` 0 picks the paper's rate."""
     return TrainSettings(
-        learning_rate=params.get("learning_rate") or PAPER_LR[condition],
-        epochs=params.get("epochs", 3.0),
-        max_steps=params.get("max_steps", -1),
-        batch_size=params.get("batch_size", 32),
-        eval_steps=params.get("eval_steps", 20),
-        seed=params.get("seed", 22),
-        lora=replace(lora or LoraSettings(), top_layers=params.get("lora_layers", 0)),
+        learning_rate=p.learning_rate or PAPER_LR[condition],
+        epochs=p.epochs,
+        max_steps=p.max_steps,
+        batch_size=p.batch_size,
+        eval_steps=p.eval_steps,
+        seed=p.seed,
+        lora=replace(lora or LoraSettings(), top_layers=p.lora_layers),
     )
 
 
-def run_config(params: dict, regime: str, condition: str, settings: TrainSettings, **extra) -> dict:
+def run_config(p: RunParams, regime: str, condition: str, settings: TrainSettings, **extra) -> dict:
     return {
         "regime": regime,
         "condition": condition,
-        "model": params["model"],
-        "data_source": params.get("data_source") or "aims-kit sample",
-        "profile": params.get("profile", "custom"),
+        "model": p.model,
+        "data_source": p.data_source or "aims-kit sample",
+        "profile": p.profile,
         "seed": settings.seed,
         "train": settings.to_dict(),
         **extra,
@@ -60,33 +62,36 @@ def run_config(params: dict, regime: str, condition: str, settings: TrainSetting
 
 def sft_run(params: dict, splits: data.Splits, condition: formats.Condition, out_dir: Path) -> Path:
     """Train one SFT condition into a new run folder and evaluate it on the test split."""
-    settings = train_settings(params, condition)
-    run_dir = results.create_run(out_dir, f"sft-{condition}", run_config(params, "sft", condition, settings))
+    p = RunParams.from_params(params)
+    settings = train_settings(p, condition)
+    run_dir = results.create_run(out_dir, f"sft-{condition}", run_config(p, "sft", condition, settings))
     if results.is_evaluated(run_dir, "aims_test"):  # finished before an interruption
         return run_dir
-    train_sft(params["model"], splits.train, splits.val, condition=condition, settings=settings, run_dir=run_dir)
-    evaluate_run(run_dir, splits.test, "aims_test", params)
+    train_sft(p.model, splits.train, splits.val, condition=condition, settings=settings, run_dir=run_dir)
+    evaluate_run(run_dir, splits.test, "aims_test", p)
     return run_dir
 
 
-def grpo_settings(params: dict, reward_set: str) -> GRPOSettings:
-    """GRPO settings from notebook parameters (``grpo_*`` keys; the paper's values by default)."""
-    defaults = GRPOSettings()
+def grpo_settings(p: GRPOParams, reward_set: str) -> GRPOSettings:
+    """GRPO settings from notebook parameters (``grpo_*`` keys; the paper's values where unset)."""
+    given = {
+        "start": p.grpo_start,
+        "num_generations": p.grpo_num_generations,
+        "prompts_per_step": p.grpo_prompts_per_step,
+        "temperature": p.grpo_temperature,
+        "beta": p.grpo_beta,
+        "learning_rate": p.grpo_learning_rate,
+        "steps": p.grpo_steps,
+        "eval_steps": p.grpo_eval_steps,
+        "judge": p.judge,
+        "judge_on_failure": p.judge_on_failure,
+    }
     return GRPOSettings(
         reward_set=reward_set,
-        start=params.get("grpo_start", defaults.start),
-        num_generations=params.get("grpo_num_generations", defaults.num_generations),
-        prompts_per_step=params.get("grpo_prompts_per_step", defaults.prompts_per_step),
-        temperature=params.get("grpo_temperature", defaults.temperature),
-        beta=params.get("grpo_beta", defaults.beta),
-        learning_rate=params.get("grpo_learning_rate", defaults.learning_rate),
-        steps=params.get("grpo_steps", defaults.steps),
-        eval_steps=params.get("grpo_eval_steps", defaults.eval_steps),
-        max_completion_length=params.get("max_new_tokens", defaults.max_completion_length),
-        judge=params.get("judge", defaults.judge),
-        judge_on_failure=params.get("judge_on_failure", defaults.judge_on_failure),
-        val_limit=params.get("eval_limit", 0),
-        seed=params.get("seed", defaults.seed),
+        **{name: value for name, value in given.items() if value is not None},
+        max_completion_length=p.max_new_tokens,
+        val_limit=p.eval_limit,
+        seed=p.seed,
     )
 
 
@@ -102,18 +107,19 @@ def grpo_run(
     With ``grpo_start="sft"`` (default) it continues ``sft_run``, or the latest SFT intent_label
     run under ``out_dir``; the run records that parent and uses the parent's base model.
     """
-    settings = grpo_settings(params, reward_set)
+    p = GRPOParams.from_params(params)
+    settings = grpo_settings(p, reward_set)
     parent = None
     if settings.start == "sft":
         parent = find_sft_run(out_dir, str(sft_run or ""))
-        params = {**params, "model": results.read_run_config(parent)["model"]}
+        p = replace(p, model=results.read_run_config(parent)["model"])
     config = run_config(
-        params, "grpo", GRPO_CONDITION, settings.train_settings(),
+        p, "grpo", GRPO_CONDITION, settings.train_settings(),
         variant=reward_set, parent_run=parent.name if parent else None, grpo=settings.to_dict(),
     )
     run_dir = results.create_run(out_dir, f"grpo-{reward_set}", config)
-    train_grpo(params["model"], splits.train, splits.val, settings=settings, run_dir=run_dir, sft_run=parent)
-    evaluate_run(run_dir, splits.test, "aims_test", params)
+    train_grpo(p.model, splits.train, splits.val, settings=settings, run_dir=run_dir, sft_run=parent)
+    evaluate_run(run_dir, splits.test, "aims_test", p)
     return run_dir
 
 
@@ -159,20 +165,15 @@ def mine_dpo_pairs(params: dict, splits: data.Splits, sft_dir: Path, variant: st
 
     from .judges import make_judge
 
-    settings = MiningSettings(
-        k=params.get("dpo_k", 10),
-        temperature=params.get("dpo_temperature", 0.8),
-        max_new_tokens=params.get("max_new_tokens", 64),
-        variant=variant,
-        seed=params.get("seed", 22),
-    )
+    p = DPOParams.from_params(params)
+    settings = MiningSettings(k=p.dpo_k, temperature=p.dpo_temperature, max_new_tokens=p.max_new_tokens, variant=variant, seed=p.seed)
     judge = make_judge(judge_spec) if variant == "judge" else None
     model, tokenizer = load_trained(sft_dir)
-    generator = model_generator(model, tokenizer, batch_size=params.get("eval_batch_size", 32))
+    generator = model_generator(model, tokenizer, batch_size=p.eval_batch_size)
     mined, reports = {}, {}
     for split in ("train", "val"):
         set_seed(settings.seed)
-        frame = data.balanced_head(getattr(splits, split), params.get("dpo_max_prompts", 0))
+        frame = data.balanced_head(getattr(splits, split), p.dpo_max_prompts)
         mined[split], reports[split] = mine_pairs(frame, generator, settings, judge=judge)
     return MinedPairs(mined["train"], mined["val"], reports, settings)
 
@@ -194,19 +195,14 @@ def dpo_run(params: dict, splits: data.Splits, sft_dir: Path, mined: MinedPairs,
         )
         return None
 
+    p = DPOParams.from_params(params)
     settings = train_settings(
-        {
-            **params,
-            "learning_rate": params.get("dpo_learning_rate") or PAPER_DPO_LR,
-            "epochs": params.get("dpo_epochs", 3.0),
-            "max_steps": params.get("dpo_max_steps", -1),
-        },
-        "intent_label",
+        replace(p, learning_rate=p.dpo_learning_rate or PAPER_DPO_LR, epochs=p.dpo_epochs, max_steps=p.dpo_max_steps), "intent_label"
     )
-    dpo = DpoSettings(beta=params.get("dpo_beta", 0.3))
+    dpo = DpoSettings(beta=p.dpo_beta)
     variant = mined.settings.variant
     config = run_config(
-        params, "dpo", "intent_label", settings,
+        p, "dpo", "intent_label", settings,
         variant=variant,
         parent_run=results.read_run_config(sft_dir)["run_id"],
         dpo=dpo.to_dict(),
@@ -216,7 +212,7 @@ def dpo_run(params: dict, splits: data.Splits, sft_dir: Path, mined: MinedPairs,
     run_dir = results.create_run(out_dir, f"dpo-{variant}", config)
     save_pairs(run_dir, pd.concat([mined.train, mined.val], ignore_index=True))
     train_dpo(sft_dir, mined.train, mined.val, settings=settings, dpo=dpo, run_dir=run_dir)
-    evaluate_run(run_dir, splits.test, "aims_test", params)
+    evaluate_run(run_dir, splits.test, "aims_test", p)
     return run_dir
 
 
@@ -229,7 +225,7 @@ def distill_traces(params: dict, splits: data.Splits, trace_conditions: list[str
     from .training.distill import collect_traces
 
     teacher = make_teacher(teacher_spec)
-    limit = params.get("distill_max_rows", 0)
+    limit = DistillParams.from_params(params).distill_max_rows
     train = data.balanced_head(splits.train, limit)
     val = data.balanced_head(splits.val, max(8, limit // 4) if limit else 0)
     trace_sets, skipped = collect_traces(teacher, train, val, trace_conditions)
@@ -241,23 +237,23 @@ def distill_run(params: dict, splits: data.Splits, trace_set, teacher: str, out_
     from .teachers import output_condition
     from .training.distill import DISTILL_LORA, train_student
 
+    p = DistillParams.from_params(params)
     condition = output_condition(trace_set.trace_condition)
-    settings = train_settings(
-        {**params, "max_steps": params.get("distill_max_steps", params.get("max_steps", -1))}, condition, lora=DISTILL_LORA
-    )
+    student_steps = p.max_steps if p.distill_max_steps is None else p.distill_max_steps
+    settings = train_settings(replace(p, max_steps=student_steps), condition, lora=DISTILL_LORA)
     config = run_config(
-        params, "distill", condition, settings,
+        p, "distill", condition, settings,
         variant=trace_set.trace_condition,
         teacher=teacher,
         rows={"train": len(trace_set.train), "val": len(trace_set.val)},
     )
     run_dir = results.create_run(out_dir, f"distill-{trace_set.trace_condition}", config)
-    train_student(params["model"], trace_set, settings=settings, run_dir=run_dir)
-    evaluate_run(run_dir, splits.test, "aims_test", params)
+    train_student(p.model, trace_set, settings=settings, run_dir=run_dir)
+    evaluate_run(run_dir, splits.test, "aims_test", p)
     return run_dir
 
 
-def evaluate_run(run_dir: Path, frame: pd.DataFrame, dataset: str, params: dict) -> dict | None:
+def evaluate_run(run_dir: Path, frame: pd.DataFrame, dataset: str, params: Mapping | RunParams) -> dict | None:
     """Load the run's adapter fresh from disk (proving it was saved and is applied) and score it.
 
     With ``backend`` "auto" (default) generation uses vLLM when it is installed and CUDA is
@@ -269,21 +265,22 @@ def evaluate_run(run_dir: Path, frame: pd.DataFrame, dataset: str, params: dict)
 
     if not distributed.is_main_process():  # under a multi-process launcher rank 0 evaluates alone
         return None
+    p = params if isinstance(params, RunParams) else RunParams.from_params(params)
     config = results.read_run_config(run_dir)
     model, tokenizer = load_trained(run_dir)
-    frame = data.balanced_head(frame, params.get("eval_limit", 0))
-    budget = generation.answer_budget(params, config["condition"])
-    engine = vllm_backend.engine_for_run(run_dir, model, tokenizer, frame["Prompt"], config["condition"], budget, params)
+    frame = data.balanced_head(frame, p.eval_limit)
+    budget = p.answer_budget(config["condition"])
+    engine = vllm_backend.engine_for_run(run_dir, model, tokenizer, frame["Prompt"], config["condition"], budget, p)
     metrics, predictions = evaluation.evaluate(
         model,
         tokenizer,
         frame,
         condition=config["condition"],
         dataset=dataset,
-        batch_size=params.get("eval_batch_size", 32),
+        batch_size=p.eval_batch_size,
         max_new_tokens=budget,
-        latency_sample=params.get("latency_sample", 16),
-        n_boot=params.get("n_boot", 1000),
+        latency_sample=p.latency_sample,
+        n_boot=p.n_boot,
         engine=engine,
     )
     return results.write_record(run_dir, dataset, metrics, predictions)
@@ -299,16 +296,13 @@ def comparison_table(out_dir: Path, dataset: str = "aims_test") -> pd.DataFrame:
     return results_table(records[records["dataset"] == dataset])
 
 
-#: Names a notebook's ``parameters`` cell may define; :func:`notebook_params` gathers them.
-PARAMETER_NAMES = (
-    "model", "data_source", "profile", "seed", "out_dir", "max_steps", "epochs", "learning_rate",
-    "batch_size", "eval_steps", "eval_limit", "max_new_tokens", "lora_layers",
-)
+def notebook_params(namespace: dict) -> dict:
+    """The notebook's parameters from its globals (every name :data:`aims_kit.settings.KNOWN` lists).
 
-
-def notebook_params(namespace: dict, extra: tuple[str, ...] = ()) -> dict:
-    """Collect the notebook's parameters from its globals into one dict (for configs and records)."""
-    return {name: namespace[name] for name in (*PARAMETER_NAMES, *extra) if name in namespace}
+    Kept a plain dict, as papermill and the profiles write it; each regime function reads it
+    through its typed settings (:mod:`aims_kit.settings`).
+    """
+    return {name: namespace[name] for name in KNOWN if name in namespace}
 
 
 def predictions_frame(run_dir: Path, dataset: str) -> pd.DataFrame:

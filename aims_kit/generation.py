@@ -152,17 +152,6 @@ def _until_eos(seq: list[int], eos_ids: list[int]) -> list[int]:
     return seq
 
 
-def answer_budget(params: dict, condition: str) -> int:
-    """Tokens an answer may take: reasoning answers get the (longer) distillation budget.
-
-    One rule for every place a run is evaluated, so a reasoning model is never cut off before
-    its label on one dataset and given room on another.
-    """
-    if condition.startswith("reasoning"):
-        return int(params.get("distill_max_new_tokens", 256))
-    return int(params.get("max_new_tokens", 64))
-
-
 def max_prompt_tokens(model, max_new_tokens: int, cap: int = 4096) -> int:
     """How many prompt tokens fit beside the answer in the model's context (at most ``cap``)."""
     context = getattr(model.config, "max_position_embeddings", None) or cap

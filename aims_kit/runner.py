@@ -20,6 +20,7 @@ from typing import TextIO
 
 from .paths import NOTEBOOKS_DIR, outputs_dir
 from .profiles import profile_parameters
+from .settings import UnknownParameterError, check_names
 from .progress import PLAIN_ENV, STATUS_ENV, format_duration, read_status, status_line
 from .results import RESUME_ENV, atomic_write_json, atomic_write_text, new_folder, read_json
 from .threads import THREADS_ENV, describe, plan_threads
@@ -212,6 +213,7 @@ def run_all(
         parameters = read_json(session / "parameters.json")
         requested = _threads_parameter(parameters)
     else:
+        check_names(overrides or {})  # papermill would drop a name no notebook declares without a word
         parameters = profile_parameters(profile, overrides)
         requested = _threads_parameter(parameters)
         session = new_folder(Path(out) if out else outputs_dir(), f"run-{profile}")
@@ -295,7 +297,7 @@ def main_run(profile: str, overrides: dict, out: Path | None, only: list[str] | 
     except NotebookFailure as failure:
         print(f"FAILED: {failure}", file=sys.stderr)
         return 1
-    except ParameterError as err:
+    except (ParameterError, UnknownParameterError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -29,9 +29,10 @@ from . import formats
 from .generation import Generation, generate
 from .models import has_cuda, resolve_model_id
 from .results import read_run_config
+from .settings import RunParams
 
 #: Share of GPU memory the engine may reserve (``gpu_memory_utilization`` parameter overrides it).
-GPU_MEMORY_UTILIZATION = 0.5
+GPU_MEMORY_UTILIZATION = RunParams.gpu_memory_utilization
 #: LoRA ranks vLLM accepts as ``max_lora_rank``; the engine takes the smallest one that fits, and
 #: at least 32, so SFT (r=16) and distillation (r=32) adapters share one engine.
 _VLLM_LORA_RANKS = (32, 64, 128, 256, 512)
@@ -120,15 +121,15 @@ class VllmEngine:
         )
 
 
-def engine_for_run(run_dir: str | Path, model, tokenizer, prompts: Sequence[str], condition: str, budget: int, params: dict) -> VllmEngine | None:
+def engine_for_run(run_dir: str | Path, model, tokenizer, prompts: Sequence[str], condition: str, budget: int, params: RunParams) -> VllmEngine | None:
     """A checked vLLM engine for the run, or ``None`` to generate with transformers.
 
-    ``params["backend"]``: ``"auto"`` (default) uses vLLM when it is installed and CUDA is
+    ``params.backend``: ``"auto"`` (default) uses vLLM when it is installed and CUDA is
     present, ``"transformers"`` never, ``"vllm"`` always (an error where it cannot run). The
     adapter check runs once per run: a few of ``prompts`` through transformers (``model``) and
     vLLM with and without the adapter.
     """
-    backend = params.get("backend", "auto")
+    backend = params.backend
     if backend not in ("auto", "transformers", "vllm"):
         raise ValueError(f"unknown backend {backend!r}; choose auto, transformers or vllm")
     if backend == "transformers" or (backend == "auto" and not available()):
@@ -137,7 +138,7 @@ def engine_for_run(run_dir: str | Path, model, tokenizer, prompts: Sequence[str]
         raise RuntimeError("backend='vllm' needs vLLM installed and a CUDA GPU; use backend='auto' to fall back to transformers")
     key = str(Path(run_dir).resolve())
     if key not in _checked:
-        engine = VllmEngine(run_dir, float(params.get("gpu_memory_utilization", GPU_MEMORY_UTILIZATION)))
+        engine = VllmEngine(run_dir, float(params.gpu_memory_utilization))
         if engine.lora is not None:
             probe = [formats.prompt_messages(p, condition) for p in list(prompts)[:4]]
             reference = generate(model, tokenizer, probe, max_new_tokens=budget, desc="")

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from aims_kit import formats, results
+from aims_kit.settings import RunParams
 from aims_kit.training.dpo_pairs import MiningSettings, balance_pairs, dpo_records, mine_pairs, pairs_table
 
 K = 3
@@ -186,7 +187,7 @@ def test_dpo_run_starts_from_a_frozen_copy_of_the_sft_adapter(splits, tmp_path):
     from aims_kit.training.sft import train_sft
 
     settings = TrainSettings(learning_rate=1e-2, max_steps=2, batch_size=4, eval_steps=1, max_length=128)
-    sft_dir = results.create_run(tmp_path, "sft", experiments.run_config({"model": "tiny-random"}, "sft", "intent_label", settings))
+    sft_dir = results.create_run(tmp_path, "sft", experiments.run_config(RunParams(model="tiny-random"), "sft", "intent_label", settings))
     train_sft("tiny-random", splits.train.head(8), splits.val.head(4), condition="intent_label", settings=settings, run_dir=sft_dir)
 
     def handmade(frame):
