@@ -22,6 +22,7 @@ __all__ = ["Classifier"]
 
 
 def __getattr__(name: str):
+    """``from aims_kit import Classifier`` imports torch on first use only, not with the package."""
     if name == "Classifier":
         from .classifier import Classifier
 

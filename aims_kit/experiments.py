@@ -21,7 +21,7 @@ from .training.grpo import GRPOSettings, train_grpo
 from .training.dpo_pairs import MiningReport, MiningSettings, mine_pairs, model_generator
 from .training.sft import PAPER_LR, train_sft
 
-#: The paper's DPO learning rate (DESIGN.md §5).
+#: The paper's DPO learning rate (docs/design.md §Regimes).
 PAPER_DPO_LR = 5e-5
 
 
@@ -160,7 +160,7 @@ class MinedPairs:
 
 
 def mine_dpo_pairs(params: dict, splits: data.Splits, sft_dir: Path, variant: str = "hard", judge_spec: str = "embedding") -> MinedPairs:
-    """Sample the SFT model on train and val prompts and mine its intent errors (DESIGN.md §5)."""
+    """Sample the SFT model on train and val prompts and mine its intent errors (docs/design.md §Regimes)."""
     from transformers import set_seed
 
     from .judges import make_judge

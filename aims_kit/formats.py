@@ -1,6 +1,6 @@
 """Output formats: what each condition asks the model to write, and the one parser for all of them.
 
-The format is the contract between training, parsing and evaluation (DESIGN.md §4). Every
+The format is the contract between training, parsing and evaluation (docs/design.md §Formats). Every
 notebook and metric goes through :func:`parse_output`, so a parse failure is scored the same way
 everywhere: it counts as the :data:`PARSE_FAILURE_RULE` prediction and is reported beside F1.
 """
@@ -135,7 +135,7 @@ def format_target(
 
 
 def intent_reclassify_messages(intent: str) -> list[dict[str, str]]:
-    """Messages that ask a model to label an intent alone (DPO pair mining, DESIGN.md §5).
+    """Messages that ask a model to label an intent alone (DPO pair mining, docs/design.md §Regimes).
 
     The completion is primed with ``Intent: <text>\\nHarm: `` so a greedy continuation is the
     label the model gives to that intent.
@@ -167,7 +167,7 @@ class Parsed:
 def parse_output(text: str) -> Parsed:
     """Read the label, intent and reasoning from any condition's output.
 
-    Rules (DESIGN.md §4): strip ``<think>`` blocks; use the *last* labelled field
+    Rules (docs/design.md §Formats): strip ``<think>`` blocks; use the *last* labelled field
     (``Harm:``, ``Prompt harm:``, ...); accept a bare one-word answer; normalise synonyms
     (unsafe → harmful; unharmful, benign → safe); never substring-match.
     """

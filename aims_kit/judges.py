@@ -26,7 +26,7 @@ from .endpoints import EndpointError, chat_completion
 
 Grade = Literal["good", "decent", "bad"]
 GRADES: tuple[Grade, ...] = ("good", "decent", "bad")
-#: Reward per grade (DESIGN.md §5): good 1.0, decent 0.5, bad 0.1.
+#: Reward per grade (docs/design.md §Regimes): good 1.0, decent 0.5, bad 0.1.
 GRADE_SCORE: dict[Grade, float] = {"good": 1.0, "decent": 0.5, "bad": 0.1}
 
 RUBRIC = (

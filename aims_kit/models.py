@@ -140,11 +140,17 @@ def has_cuda() -> bool:
     return torch.cuda.is_available()
 
 
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slow."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
 def quantization_config(quantize: bool | None):
     """QLoRA's 4-bit NF4 with double quantisation and bf16 compute, when CUDA and bitsandbytes exist.
 
     ``quantize=None`` means "on a GPU". On CPU the kit loads full precision instead: 4-bit on CPU
-    is slower than fp32 for small models and has an inference-then-train trap (DESIGN.md §7).
+    is slower than fp32 for small models and has an inference-then-train trap (docs/design.md §Stack).
     A CUDA machine without bitsandbytes is an error, not a quiet switch to 16-bit training: that
     would change the experiment (and its memory needs) without a word.
     """

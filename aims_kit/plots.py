@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-#: Paper-reported mean F1 over the five benchmarks (DESIGN.md §6): reference lines only, never
+#: Paper-reported mean F1 over the five benchmarks (docs/design.md §Evaluation): reference lines only, never
 #: targets. Their latency was measured on other hardware, so they are drawn as horizontal lines.
 PAPER_MEAN_F1 = {
     "WildGuard-7B": 0.804,
@@ -16,7 +16,7 @@ PAPER_MEAN_F1 = {
     "paper GRPO": 0.826,
 }
 
-#: Renderers that show in JupyterLab *and* leave HTML in the saved notebook (DESIGN.md §7).
+#: Renderers that show in JupyterLab *and* leave HTML in the saved notebook (docs/design.md §Stack).
 NOTEBOOK_RENDERER = "plotly_mimetype+notebook_connected"
 
 

@@ -129,7 +129,7 @@ PROFILES: dict[str, dict] = {
         "distill_max_new_tokens": 256,
     },
 }
-#: The paper's settings (DESIGN.md §5): the GPU profile with an 8B model, longer generations,
+#: The paper's settings (docs/design.md §Regimes): the GPU profile with an 8B model, longer generations,
 #: more rollouts and more bootstrap resamples.
 PROFILES["paper"] = {
     **PROFILES["gpu-small"],

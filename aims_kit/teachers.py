@@ -1,4 +1,4 @@
-"""Reasoning teachers for distillation: one interface, three backends (DESIGN.md §5).
+"""Reasoning teachers for distillation: one interface, three backends (docs/design.md §Regimes).
 
 A teacher sees a prompt, its gold label and (in the intent conditions) the gold intent, and
 writes a justification *without saying it was given the answer*. Three conditions:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..models import LoraSettings, has_cuda
+from ..models import LoraSettings, cpu_has_fast_bf16, has_cuda
 from ..results import atomic_write_json
 
 
@@ -31,7 +31,7 @@ def require_split(frame: pd.DataFrame, split: str, purpose: str) -> None:
 
 @dataclass
 class TrainSettings:
-    """Optimiser and schedule shared by all regimes. Defaults follow the paper (DESIGN.md §5)."""
+    """Optimiser and schedule shared by all regimes. Defaults follow the paper (docs/design.md §Regimes)."""
 
     learning_rate: float = 2e-4
     epochs: float = 3.0
@@ -48,6 +48,12 @@ class TrainSettings:
     max_length: int = 512
     seed: int = 22
     lora: LoraSettings = field(default_factory=LoraSettings)
+    #: Mixed precision (bf16 autocast, fp32 master weights): on a CUDA GPU, and on a CPU with
+    #: native bf16 matmuls, where it halves SFT step time (perf/bench_train.py). Resolved when
+    #: the settings are made, so the run config records what was used.
+    bf16: bool = field(default_factory=lambda: has_cuda() or cpu_has_fast_bf16())
+    #: Batches of similar length: less padding to compute when prompt lengths vary a lot.
+    group_by_length: bool = True
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -81,7 +87,8 @@ def trainer_kwargs(settings: TrainSettings, run_dir: Path, *, with_eval: bool = 
         data_seed=settings.seed,
         report_to="none",
         use_cpu=not cuda,
-        bf16=cuda,
+        bf16=settings.bf16,
+        train_sampling_strategy="group_by_length" if settings.group_by_length else "random",
         # TRL turns (gradient) checkpointing on by default: it saves GPU memory for QLoRA but only
         # costs time on a CPU, where memory is not the limit for these models.
         activation_checkpointing=cuda,

@@ -1,4 +1,4 @@
-"""Reasoning distillation: screen teacher traces, then train a student on them with SFT (DESIGN.md §5).
+"""Reasoning distillation: screen teacher traces, then train a student on them with SFT (docs/design.md §Regimes).
 
 A trace is kept only if it passes two checks:
 

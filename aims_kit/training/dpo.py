@@ -1,4 +1,4 @@
-"""DPO on mined intent-error pairs, starting from the SFT intent → label adapter (DESIGN.md §5).
+"""DPO on mined intent-error pairs, starting from the SFT intent → label adapter (docs/design.md §Regimes).
 
 **Reference model.** Policy and reference both start from the SFT adapter. The SFT run is loaded
 as a trainable ``PeftModel`` and handed to TRL's ``DPOTrainer`` *without* a ``peft_config``;

@@ -1,4 +1,4 @@
-"""DPO preference pairs mined from the SFT model's own intent errors (DESIGN.md §5).
+"""DPO preference pairs mined from the SFT model's own intent errors (docs/design.md §Regimes).
 
 The paper's recipe, step by step, for every prompt:
 

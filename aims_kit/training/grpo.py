@@ -40,7 +40,7 @@ CONDITION: formats.Condition = "intent_label"
 
 @dataclass
 class GRPOSettings:
-    """GRPO hyper-parameters. Defaults are the paper's (DESIGN.md §5) where it gives them."""
+    """GRPO hyper-parameters. Defaults are the paper's (docs/design.md §Regimes) where it gives them."""
 
     #: Which reward to maximise: ``label_intent`` (format × label × length × faithfulness) or
     #: ``label_only`` (format × label, the paper's ablation).

@@ -6,7 +6,7 @@ lists of message dicts (TRL passes the latter for chat prompts), and ``columns``
 dataset columns, here ``label`` (gold harm label) and ``intent`` (gold human intent). Every
 reward reads the model output through the one parser, :func:`aims_kit.formats.parse_output`.
 
-The paper multiplies the components (DESIGN.md §5), so a wrong format or a wrong label zeroes
+The paper multiplies the components (docs/design.md §Regimes), so a wrong format or a wrong label zeroes
 the whole reward and the intent terms only shape correct answers. :class:`RewardSet` offers
 that product under two names, ``label_intent`` (format × label × length × faithfulness) and
 the paper's ablation ``label_only`` (format × label), and keeps every component per step so a
@@ -130,7 +130,7 @@ def make_faithfulness_reward(judge: CachedJudge) -> RewardFn:
     return faithfulness_reward
 
 
-#: The named reward sets (DESIGN.md §5): the paper's product, and its label-only ablation.
+#: The named reward sets (docs/design.md §Regimes): the paper's product, and its label-only ablation.
 REWARD_SETS: dict[str, tuple[str, ...]] = {
     "label_intent": ("format", "label", "intent_length", "faithfulness"),
     "label_only": ("format", "label"),
