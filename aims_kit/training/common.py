@@ -52,8 +52,6 @@ class TrainSettings:
     #: native bf16 matmuls, where it halves SFT step time (perf/bench_train.py). Resolved when
     #: the settings are made, so the run config records what was used.
     bf16: bool = field(default_factory=lambda: has_cuda() or cpu_has_fast_bf16())
-    #: Batches of similar length: less padding to compute when prompt lengths vary a lot.
-    group_by_length: bool = True
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -88,7 +86,6 @@ def trainer_kwargs(settings: TrainSettings, run_dir: Path, *, with_eval: bool = 
         report_to="none",
         use_cpu=not cuda,
         bf16=settings.bf16,
-        train_sampling_strategy="group_by_length" if settings.group_by_length else "random",
         # TRL turns (gradient) checkpointing on by default: it saves GPU memory for QLoRA but only
         # costs time on a CPU, where memory is not the limit for these models.
         activation_checkpointing=cuda,
