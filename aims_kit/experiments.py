@@ -90,8 +90,9 @@ def grpo_settings(p: GRPOParams, reward_set: str) -> GRPOSettings:
         reward_set=reward_set,
         **{name: value for name, value in given.items() if value is not None},
         max_completion_length=p.max_new_tokens,
-        val_limit=p.eval_limit,
+        val_limit=p.eval_limit if p.grpo_val_limit is None else p.grpo_val_limit,
         seed=p.seed,
+        lora=LoraSettings(top_layers=p.lora_layers),  # used when GRPO starts from the base model
     )
 
 

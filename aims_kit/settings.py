@@ -135,6 +135,9 @@ class GRPOParams(RunParams):
     grpo_beta: float | None = None
     grpo_learning_rate: float | None = None
     grpo_eval_steps: int | None = None
+    #: Validation rows of each checkpoint-selection snapshot, balanced over labels (``None``:
+    #: ``eval_limit``). On a CPU a snapshot of the whole val split costs as much as a few steps.
+    grpo_val_limit: int | None = None
     judge: str | None = None
     judge_on_failure: str | None = None
 
