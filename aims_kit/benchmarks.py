@@ -37,13 +37,13 @@ import pandas as pd
 from . import hub
 from .benchmark_registry import REGISTRY, VARIANTS, Benchmark, get
 from .data import AimsDataError, is_missing, iter_jsonl
-from .paths import REPO_DIR
+from .paths import outputs_dir
 
 FIXTURES_DIR = Path(__file__).parent / "data" / "fixtures"
 #: Environment variable with extra benchmark folders (``os.pathsep``-separated).
 PATHS_ENV = "AIMS_KIT_BENCHMARKS"
-#: Where a checkout next to the project's shared folder finds the real files (e.g. XSTest).
-SHARED_DIR = REPO_DIR.parent / "shared" / "benchmarks"
+#: The kit's own folder for downloaded benchmark files (e.g. ``outputs/benchmarks/xstest/xstest_prompts.csv``).
+LOCAL_DIR = outputs_dir() / "benchmarks"
 SOURCES = ("local", "hub", "fixture")
 
 
@@ -243,10 +243,10 @@ def load_fixture(name: str) -> pd.DataFrame:
 
 def search_dirs(benchmark_paths: str | list | tuple | None = None) -> list[Path]:
     """Folders searched for downloaded files, in order: ``benchmark_paths``, ``$AIMS_KIT_BENCHMARKS``,
-    and ``shared/benchmarks`` next to the checkout."""
+    and ``outputs/benchmarks``."""
     given = benchmark_paths.split(os.pathsep) if isinstance(benchmark_paths, str) else list(benchmark_paths or [])
     env = [p for p in os.environ.get(PATHS_ENV, "").split(os.pathsep) if p]
-    dirs = [Path(p).expanduser() for p in (*given, *env) if p] + [SHARED_DIR]
+    dirs = [Path(p).expanduser() for p in (*given, *env) if p] + [LOCAL_DIR]
     return list(dict.fromkeys(dirs))
 
 

@@ -98,6 +98,21 @@ def regime_sections(records: pd.DataFrame) -> list[str]:
     return parts
 
 
+def model_note(model: str) -> str:
+    """What the report's numbers can and cannot say, for the model the run trained."""
+    from .models import TINY_RANDOM
+    from .offline_models import WHEEL_MODELS
+
+    if model == TINY_RANDOM:
+        return ("These runs train the tiny random test model, which learns the output format but never the "
+                "decision: the numbers test the pipeline only.")
+    if model in WHEEL_MODELS:
+        return (f"These runs train {model} (a small pretrained model) for minutes on a CPU, on the kit's teaching "
+                "sample: the numbers show the pipeline and the direction of effects at toy scale, not the paper's results.")
+    return (f"Model: {model or 'see each run'}. Compare with the paper's numbers only on the AIMS data and the "
+            "published benchmarks, never on fixtures.")
+
+
 def write_report(out_dir: Path, parameters: dict | None = None) -> Path:
     """Write ``out_dir/report.html`` from the records under ``out_dir``; returns its path."""
     out_dir = Path(out_dir)
@@ -109,8 +124,7 @@ def write_report(out_dir: Path, parameters: dict | None = None) -> Path:
     parts = [
         "<h1>AIMS Kit report</h1>",
         f"<p>Run folder: <code>{html.escape(str(out_dir))}</code></p>",
-        "<p><strong>Read this first.</strong> On the embedded default (a tiny model trained from scratch on "
-        "the kit's teaching sample) these numbers demonstrate the pipeline; they are not the paper's results. "
+        f"<p><strong>Read this first.</strong> {html.escape(model_note((parameters or {}).get('model', '')))} "
         "Each F1 sits beside the F1 of flagging everything and of flagging nothing.</p>",
         "<h2>Pareto: F1 against latency</h2>",
     ]

@@ -1,8 +1,10 @@
 """Inference speed: the kit's batched evaluation against a naive one-prompt-at-a-time loop.
 
 Both run in this process on the same model and prompts; the script prints prompts/s for each,
-the ratio, and whether the labels agree. Target with the embedded default on 2 CPU cores: the
-kit at least 8x the naive baseline with identical labels.
+the ratio, and whether the labels agree; for a label-only run also the one-forward-pass label
+scoring (P(harmful) from the first answer token) and its agreement with generation. Target with
+the cpu profile's SmolLM2-135M on 2 CPU cores: the kit at least 8x the naive baseline with
+identical labels.
 
     python perf/bench_inference.py                 # trains a small SFT run first (~1 min)
     python perf/bench_inference.py --run RUN_DIR   # or measure an existing run
@@ -64,6 +66,9 @@ def main() -> None:
     print(f"kit   : {len(prompts) / kit_seconds:8.1f} prompts/s  (batch {args.batch_size}, {metrics['tokens_per_prompt']:.1f} tokens/prompt)")
     print(f"naive : {len(prompts) / naive_seconds:8.1f} prompts/s  (one generate per prompt)")
     print(f"ratio : {naive_seconds / kit_seconds:8.1f}x   label agreement {agree:.3f}")
+    if metrics.get("score_ms_per_prompt"):
+        print(f"score : {1000 / metrics['score_ms_per_prompt']:8.1f} prompts/s  (label scoring, one forward pass; "
+              f"agreement with generation {metrics['score_agreement']:.3f})")
 
 
 if __name__ == "__main__":

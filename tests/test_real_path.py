@@ -323,7 +323,7 @@ def test_hub_connection_error_falls_back_once_and_says_so(monkeypatch, tmp_path)
         calls.append(args[0])
         raise ConnectionError(f"Couldn't reach '{args[0]}' on the Hub (ConnectError)")
 
-    monkeypatch.setattr(benchmarks, "SHARED_DIR", tmp_path)  # no local files
+    monkeypatch.setattr(benchmarks, "LOCAL_DIR", tmp_path)  # no local files
     monkeypatch.delenv(benchmarks.PATHS_ENV, raising=False)
     monkeypatch.setattr(hub, "unreachable", lambda: None)  # the probe got through; the load does not
     monkeypatch.setattr(datasets, "load_dataset", no_connection)
@@ -348,7 +348,7 @@ def test_unreachable_hub_endpoint_is_detected_in_seconds(monkeypatch, tmp_path):
     with socket.socket() as sock:  # a local port nothing listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    monkeypatch.setattr(benchmarks, "SHARED_DIR", tmp_path)  # no local files
+    monkeypatch.setattr(benchmarks, "LOCAL_DIR", tmp_path)  # no local files
     monkeypatch.delenv(benchmarks.PATHS_ENV, raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
