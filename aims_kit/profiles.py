@@ -73,7 +73,7 @@ PROFILES: dict[str, dict] = {
         "benchmark_sources": ["local", "hub", "fixture"],
         "benchmark_limit": 200,
         "n_boot": 1000,
-        "latency_sample": 8,
+        "latency_sample": 2,
         "encoder_max_steps": 40,
         "seed": 22,
         "threads": 0,
