@@ -1,6 +1,5 @@
 """Benchmark registry and loaders: every fixture in its upstream format, bad files, label rules."""
 
-import gzip
 import json
 
 import pandas as pd
@@ -62,31 +61,6 @@ def test_label_mappings(tmp_path):
     tc = tmp_path / "tc.csv"
     pd.DataFrame({"conv_id": ["x", "y"], "user_input": ["a", "b"], "toxicity": [1, 0]}).to_csv(tc, index=False)
     assert benchmarks.load_benchmark("toxicchat", tc)["label"].tolist() == ["harmful", "safe"]
-
-
-def _write_gz(path, rows):
-    with gzip.open(path, "wt") as handle:
-        for row in rows:
-            handle.write(json.dumps(row) + "\n")
-
-
-def test_openai_strict_reading_skips_and_counts_unknown_rows(tmp_path):
-    flags = ("S", "H", "V", "HR", "SH", "S3", "H2", "V2")
-    rows = [
-        {"prompt": "all zero", **dict.fromkeys(flags, 0)},
-        {"prompt": "one flag", **dict.fromkeys(flags, 0), "V": 1},
-        {"prompt": "flagged, rest missing", "S": 1},
-        {"prompt": "zeros, some missing", "S": 0, "H": 0},
-        {"prompt": "nothing at all"},
-    ]
-    path = tmp_path / "samples-1680.jsonl.gz"
-    _write_gz(path, rows)
-    frame = benchmarks.load_benchmark("openai_moderation_strict", path)
-    assert frame["Prompt"].tolist() == ["all zero", "one flag", "flagged, rest missing"]
-    assert frame["label"].tolist() == ["safe", "harmful", "harmful"]
-    assert frame.attrs["n_unknown"] == 2  # counted, not silently dropped
-    table = benchmarks.discovery_table([benchmarks.Found("openai_moderation_strict", "local", str(path), frame, "")])
-    assert table.loc[0, "unknown_skipped"] == 2
 
 
 def test_truncated_gzip_names_the_file(tmp_path):

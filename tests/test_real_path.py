@@ -296,6 +296,8 @@ def test_openai_moderation_follows_the_published_convention_and_keeps_strict_as_
 
     strict = benchmarks.load_benchmark("openai_moderation_strict", path)
     assert strict["label"].tolist() == ["safe", "harmful", "harmful"] and strict.attrs["n_unknown"] == 2
+    table = benchmarks.discovery_table([benchmarks.Found("openai_moderation_strict", "local", str(path), strict, "")])
+    assert table.loc[0, "unknown_skipped"] == 2  # counted, not silently dropped
     assert "differs" in benchmarks.get("openai_moderation_strict").title
     assert "openai_moderation_strict" not in benchmarks.REGISTRY and "openai_moderation_strict" not in benchmark_registry.PAPER_FIVE
     assert [f.name for f in benchmarks.discover(sources=["fixture"])] == list(benchmarks.REGISTRY)
