@@ -148,20 +148,13 @@ def _row(line: int, record: dict, column: str) -> InputRow:
 
 
 def _jsonl_rows(path: Path, column: str) -> list[InputRow]:
-    import json
+    from .data import jsonl_lines
 
-    rows = []
     with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                rows.append(InputRow(line_no, error=f"not valid JSON ({err.msg})"))
-                continue
-            rows.append(_row(line_no, record, column) if isinstance(record, dict) else InputRow(line_no, error="not a JSON object"))
-    return rows
+        return [
+            InputRow(line_no, error=problem) if problem is not None else _row(line_no, record, column)
+            for line_no, record, problem in jsonl_lines(handle)
+        ]
 
 
 def _csv_rows(path: Path, column: str) -> list[InputRow]:

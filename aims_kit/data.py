@@ -117,11 +117,11 @@ def read_table(source: str | Path | None) -> tuple[pd.DataFrame, str]:
     return _read_dataset(str(source), "Hugging Face hub"), str(source)
 
 
-def iter_jsonl(lines: Iterable[str], source: str, error: type[AimsDataError] = AimsDataError) -> Iterator[tuple[int, dict]]:
-    """``(line number, object)`` for each non-empty JSONL line.
+def jsonl_lines(lines: Iterable[str]) -> Iterator[tuple[int, dict | None, str | None]]:
+    """``(line number, object, problem)`` for each non-empty JSONL line; ``problem`` is ``None`` or why it is unreadable.
 
-    A line that is not a JSON object (a truncated download, a hand edit) is an ``error`` naming
-    the file and the line, never a stack trace from the JSON parser.
+    The one line reader behind every JSONL input: callers decide whether a bad line stops the
+    read (:func:`iter_jsonl`) or is reported and the rest kept (the classify CLI).
     """
     for line_no, line in enumerate(lines, start=1):
         if not line.strip():
@@ -129,9 +129,21 @@ def iter_jsonl(lines: Iterable[str], source: str, error: type[AimsDataError] = A
         try:
             row = json.loads(line)
         except json.JSONDecodeError as err:
-            raise error(source, f"line {line_no} is not valid JSON ({err.msg}); truncated file?", row=line_no) from None
-        if not isinstance(row, dict):
-            raise error(source, f"line {line_no} is not a JSON object", row=line_no)
+            yield line_no, None, f"not valid JSON ({err.msg})"
+            continue
+        yield (line_no, row, None) if isinstance(row, dict) else (line_no, None, "not a JSON object")
+
+
+def iter_jsonl(lines: Iterable[str], source: str, error: type[AimsDataError] = AimsDataError) -> Iterator[tuple[int, dict]]:
+    """``(line number, object)`` for each non-empty JSONL line.
+
+    A line that is not a JSON object (a truncated download, a hand edit) is an ``error`` naming
+    the file and the line, never a stack trace from the JSON parser.
+    """
+    for line_no, row, problem in jsonl_lines(lines):
+        if problem is not None:
+            hint = "; truncated file?" if problem.startswith("not valid JSON") else ""
+            raise error(source, f"line {line_no} is {problem}{hint}", row=line_no)
         yield line_no, row
 
 
