@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import platform
 import time
-from typing import Callable
+from functools import lru_cache
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
-from . import formats, metrics, stats
+from . import formats, metrics, probes, stats
 from .generation import Generation, classifier_inputs, generate_answers, score_labels
 
 
@@ -50,16 +51,18 @@ def latency_sample_indices(n_items: int, sample: int) -> list[int]:
     return sorted({round(i * (n_items - 1) / (sample - 1)) for i in range(sample)}) if sample > 1 else [0]
 
 
-def single_request_latency(run_one: Callable[[int], object], n_items: int, sample: int = 16) -> dict:
+def single_request_latency(run_one: Callable[[int], object], n_items: int, sample: int = 16, *, warm_up: bool = True) -> dict:
     """p50 / p95 wall-clock ms of ``run_one(i)`` (one request, batch size 1) over a fixed sample.
 
-    One untimed warm-up call first, so a lazy first-call cost (kernel compilation, allocator) does
-    not land in the percentiles.
+    With ``warm_up``, one untimed call first, so a lazy first-call cost (kernel compilation,
+    allocator) does not land in the percentiles. A caller that has just run the same model on
+    the same prompts has paid that cost already and may skip it.
     """
     indices = latency_sample_indices(n_items, sample)
     if not indices:
         return {"latency_p50_ms": None, "latency_p95_ms": None, "latency_n": 0, "latency_batch_size": 1}
-    run_one(indices[0])
+    if warm_up:
+        run_one(indices[0])
     times = []
     for i in indices:
         start = time.perf_counter()
@@ -67,6 +70,33 @@ def single_request_latency(run_one: Callable[[int], object], n_items: int, sampl
         times.append(1000 * (time.perf_counter() - start))
     p50, p95 = np.percentile(times, [50, 95])
     return {"latency_p50_ms": float(p50), "latency_p95_ms": float(p95), "latency_n": len(times), "latency_batch_size": 1}
+
+
+@lru_cache(maxsize=1)
+def _similarity_judge():
+    from .judges import EmbeddingJudge
+
+    return EmbeddingJudge()
+
+
+def intent_quality(intents: Sequence[str | None], gold_intents: Sequence[str] | None = None) -> dict:
+    """How the written intents read, for any run that writes them (empty dict otherwise).
+
+    ``intent_repeat_rate``: share of the written intents that repeat a four-word sequence (a
+    sentence about the prompt does not; a model stuck in a loop does). ``intent_similarity``:
+    mean cosine similarity of the offline intent judge (MiniLM) between each human intent and the
+    predicted one, a missing prediction counting as an empty one; only where ``gold_intents``
+    are known (the AIMS splits).
+    """
+    written = [intent for intent in intents if intent]
+    if not written:
+        return {}
+    quality = {"intent_repeat_rate": float(np.mean([probes.repeats_ngram(intent) for intent in written]))}
+    if gold_intents is not None:
+        pairs = [(gold, intent or "") for gold, intent in zip(gold_intents, intents) if isinstance(gold, str) and gold.strip()]
+        if pairs:
+            quality["intent_similarity"] = float(np.mean(_similarity_judge().similarity(pairs)))
+    return quality
 
 
 def evaluate(
@@ -90,7 +120,8 @@ def evaluate(
     engine (:class:`aims_kit.served.EndpointEngine`) names the device.
 
     Returns ``(metrics, predictions)``: metrics include F1, precision, recall, accuracy, the
-    parse-failure rate and rule, ms/prompt (batched throughput), single-request p50/p95 ms over
+    parse-failure rate and rule, how the intents read (:func:`intent_quality`), ms/prompt
+    (batched throughput), single-request p50/p95 ms over
     ``latency_sample`` prompts (0: skip), bootstrap 95% intervals from ``n_boot`` resamples
     (0: skip), tokens/prompt, the trivial baselines and the device.
     """
@@ -105,11 +136,9 @@ def evaluate(
         return generate_answers(model, tokenizer, convs, condition=condition, max_new_tokens=max_new_tokens, batch_size=size, engine=engine, desc=desc)
 
     gen = run(conversations, batch_size, f"eval {dataset}")
-    latency = single_request_latency(
-        lambda i: run([conversations[i]], 1, ""),
-        len(conversations),
-        latency_sample,
-    )
+    # The batched pass just above ran this model on these prompts: no separate warm-up call
+    # (on a CPU it would cost as much as one timed request per run and benchmark).
+    latency = single_request_latency(lambda i: run([conversations[i]], 1, ""), len(conversations), latency_sample, warm_up=False)
     scored = _label_scores(model, tokenizer, prompts, batch_size) if condition == "label_only" and model is not None else None
     if was_training:
         model.train()
@@ -128,6 +157,7 @@ def evaluate(
         "ms_per_prompt": 1000 * gen.seconds / len(frame),
         "tokens_per_prompt": sum(gen.new_tokens) / len(frame),
         "truncated_prompts": n_truncated,
+        **intent_quality([p.intent for p in parsed], list(frame["Intent"]) if "Intent" in frame else None),
         **(scored["metrics"] if scored else {}),
         **latency,
         "batch_size": batch_size,

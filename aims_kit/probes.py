@@ -81,6 +81,16 @@ def ngrams(tokens: Sequence[str], n: int) -> set[tuple[str, ...]]:
     return {tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)}
 
 
+def repeats_ngram(text: str, n: int = 4) -> bool:
+    """True when some ``n``-word sequence occurs twice in ``text``.
+
+    A one-sentence intent never needs to say the same four words twice; a small model stuck in
+    a loop ("a of a of a of") always does, so this separates the two cheaply.
+    """
+    tokens = words(text)
+    return len(ngrams(tokens, n)) < len(tokens) - n + 1
+
+
 def shared_ngrams(reference: str, text: str, n: int = 6) -> set[tuple[str, ...]]:
     """``n``-word sequences that ``text`` copies from ``reference`` (case and punctuation ignored).
 

@@ -18,7 +18,7 @@ from .results import atomic_write_text, load_records, read_json
 
 TABLE_COLUMNS = [
     "regime", "condition", "variant", "dataset", "n", "f1", "f1_ci_low", "f1_ci_high", "precision", "recall",
-    "accuracy", "f1_flag_all", "f1_flag_none", "parse_failure_rate", "ms_per_prompt", "latency_p50_ms",
+    "accuracy", "f1_flag_all", "f1_flag_none", "parse_failure_rate", "intent_repeat_rate", "intent_similarity", "ms_per_prompt", "latency_p50_ms",
     "latency_p95_ms", "tokens_per_prompt", "seed",
 ]
 
@@ -44,7 +44,11 @@ def results_table(records: pd.DataFrame) -> pd.DataFrame:
 
 
 def summary_frame(records: pd.DataFrame, dataset: str = "aims_test") -> pd.DataFrame:
-    """One row per run on ``dataset``: F1 with its 95% CI beside flag-everything, parse failures, ms/prompt."""
+    """One row per run on ``dataset``: F1 with its 95% CI beside flag-everything, parse failures, ms/prompt.
+
+    Runs that write intents add how those read: the share repeating a four-word sequence and
+    the judge's mean similarity to the human intent ("–" for runs without intents).
+    """
     if records.empty or dataset not in set(records["dataset"]):
         return pd.DataFrame(columns=["run", "F1 [95% CI]", "flag-all F1", "parse fail", "ms/prompt"])
     rows = records[records["dataset"] == dataset].sort_values(["regime", "condition"])
@@ -58,13 +62,21 @@ def summary_frame(records: pd.DataFrame, dataset: str = "aims_test") -> pd.DataF
         interval = f" [{low:.2f}, {high:.2f}]" if pd.notna(low) and pd.notna(high) else ""
         return f"{row['f1']:.2f}{interval}"
 
-    return pd.DataFrame({
+    def optional(column: str, spec: str) -> list[str]:
+        values = rows[column] if column in rows else [None] * len(rows)
+        return [format(value, spec) if pd.notna(value) else "–" for value in values]
+
+    frame = pd.DataFrame({
         "run": [name(row) for _, row in rows.iterrows()],
         "F1 [95% CI]": [f1(row) for _, row in rows.iterrows()],
         "flag-all F1": [f"{value:.2f}" for value in rows["f1_flag_all"]],
         "parse fail": [f"{value:.0%}" for value in rows["parse_failure_rate"]],
+        "intent repeats": optional("intent_repeat_rate", ".0%"),
+        "intent sim.": optional("intent_similarity", ".2f"),
         "ms/prompt": [f"{value:.1f}" for value in rows["ms_per_prompt"]],
     })
+    has_intents = frame[["intent repeats", "intent sim."]].ne("–").any()
+    return frame.drop(columns=[c for c, present in has_intents.items() if not present])
 
 
 def run_summary(out_dir: Path, dataset: str = "aims_test") -> str:

@@ -72,6 +72,9 @@ def test_latency_sample_is_fixed_and_evenly_spread():
     result = evaluation.single_request_latency(timed.append, 10, 3)
     assert timed == [0, 0, 4, 9]  # one untimed warm-up call, then the sample
     assert result["latency_n"] == 3 and result["latency_batch_size"] == 1
+    timed.clear()
+    evaluation.single_request_latency(timed.append, 10, 3, warm_up=False)
+    assert timed == [0, 4, 9]  # a caller that just ran the model skips the warm-up
 
 
 def test_encoder_baseline_trains_on_train_stops_on_val_and_records(tmp_path):

@@ -60,3 +60,15 @@ def test_parse_grade(text, grade):
 def test_unknown_judge_spec():
     with pytest.raises(ValueError, match="unknown judge"):
         judges.make_judge("magic")
+
+
+def test_intent_quality_counts_loops_and_scores_similarity_to_the_human_intent():
+    from aims_kit.evaluation import intent_quality
+
+    gold = ["The user wants to kill a stuck Python process.", "The user wants to hurt their neighbour."]
+    good = intent_quality(["The user wants to stop a frozen Python program.", "The user wants to harm a neighbour."], gold)
+    looping = intent_quality(["The user wants a of a of a of a", None], gold)
+    assert good["intent_repeat_rate"] == 0.0 and looping["intent_repeat_rate"] == 1.0  # over written intents only
+    assert good["intent_similarity"] > 0.6 > looping["intent_similarity"]  # a missing intent scores as empty
+    assert set(intent_quality(["An intent."])) == {"intent_repeat_rate"}  # no gold intents: no similarity
+    assert intent_quality([None, None], gold) == {}  # a run without intents reports none

@@ -24,6 +24,14 @@ def test_shared_ngrams_ignore_case_and_punctuation():
     assert probes.token_overlap(intent, "Completely unrelated words about gardening.") == 0.0
 
 
+def test_repeats_ngram_catches_loops_not_sentences():
+    assert probes.repeats_ngram("The user wants a of a of a of a")
+    assert probes.repeats_ngram("The user wants to know, the user wants to know more.")
+    assert not probes.repeats_ngram("The user wants to know how to kill a stuck Python process.")
+    assert not probes.repeats_ngram("a of a")  # shorter than one 4-gram twice
+    assert probes.repeats_ngram("x y x y x", n=2) and not probes.repeats_ngram("x y z w", n=2)
+
+
 def test_hedge_rates_and_gaps_by_label_and_level():
     table = probes.hedge_rates(
         ["This might be fine.", "Clear harm.", "Arguably harmless.", "Plainly fine.", "It is borderline."],

@@ -102,6 +102,9 @@ def test_summary_puts_f1_ci_beside_flag_all_for_each_run():
         {"run": "sft label_only", "F1 [95% CI]": "0.81 [0.70, 0.90]", "flag-all F1": "0.67", "parse fail": "5%", "ms/prompt": "12.3"},
     ]
     assert report.summary_frame(records, "nowhere").empty
+    records.loc[1, ["intent_repeat_rate", "intent_similarity"]] = [0.04, 0.613]
+    with_intents = report.summary_frame(records).to_dict("records")
+    assert [(r["intent repeats"], r["intent sim."]) for r in with_intents] == [("4%", "0.61"), ("–", "–")]
 
 
 def test_smoke_sft_notebook_runs_clean_with_live_progress_and_a_summary(tmp_path, capfd):

@@ -188,6 +188,10 @@ class _ValSelection:
             dataset="aims_val",
             batch_size=self.settings.eval_batch_size,
             max_new_tokens=self.settings.max_completion_length,
+            # Selection reads F1 alone: no single-request timing, no bootstrap (on a CPU the
+            # timing alone cost as much as the snapshot itself).
+            latency_sample=0,
+            n_boot=0,
         )
         point = {"step": step, "val_f1": metrics["f1"], "val_parse_failure_rate": metrics["parse_failure_rate"]}
         self.history.append(point)
