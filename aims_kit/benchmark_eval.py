@@ -96,7 +96,8 @@ def evaluate_loaded(run: LoadedRun, frame: pd.DataFrame, dataset: str, params: d
     p = BenchmarkParams.from_params(params)
     limit = int(p.benchmark_limit or 0)
     frame = data.stratified_sample(frame, limit, seed=int(p.seed or 0))
-    latency_sample, batch_size, n_boot = int(p.latency_sample), int(p.eval_batch_size), int(p.n_boot)
+    latency_sample = int(p.latency_sample if p.benchmark_latency_sample is None else p.benchmark_latency_sample)
+    batch_size, n_boot = int(p.eval_batch_size), int(p.n_boot)
     if run.is_encoder:
         from .encoder import evaluate_encoder
 

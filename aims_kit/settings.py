@@ -55,7 +55,7 @@ class RunParams:
     max_new_tokens: int = 64
     #: Answer budget of a reasoning output condition (and the distillation teacher's).
     distill_max_new_tokens: int = 256
-    #: Prompts timed one at a time for p50 / p95 latency (0: skip).
+    #: Prompts timed one at a time for p50 / p95 latency on the AIMS test split (0: skip).
     latency_sample: int = 16
     #: Bootstrap resamples for the 95% intervals (0: skip).
     n_boot: int = 1000
@@ -151,6 +151,9 @@ class BenchmarkParams(RunParams):
     benchmark_paths: tuple[str, ...] = ()
     #: Rows per benchmark, a seeded sample keeping the label share (0: all).
     benchmark_limit: int = 0
+    #: Prompts timed one at a time per (run, benchmark) (``None``: ``latency_sample``). On a CPU
+    #: every run times every benchmark, so the cpu profile times fewer here than on AIMS test.
+    benchmark_latency_sample: int | None = None
     train_encoder: bool = True
     #: 0 picks 5e-5, the usual BERT fine-tuning rate.
     encoder_learning_rate: float = 0.0
