@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--path", type=Path, default=None, help="local upstream file or hub export (default: the hub)")
     ev.add_argument("--limit", type=int, default=0, help="evaluate a seeded, label-stratified sample of N rows (0: all)")
     ev.add_argument("--batch-size", type=int, default=32)
-    ev.add_argument("--max-new-tokens", type=int, default=64)
+    ev.add_argument("--max-new-tokens", type=int, default=None,
+                    help="answer budget for every output format (default: the run's profile budgets, as its test split had)")
     ev.add_argument("--latency-sample", type=int, default=16, help="prompts timed one at a time for p50/p95 latency")
     ev.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the confidence intervals")
     ev.add_argument("--seed", type=int, default=22)
@@ -131,13 +132,15 @@ def main_eval(args: argparse.Namespace) -> int:
         run_dir = benchmark_eval.served_run(resolve_out_dir(args.out), args.endpoint, args.served_model, args.condition)
     else:
         run_dir = benchmark_eval.zero_shot_run(resolve_out_dir(args.out), args.model, args.condition)
-    params = {"benchmark_limit": args.limit, "eval_batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,
-              "latency_sample": args.latency_sample, "n_boot": args.n_boot, "seed": args.seed}
     try:
         run = benchmark_eval.load_run(run_dir)
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    from .classifier import budget_params
+
+    params = {"benchmark_limit": args.limit, "eval_batch_size": args.batch_size, "latency_sample": args.latency_sample,
+              "n_boot": args.n_boot, "seed": args.seed, **budget_params(run.config, args.max_new_tokens)}
     from .endpoints import EndpointError
 
     try:

@@ -42,9 +42,25 @@ class Classification:
         return asdict(self)
 
 
+#: The parameters that set answer budgets (non-reasoning and reasoning formats).
+BUDGET_KEYS = ("max_new_tokens", "distill_max_new_tokens")
+
+
+def budget_params(config: dict, max_new_tokens: int | None = None) -> dict:
+    """Budget parameters for a run: ``max_new_tokens`` for every format when given, else its profile's.
+
+    A run is then classified (and evaluated from the CLI) with the budget its test split was
+    scored with; a run of a custom profile gets the defaults.
+    """
+    if max_new_tokens:
+        return dict.fromkeys(BUDGET_KEYS, max_new_tokens)
+    profile = PROFILES.get(config.get("profile", ""), {})
+    return {key: profile[key] for key in BUDGET_KEYS if key in profile}
+
+
 def answer_budget(config: dict) -> int:
     """The answer budget the run was evaluated with: its profile's (defaults for a custom profile)."""
-    return RunParams.from_params(PROFILES.get(config.get("profile", ""), {})).answer_budget(config.get("condition", "label_only"))
+    return RunParams.from_params(budget_params(config)).answer_budget(config.get("condition", "label_only"))
 
 
 class Classifier:

@@ -114,3 +114,15 @@ def test_classify_cli_csv_counts_lines_of_quoted_multiline_prompts(intent_run, t
     assert main(["classify", "--run", str(intent_run), "--input", str(source), "--output", str(output)]) == 1
     assert "prompts.csv: no column 'prompt'" in capsys.readouterr().err
     assert results.read_jsonl(output) == rows  # a failed call leaves the earlier output as it was
+
+
+def test_a_run_keeps_its_profiles_answer_budgets_unless_one_is_given():
+    from aims_kit.classifier import answer_budget, budget_params
+    from aims_kit.profiles import PROFILES
+
+    short, long = PROFILES["cpu"]["max_new_tokens"], PROFILES["cpu"]["distill_max_new_tokens"]
+    cpu = {"profile": "cpu", "condition": "reasoning_intent_label"}
+    assert budget_params(cpu) == {"max_new_tokens": short, "distill_max_new_tokens": long}
+    assert answer_budget(cpu) == long and answer_budget({**cpu, "condition": "intent_label"}) == short
+    assert budget_params(cpu, 20) == {"max_new_tokens": 20, "distill_max_new_tokens": 20}  # the CLI's --max-new-tokens
+    assert budget_params({"profile": "custom"}) == {}  # zero-shot and served runs: the defaults
