@@ -40,7 +40,7 @@ def chromium() -> str:
 def screenshot(page: Path, target: Path, width: int, height: int) -> None:
     subprocess.run(
         [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-         f"--window-size={width},{height}", f"--screenshot={target}", page.as_uri()],
+         f"--window-size={width},{height}", f"--screenshot={target}", page.resolve().as_uri()],
         check=True, capture_output=True, timeout=120,
     )
     print(f"wrote {target}")
@@ -73,7 +73,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         page = Path(tmp) / "playground.html"
         page.write_text(playground_page(args.run_folder, args.runs, args.prompt), encoding="utf-8")
-        screenshot(page, args.out / "playground.png", 1280, 420)
+        screenshot(page, args.out / "playground.png", 1280, 215)
 
 
 if __name__ == "__main__":
