@@ -7,9 +7,10 @@ Every notebook receives the whole profile through papermill and reads the keys i
 from __future__ import annotations
 
 #: Parameters every profile sets. ``learning_rate`` 0 means the paper's rate for the condition.
-#: Benchmarks (06): ``benchmark_names`` (registry names; empty: all eight), ``benchmark_sources`` in order of preference (local files, the hub, the kit's
-#: fixtures), ``benchmark_limit`` rows per benchmark (0: all; the cpu profile samples 200 to stay
-#: within minutes), ``n_boot`` bootstrap resamples. ``latency_sample``: AIMS-test prompts timed at
+#: Benchmarks (06): ``benchmark_names`` (registry names; empty: all eight), ``benchmark_sources``
+#: in order of preference (local files, the hub, the kit's fixtures), ``benchmark_limit`` rows per
+#: benchmark (0: all; the cpu profile samples 200 to stay within minutes), ``n_boot`` bootstrap
+#: resamples. ``latency_sample``: AIMS-test prompts timed at
 #: batch 1 (p50 / p95); ``benchmark_latency_sample``: the same per (run, benchmark) in 06.
 #: ``lora_layers``: adapt only the top N decoder layers with LoRA (0: all); the cpu profile's
 #: 10 of SmolLM2's 30 layers make CPU training affordable (see perf/bench_train.py).

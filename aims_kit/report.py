@@ -43,6 +43,12 @@ def results_table(records: pd.DataFrame) -> pd.DataFrame:
     return records[columns].sort_values(["dataset", "regime", "condition"]).reset_index(drop=True).round(3)
 
 
+def run_label(record: pd.Series) -> str:
+    """A run as people name it: regime, output condition and variant ("dpo intent_label hard")."""
+    variant = record.get("variant")
+    return " ".join(str(part) for part in (record["regime"], record["condition"], variant) if isinstance(part, str) and part)
+
+
 def summary_frame(records: pd.DataFrame, dataset: str = "aims_test") -> pd.DataFrame:
     """One row per run on ``dataset``: F1 with its 95% CI beside flag-everything, parse failures, ms/prompt.
 
@@ -52,10 +58,6 @@ def summary_frame(records: pd.DataFrame, dataset: str = "aims_test") -> pd.DataF
     if records.empty or dataset not in set(records["dataset"]):
         return pd.DataFrame(columns=["run", "F1 [95% CI]", "flag-all F1", "parse fail", "ms/prompt"])
     rows = records[records["dataset"] == dataset].sort_values(["regime", "condition"])
-
-    def name(row) -> str:
-        variant = row.get("variant")
-        return " ".join(str(part) for part in (row["regime"], row["condition"], variant) if isinstance(part, str) and part)
 
     def f1(row) -> str:
         low, high = row.get("f1_ci_low"), row.get("f1_ci_high")
@@ -67,7 +69,7 @@ def summary_frame(records: pd.DataFrame, dataset: str = "aims_test") -> pd.DataF
         return [format(value, spec) if pd.notna(value) else "–" for value in values]
 
     frame = pd.DataFrame({
-        "run": [name(row) for _, row in rows.iterrows()],
+        "run": [run_label(row) for _, row in rows.iterrows()],
         "F1 [95% CI]": [f1(row) for _, row in rows.iterrows()],
         "flag-all F1": [f"{value:.2f}" for value in rows["f1_flag_all"]],
         "parse fail": [f"{value:.0%}" for value in rows["parse_failure_rate"]],

@@ -27,6 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from aims_kit import results
+from aims_kit.report import run_label
 from aims_kit.paths import outputs_dir
 
 #: Regimes whose runs must learn (the encoder baseline is reported by 06, not judged here).
@@ -36,23 +37,20 @@ MAX_INTENT_REPEATS = 0.05
 INTENT_CONDITIONS = ("intent_label", "reasoning_intent_label")
 
 
-def run_name(row: pd.Series) -> str:
-    variant = row.get("variant")
-    return " ".join(str(part) for part in (row["regime"], row["condition"], variant) if isinstance(part, str) and part)
-
-
 def per_run_table(test: pd.DataFrame) -> pd.DataFrame:
     """One row per judged run on the AIMS test split, with the numbers the targets read."""
     rows = test[test["regime"].isin(JUDGED_REGIMES)].sort_values(["regime", "condition"])
+    # Records written before intents were measured lack these columns: they read as missing.
+    rows = rows.assign(**{column: float("nan") for column in ("intent_repeat_rate", "intent_similarity") if column not in rows})
     return pd.DataFrame({
-        "run": [run_name(row) for _, row in rows.iterrows()],
+        "run": [run_label(row) for _, row in rows.iterrows()],
         "f1": rows["f1"].round(3).values,
         "ci_low": rows["f1_ci_low"].round(3).values,
         "ci_high": rows["f1_ci_high"].round(3).values,
         "flag_all": rows["f1_flag_all"].round(3).values,
         "parse_fail": rows["parse_failure_rate"].round(3).values,
-        "intent_repeats": rows.get("intent_repeat_rate", pd.Series([None] * len(rows))).round(3).values,
-        "intent_sim": rows.get("intent_similarity", pd.Series([None] * len(rows))).round(3).values,
+        "intent_repeats": rows["intent_repeat_rate"].round(3).values,
+        "intent_sim": rows["intent_similarity"].round(3).values,
     })
 
 
@@ -83,7 +81,7 @@ def verdicts(table: pd.DataFrame, records: pd.DataFrame) -> list[tuple[str, bool
     else:
         best = xstest.sort_values("f1").iloc[-1]
         out.append(("best intent-aware run above flag-all on the real XSTest", bool(best.f1 > best.f1_flag_all),
-                    f"{run_name(best)}: F1 {best.f1:.3f} [{best.f1_ci_low:.3f}, {best.f1_ci_high:.3f}] vs "
+                    f"{run_label(best)}: F1 {best.f1:.3f} [{best.f1_ci_low:.3f}, {best.f1_ci_high:.3f}] vs "
                     f"{best.f1_flag_all:.3f} (n={int(best.n)})"))
     return out
 
