@@ -43,7 +43,7 @@ class LoadedRun:
 
 def load_run(run_dir: str | Path) -> LoadedRun:
     """Load what the run's regime needs: the encoder, a bare model (zero-shot), base + adapter, or an endpoint client (served)."""
-    from .models import load_model, load_trained
+    from .models import load_for_inference, load_model, prepare_for_inference
 
     run_dir = Path(run_dir)
     config = results.read_run_config(run_dir)
@@ -54,12 +54,13 @@ def load_run(run_dir: str | Path) -> LoadedRun:
         model, tokenizer = load_encoder(run_dir)
     elif regime == "zero_shot":
         model, tokenizer = load_model(config["model"])
+        model = prepare_for_inference(model)
     elif regime == "served":
         from .served import EndpointEngine
 
         return LoadedRun(run_dir, config, None, None, engine=EndpointEngine(config["endpoint"], config["model"]))
     else:
-        model, tokenizer = load_trained(run_dir)
+        model, tokenizer = load_for_inference(run_dir)
     return LoadedRun(run_dir, config, model, tokenizer)
 
 

@@ -44,6 +44,9 @@ FIXTURES_DIR = Path(__file__).parent / "data" / "fixtures"
 PATHS_ENV = "AIMS_KIT_BENCHMARKS"
 #: The kit's own folder for downloaded benchmark files (e.g. ``outputs/benchmarks/xstest/xstest_prompts.csv``).
 LOCAL_DIR = outputs_dir() / "benchmarks"
+#: Real benchmark files whose licence lets them ship inside the kit (XSTest, CC-BY-4.0; licence and
+#: attribution beside each file), searched last so a user's own download wins.
+SHIPPED_DIR = Path(__file__).parent / "data" / "benchmarks"
 SOURCES = ("local", "hub", "fixture")
 
 
@@ -242,11 +245,11 @@ def load_fixture(name: str) -> pd.DataFrame:
 
 
 def search_dirs(benchmark_paths: str | list | tuple | None = None) -> list[Path]:
-    """Folders searched for downloaded files, in order: ``benchmark_paths``, ``$AIMS_KIT_BENCHMARKS``,
-    and ``outputs/benchmarks``."""
+    """Folders searched for benchmark files, in order: ``benchmark_paths``, ``$AIMS_KIT_BENCHMARKS``,
+    ``outputs/benchmarks`` and the real files shipped with the kit (:data:`SHIPPED_DIR`)."""
     given = benchmark_paths.split(os.pathsep) if isinstance(benchmark_paths, str) else list(benchmark_paths or [])
     env = [p for p in os.environ.get(PATHS_ENV, "").split(os.pathsep) if p]
-    dirs = [Path(p).expanduser() for p in (*given, *env) if p] + [LOCAL_DIR]
+    dirs = [Path(p).expanduser() for p in (*given, *env) if p] + [LOCAL_DIR, SHIPPED_DIR]
     return list(dict.fromkeys(dirs))
 
 
@@ -313,7 +316,9 @@ def discover(
                 if path is None:
                     reasons.append(f"no local file ({bench.local_names[0]}) in {', '.join(map(str, dirs))}")
                     continue
-                found.append(Found(name, "local", str(path), load_benchmark(name, path), "real benchmark file"))
+                shipped = path.resolve().is_relative_to(SHIPPED_DIR.resolve())
+                note = "real benchmark file" + (" shipped with the kit (licence beside it)" if shipped else "")
+                found.append(Found(name, "local", str(path), load_benchmark(name, path), note))
                 break
             if source == "hub":
                 if hub_down:

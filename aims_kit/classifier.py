@@ -95,17 +95,12 @@ class Classifier:
 
     def _classify_generative(self, prompts: list[str], desc: str) -> list[Classification]:
         model, tokenizer, engine = self.run.model, self.run.tokenizer, self.run.engine
-        sent, conversations, _ = generation.classifier_inputs(model, tokenizer, prompts, self.condition, self.max_new_tokens)
+        _, conversations, _ = generation.classifier_inputs(model, tokenizer, prompts, self.condition, self.max_new_tokens)
         gen = generation.generate_answers(
             model, tokenizer, conversations, condition=self.condition, max_new_tokens=self.max_new_tokens,
             batch_size=self.batch_size, engine=engine, desc=desc,
         )
-        p_harmful: list[float | None] = [None] * len(prompts)
-        if self.condition == "label_only" and model is not None:
-            try:
-                p_harmful = list(generation.score_labels(model, tokenizer, sent, batch_size=self.batch_size)[0])
-            except ValueError:  # the tokenizer cannot tell the labels apart by their first token
-                pass
+        p_harmful: list[float | None] = gen.p_harmful if gen.p_harmful is not None else [None] * len(prompts)
         ms = 1000 * gen.seconds / len(prompts)
         out = []
         for prompt, text, tokens, p in zip(prompts, gen.texts, gen.new_tokens, p_harmful):

@@ -19,25 +19,32 @@ import pandas as pd
 import torch
 
 from . import formats, metrics, probes, stats
-from .generation import Generation, classifier_inputs, generate_answers, score_labels
-
-
-def _label_scores(model, tokenizer, prompts: list[str], batch_size: int) -> dict | None:
-    """Logit scoring beside generation for label-only runs: P(harmful) per prompt and its cost."""
-    try:
-        probs, seconds = score_labels(model, tokenizer, prompts, batch_size=batch_size)
-    except ValueError:  # the tokenizer cannot tell the labels apart by their first token
-        return None
-    return {"p_harmful": probs, "metrics": {"score_ms_per_prompt": 1000 * seconds / len(prompts)}}
+from .generation import Generation, classifier_inputs, generate_answers
 
 
 def device_info(model) -> dict:
-    """Where latency was measured, so a plot never mixes hardware silently."""
+    """Where and how latency was measured, so a plot never mixes hardware or precision silently.
+
+    ``dtype`` is what the weights are stored in; ``compute_dtype`` what the matmuls ran in
+    (bf16 autocast on a CPU with native bf16, :func:`aims_kit.models.inference_precision`);
+    ``quantization`` says whether the base is 4-bit NF4.
+    """
+    from .models import model_precision
+
     device = model.device
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    stored = str(next(model.parameters()).dtype).replace("torch.", "")
+    policy = model_precision(model)
+    quantization = getattr(model, "quantization_config", None) or getattr(getattr(model, "config", None), "quantization_config", None)
+    four_bit = bool(getattr(model, "is_loaded_in_4bit", False))
+    compute = policy.compute_dtype if policy.autocast or policy.weights else stored
+    if four_bit:
+        compute = str(getattr(quantization, "bnb_4bit_compute_dtype", "bfloat16")).replace("torch.", "")
     return {
         "device": f"{device.type}:{name}",
-        "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+        "dtype": stored,
+        "compute_dtype": compute,
+        "quantization": "nf4 + double quant" if four_bit else "none",
         "torch_threads": torch.get_num_threads(),
     }
 
@@ -130,7 +137,7 @@ def evaluate(
     was_training = model is not None and model.training
     if model is not None:
         model.eval()
-    prompts, conversations, n_truncated = classifier_inputs(model, tokenizer, list(frame["Prompt"]), condition, max_new_tokens)
+    _, conversations, n_truncated = classifier_inputs(model, tokenizer, list(frame["Prompt"]), condition, max_new_tokens)
 
     def run(convs: list, size: int, desc: str) -> Generation:
         return generate_answers(model, tokenizer, convs, condition=condition, max_new_tokens=max_new_tokens, batch_size=size, engine=engine, desc=desc)
@@ -139,14 +146,11 @@ def evaluate(
     # The batched pass just above ran this model on these prompts: no separate warm-up call
     # (on a CPU it would cost as much as one timed request per run and benchmark).
     latency = single_request_latency(lambda i: run([conversations[i]], 1, ""), len(conversations), latency_sample, warm_up=False)
-    scored = _label_scores(model, tokenizer, prompts, batch_size) if condition == "label_only" and model is not None else None
     if was_training:
         model.train()
     parsed = [formats.parse_output(t) for t in gen.texts]
     gold = list(frame["label"])
     pred = [p.label_or_rule() for p in parsed]
-    if scored is not None:
-        scored["metrics"]["score_agreement"] = float(np.mean([(q >= 0.5) == (p == "harmful") for q, p in zip(scored["p_harmful"], pred)]))
     ids = frame["ID"].astype(str).tolist() if "ID" in frame else [str(i) for i in range(len(frame))]
     result = {
         **metrics.binary_metrics(gold, pred),
@@ -158,7 +162,7 @@ def evaluate(
         "tokens_per_prompt": sum(gen.new_tokens) / len(frame),
         "truncated_prompts": n_truncated,
         **intent_quality([p.intent for p in parsed], list(frame["Intent"]) if "Intent" in frame else None),
-        **(scored["metrics"] if scored else {}),
+        "label_method": gen.method,
         **latency,
         "batch_size": batch_size,
         "backend": getattr(engine, "backend", "vllm") if engine is not None else "transformers",
@@ -174,7 +178,7 @@ def evaluate(
             "intent": p.intent,
             "output": text,
             "new_tokens": n,
-            **({"p_harmful": scored["p_harmful"][i]} if scored else {}),
+            **({"p_harmful": gen.p_harmful[i]} if gen.p_harmful is not None else {}),
         }
         for i, (row_id, prompt, g, p, text, n) in enumerate(zip(ids, frame["Prompt"], gold, parsed, gen.texts, gen.new_tokens))
     ]

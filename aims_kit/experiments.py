@@ -13,7 +13,7 @@ from typing import Mapping
 import pandas as pd
 
 from . import data, evaluation, formats, results
-from .models import LoraSettings, load_trained
+from .models import LoraSettings, load_for_inference
 from .settings import KNOWN, DistillParams, DPOParams, GRPOParams, RunParams
 from .training.common import TrainSettings
 from .training.grpo import CONDITION as GRPO_CONDITION
@@ -169,7 +169,7 @@ def mine_dpo_pairs(params: dict, splits: data.Splits, sft_dir: Path, variant: st
     p = DPOParams.from_params(params)
     settings = MiningSettings(k=p.dpo_k, temperature=p.dpo_temperature, max_new_tokens=p.max_new_tokens, variant=variant, seed=p.seed)
     judge = make_judge(judge_spec) if variant == "judge" else None
-    model, tokenizer = load_trained(sft_dir)
+    model, tokenizer = load_for_inference(sft_dir)
     generator = model_generator(model, tokenizer, batch_size=p.eval_batch_size)
     mined, reports = {}, {}
     for split in ("train", "val"):
@@ -257,6 +257,9 @@ def distill_run(params: dict, splits: data.Splits, trace_set, teacher: str, out_
 def evaluate_run(run_dir: Path, frame: pd.DataFrame, dataset: str, params: Mapping | RunParams) -> dict | None:
     """Load the run's adapter fresh from disk (proving it was saved and is applied) and score it.
 
+    The adapter is merged and, on a CPU with native bf16, the weights cast to bf16
+    (:func:`aims_kit.models.prepare_for_inference`); the record states the compute dtype.
+
     With ``backend`` "auto" (default) generation uses vLLM when it is installed and CUDA is
     present, after checking that vLLM really applies the adapter; "transformers" forces
     transformers. The kernel's one vLLM engine is reused across runs on the same base model
@@ -268,7 +271,7 @@ def evaluate_run(run_dir: Path, frame: pd.DataFrame, dataset: str, params: Mappi
         return None
     p = params if isinstance(params, RunParams) else RunParams.from_params(params)
     config = results.read_run_config(run_dir)
-    model, tokenizer = load_trained(run_dir)
+    model, tokenizer = load_for_inference(run_dir)
     frame = data.balanced_head(frame, p.eval_limit)
     budget = p.answer_budget(config["condition"])
     engine = vllm_backend.engine_for_run(run_dir, model, tokenizer, frame["Prompt"], config["condition"], budget, p)

@@ -20,6 +20,7 @@ from typing import Sequence
 import torch
 
 from . import formats
+from .models import inference_autocast
 from .progress import progress_bar
 
 
@@ -28,6 +29,10 @@ class Generation:
     texts: list[str]
     new_tokens: list[int]
     seconds: float
+    #: P(harmful) per row where the label was read from one forward pass (label-only scoring).
+    p_harmful: list[float] | None = None
+    #: ``generated`` (decoded text) or ``scored`` (the label's first token from one forward pass).
+    method: str = "generated"
 
 
 def chat_inputs(tokenizer, conversations: Sequence[list[dict]]) -> list[list[int]]:
@@ -42,6 +47,31 @@ def chat_inputs(tokenizer, conversations: Sequence[list[dict]]) -> list[list[int
         ))
         for conv in conversations
     ]
+
+
+#: Padded prompt tokens one batch may hold. Prompts are sorted by length and a batch closes at
+#: ``batch_size`` rows or at this many padded tokens, whichever comes first: short prompts
+#: (XSTest, ~40 tokens with the template) batch wide, long ones (a 500-token jailbreak) narrow,
+#: so a few long prompts do not pad a wide batch. On 2 CPU cores SmolLM2 label scoring took 68
+#: ms/prompt at 32 rows against 45 at 16 on AIMS test, where lengths vary most.
+BATCH_TOKENS = 2048
+
+
+def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int = BATCH_TOKENS) -> list[list[int]]:
+    """Row indices grouped into batches of similar length, each within ``batch_size`` rows and ``max_tokens`` padded tokens.
+
+    A row longer than ``max_tokens`` on its own gets a batch of one.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches: list[list[int]] = []
+    for i in order:
+        current = batches[-1] if batches else None
+        # sorted ascending, so the newcomer is the longest row: padded size = rows x its length
+        if current is not None and len(current) < batch_size and (len(current) + 1) * lengths[i] <= max_tokens:
+            current.append(i)
+        else:
+            batches.append([i])
+    return batches
 
 
 #: Texts after which an answer is complete: generation stops there for that row, even if the
@@ -65,14 +95,13 @@ def generate(
 ) -> Generation:
     """Generate for every conversation, batched by similar length with left padding and KV cache.
 
-    Rows are sorted by prompt length so a batch wastes little on padding, then put back in
-    input order. With ``num_return_sequences=k`` the outputs of row i are at ``i*k … i*k+k-1``.
+    Rows are grouped by prompt length (:func:`length_batches`) so a batch wastes little on
+    padding, then put back in input order. With ``num_return_sequences=k`` the outputs of row i are at ``i*k … i*k+k-1``.
     A row stops at end-of-turn or at any of ``stop_strings``; the check runs on token tensors
     inside ``generate`` (transformers' stop-string criteria), not per row in Python.
     On a CUDA out-of-memory error the batch is halved and generation continues (said once).
     """
     encoded = chat_inputs(tokenizer, conversations)
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     k = num_return_sequences
     texts: list[str] = [""] * (len(encoded) * k)
     counts: list[int] = [0] * (len(encoded) * k)
@@ -80,13 +109,14 @@ def generate(
     pad_id = tokenizer.pad_token_id
     stopping = _stop_criteria(tokenizer, stop_strings)
     start = time.perf_counter()
-    pending = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    pending = length_batches([len(x) for x in encoded], batch_size)
     halved = False
-    bar = progress_bar(len(order), desc=desc, unit="prompt")
+    bar = progress_bar(len(encoded), desc=desc, unit="prompt")
     while pending:
         batch = pending.pop(0)
         try:
-            out = _generate_batch(model, [encoded[i] for i in batch], pad_id, eos_ids, stopping, max_new_tokens, do_sample, temperature, k)
+            with inference_autocast(model):
+                out = _generate_batch(model, [encoded[i] for i in batch], pad_id, eos_ids, stopping, max_new_tokens, do_sample, temperature, k)
         except torch.cuda.OutOfMemoryError:
             if len(batch) == 1:
                 raise
@@ -172,34 +202,48 @@ def truncate_prompts(tokenizer, prompts: list[str], max_tokens: int) -> tuple[li
     return out, cut
 
 
-@torch.inference_mode()
 def score_labels(model, tokenizer, prompts: Sequence[str], *, batch_size: int = 64) -> tuple[list[float], float]:
-    """P(harmful) for a label-only model from one forward pass per prompt, no generation.
+    """P(harmful) of a label-only model for each prompt (see :func:`score_conversations`); (probabilities, seconds)."""
+    gen = score_conversations(model, tokenizer, [formats.prompt_messages(p, "label_only") for p in prompts], batch_size=batch_size)
+    return gen.p_harmful, gen.seconds
+
+
+@torch.inference_mode()
+def score_conversations(model, tokenizer, conversations: Sequence[list[dict]], *, batch_size: int = 64, desc: str = "") -> Generation:
+    """A label-only model's answers from one forward pass per prompt, no decoding.
 
     The answer's first token decides: P(harmful) = p(first token of "harmful") normalised
-    against p(first token of "safe"). This is the floor of what a generative classifier costs,
-    and the probability feeds threshold sweeps and PR curves. Returns (probabilities, seconds).
-    The logits are read at the end of :func:`chat_inputs`' prompt, after a thinking template's
-    forced empty ``<think></think>`` block, where the answer starts.
+    against p(first token of "safe"), and the label is the likelier one. A label-only answer is
+    that one word, so this gives the same labels as greedy generation (checked by
+    perf/bench_inference.py) at the cost of the prompt alone, and the probability feeds
+    threshold sweeps and PR curves. Only the last position's logits are computed. The logits
+    are read at the end of :func:`chat_inputs`' prompt, after a thinking template's forced empty
+    ``<think></think>`` block, where the answer starts. Raises ``ValueError`` when the tokenizer
+    starts both labels with the same token (then only generation can tell them apart).
     """
     first = {label: tokenizer(label, add_special_tokens=False)["input_ids"][0] for label in formats.LABELS}
     if first["harmful"] == first["safe"]:
         raise ValueError("this tokenizer starts 'harmful' and 'safe' with the same token; use generation")
-    encoded = chat_inputs(tokenizer, [formats.prompt_messages(p, "label_only") for p in prompts])
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    encoded = chat_inputs(tokenizer, conversations)
     probs = [0.0] * len(encoded)
     pad_id = tokenizer.pad_token_id
+    bar = progress_bar(len(encoded), desc=desc, unit="prompt")
     start = time.perf_counter()
-    for i in range(0, len(order), batch_size):
-        batch = order[i:i + batch_size]
+    for batch in length_batches([len(x) for x in encoded], batch_size):
         width = max(len(encoded[j]) for j in batch)
         input_ids = torch.tensor([[pad_id] * (width - len(encoded[j])) + encoded[j] for j in batch], device=model.device)
         attention = (torch.arange(width, device=model.device)[None, :] >= (width - torch.tensor([len(encoded[j]) for j in batch], device=model.device))[:, None]).long()
-        logits = model(input_ids=input_ids, attention_mask=attention).logits[:, -1, :]
+        with inference_autocast(model):
+            logits = model(input_ids=input_ids, attention_mask=attention, logits_to_keep=1).logits[:, -1, :]
         pair = torch.stack([logits[:, first["harmful"]], logits[:, first["safe"]]], dim=-1).float().softmax(-1)[:, 0]
         for j, p in zip(batch, pair.tolist()):
             probs[j] = p
-    return probs, time.perf_counter() - start
+        bar.update(len(batch))
+    bar.close()
+    return Generation(
+        texts=["harmful" if p >= 0.5 else "safe" for p in probs], new_tokens=[0] * len(probs),
+        seconds=time.perf_counter() - start, p_harmful=probs, method="scored",
+    )
 
 
 def classifier_inputs(model, tokenizer, prompts: list[str], condition: formats.Condition, max_new_tokens: int) -> tuple[list[str], list[list[dict]], int]:
@@ -221,8 +265,14 @@ def generate_answers(
     """Greedy answers through ``engine`` (vLLM, a served endpoint) or transformers, stopping at the label.
 
     The one generation path of every classification (evaluation, :class:`aims_kit.Classifier`,
-    the playground), so a verdict never depends on which of them asked.
+    the playground), so a verdict never depends on which of them asked. A local label-only
+    model is scored in one forward pass (:func:`score_conversations`) instead of decoding.
     """
+    if condition == "label_only" and engine is None and model is not None:
+        try:
+            return score_conversations(model, tokenizer, conversations, batch_size=batch_size, desc=desc)
+        except ValueError:  # the tokenizer cannot tell the labels apart by their first token
+            pass
     stops = () if condition == "label_only" else LABEL_STOPS
     if engine is not None:
         return engine.generate(conversations, max_new_tokens=max_new_tokens, stop_strings=stops)

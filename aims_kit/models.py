@@ -146,6 +146,101 @@ def cpu_has_fast_bf16() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
+@dataclass(frozen=True)
+class InferencePrecision:
+    """How a model computes at inference: the dtype its weights are stored in and whether autocast runs.
+
+    Why: on a CPU with native bf16 (AVX512-BF16, AMX) bf16 matmuls run ~6.7x the fp32 peak, and
+    decoding reads every weight once per generated token, so bf16 weights halve what each step
+    reads (perf/bench_inference.py measures both). Elsewhere bf16 is emulated and slower: fp32
+    stays. On CUDA the loader already chose bf16 or 4-bit with bf16 compute.
+    """
+
+    #: Dtype the weights are cast to for inference (``None``: keep what was loaded).
+    weights: torch.dtype | None
+    #: Autocast dtype around forward passes (``None``: no autocast).
+    autocast: torch.dtype | None
+
+    @property
+    def compute_dtype(self) -> str:
+        """The dtype matmuls run in, as records state it."""
+        dtype = self.autocast or self.weights
+        return str(dtype).replace("torch.", "") if dtype is not None else "as loaded"
+
+
+#: Set to ``fp32`` to keep CPU inference in full precision even where bf16 is native (a check
+#: that a result does not hinge on bf16 rounding; perf/bench_inference.py compares both).
+PRECISION_ENV = "AIMS_KIT_PRECISION"
+
+
+def inference_precision(device_type: str, fast_bf16: bool | None = None, *, quantized: bool = False) -> InferencePrecision:
+    """The precision policy for a model on ``device_type`` (``cpu``/``cuda``); pure but for :data:`PRECISION_ENV`.
+
+    CPU with native bf16: bf16 weights and bf16 autocast (the ops that autocast keeps in fp32,
+    such as softmax, stay accurate). CPU without, or ``AIMS_KIT_PRECISION=fp32``: fp32, no
+    autocast. CUDA, or a 4-bit model: as loaded (bf16 or NF4 with bf16 compute).
+    """
+    import os
+
+    if device_type != "cpu" or quantized:
+        return InferencePrecision(weights=None, autocast=None)
+    requested = os.environ.get(PRECISION_ENV, "auto").strip().lower()
+    if requested not in ("auto", "fp32"):
+        raise ValueError(f"{PRECISION_ENV}={requested!r}: use auto or fp32")
+    if requested == "auto" and (cpu_has_fast_bf16() if fast_bf16 is None else fast_bf16):
+        return InferencePrecision(weights=torch.bfloat16, autocast=torch.bfloat16)
+    return InferencePrecision(weights=torch.float32, autocast=None)
+
+
+def model_precision(model) -> InferencePrecision:
+    """The policy for this model object, from its device and whether it is quantized."""
+    quantized = bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False))
+    return inference_precision(model.device.type, quantized=quantized)
+
+
+def inference_autocast(model):
+    """Context for a forward pass or ``generate`` of ``model`` under its precision policy.
+
+    Used by every generation and label-scoring path, so a model still being trained (GRPO's
+    validation snapshots) gets the bf16 arithmetic without its fp32 weights being touched.
+    """
+    import contextlib
+
+    policy = model_precision(model)
+    if policy.autocast is None:
+        return contextlib.nullcontext()
+    return torch.autocast(model.device.type, dtype=policy.autocast)
+
+
+def prepare_for_inference(model):
+    """Merge a LoRA adapter into its base and store the weights in the policy's dtype; returns the model.
+
+    Merging removes two small matmuls per adapted layer from every decoding step; only for
+    models that will not be trained again (the adapter is checked as active before, by
+    :func:`load_trained`). Export does not use it: an exported guard keeps full precision.
+    """
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel) and not getattr(model, "is_loaded_in_4bit", False):
+        model = model.merge_and_unload()
+    policy = model_precision(model)
+    if policy.weights is not None:
+        model = model.to(policy.weights)
+        # Measured with torch 2.13 on a CPU with AMX: a bf16 linear layer whose weight has
+        # requires_grad=False (as PEFT leaves a frozen base) runs ~7x slower than the same
+        # weight with requires_grad=True (SmolLM2 forward: 190 vs 26 ms/prompt; fp32 is
+        # unaffected). Inference runs under torch.inference_mode, so no gradient is ever kept.
+        model.requires_grad_(True)
+    model.eval()
+    return model
+
+
+def load_for_inference(run_dir: str | Path):
+    """A trained run ready to classify: :func:`load_trained`, then :func:`prepare_for_inference`."""
+    model, tokenizer = load_trained(run_dir)
+    return prepare_for_inference(model), tokenizer
+
+
 def quantization_config(quantize: bool | None):
     """QLoRA's 4-bit NF4 with double quantisation and bf16 compute, when CUDA and bitsandbytes exist.
 

@@ -26,6 +26,23 @@ def use_notebook_renderer() -> None:
     pio.renderers.default = NOTEBOOK_RENDERER
 
 
+def dataset_name(dataset: str) -> str:
+    """A dataset as a title shows it: ``bench:`` dropped, a fixture marked as what it is."""
+    if dataset.startswith("fixture:"):
+        return f"{dataset} (fixture, not a benchmark)"
+    return dataset.removeprefix("bench:")
+
+
+def mean_title(datasets: list[str]) -> str:
+    """What a plotted F1 is: the one dataset it was measured on, or the datasets its mean averages."""
+    names = [dataset_name(d) for d in datasets]
+    if not names:
+        return "F1"
+    if len(names) == 1:
+        return f"F1 on {names[0]}"
+    return f"mean F1 over {len(names)} datasets: {', '.join(names)}"
+
+
 def summarise_runs(records: pd.DataFrame, datasets: list[str] | None = None, *, group_seeds: bool = False) -> pd.DataFrame:
     """One row per run: mean F1 and mean ms/prompt over ``datasets`` (default: every dataset seen).
 
@@ -37,7 +54,7 @@ def summarise_runs(records: pd.DataFrame, datasets: list[str] | None = None, *, 
     """
     if records.empty:
         return pd.DataFrame(columns=["run_id", "regime", "condition", "mean_f1", "ms_per_prompt"])
-    chosen = datasets or sorted(records["dataset"].unique())
+    chosen = list(datasets or sorted(records["dataset"].unique()))
     subset = records[records["dataset"].isin(chosen)]
     grouped = subset.groupby("run_id")
     columns = {
@@ -69,6 +86,7 @@ def summarise_runs(records: pd.DataFrame, datasets: list[str] | None = None, *, 
     summary["setting"] = summary["condition"] + variant.map(lambda v: f" · {v}" if v else "")
     summary["label"] = summary["regime"] + " · " + summary["setting"]
     summary["on_frontier"] = pareto_mask(summary["ms_per_prompt"].tolist(), summary["mean_f1"].tolist())
+    summary.attrs["datasets"] = chosen  # what the mean is over: every title built from it names them
     return summary
 
 
@@ -103,8 +121,11 @@ def pareto_mask(latency: list[float], score: list[float]) -> list[bool]:
     return mask
 
 
-def pareto_figure(summary: pd.DataFrame, title: str = "F1 against latency", references: dict[str, float] | None = None):
+def pareto_figure(summary: pd.DataFrame, title: str | None = None, references: dict[str, float] | None = None):
     """Scatter of mean F1 against ms/prompt, one colour per regime, frontier drawn as a line.
+
+    The default title names the datasets the mean is over (:func:`mean_title`), fixtures marked
+    as such, so a plotted mean never hides what it averages.
 
     Error bars come from ``f1_err`` when the summary has it; ``references`` (e.g.
     :data:`PAPER_MEAN_F1`) adds labelled horizontal lines for scores measured elsewhere.
@@ -121,7 +142,7 @@ def pareto_figure(summary: pd.DataFrame, title: str = "F1 against latency", refe
         hover_name="run_id",
         hover_data={"model": True, "seed": True, "tokens_per_prompt": ":.1f", "parse_failure_rate": ":.2f", "device": True},
         labels={"ms_per_prompt": "ms / prompt (batched throughput)", "mean_f1": "mean harmful-class F1"},
-        title=title,
+        title=title or f"{mean_title(summary.attrs.get('datasets', []))} · against latency",
         error_y="f1_err" if "f1_err" in summary and summary["f1_err"].notna().any() else None,
     )
     for name, value in (references or {}).items():
@@ -154,10 +175,10 @@ def benchmark_figure(records: pd.DataFrame, datasets: list[str] | None = None):
         error_y="err_plus", error_y_minus="err_minus", hover_name="run_id",
         hover_data={k: v for k, v in {"seed": True, "f1_flag_all": ":.3f", "latency_p50_ms": ":.1f", "device": True}.items()
                     if k in frame},
-        labels={"ms_per_prompt": "ms / prompt", "f1": "F1 (95% CI)"}, title="F1 per benchmark",
+        labels={"ms_per_prompt": "ms / prompt", "f1": "F1 (95% CI)"}, title="F1 per dataset",
     )
     fig.update_layout(template="plotly_white", legend={"title": None})
-    fig.for_each_annotation(lambda a: a.update(text=a.text.split("=", 1)[-1]))
+    fig.for_each_annotation(lambda a: a.update(text=dataset_name(a.text.split("=", 1)[-1])))
     return fig
 
 

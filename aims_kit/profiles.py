@@ -75,11 +75,14 @@ PROFILES: dict[str, dict] = {
         "lora_layers": 10,
         "eval_limit": 0,
         "max_new_tokens": 48,
-        # The paper's five only: its mean F1 averages over exactly these, and every extra
-        # benchmark costs each of the seven runs another pass (about 20 s each on 2 cores).
+        # The paper's five only: its mean F1 averages over exactly these. Offline, only XSTest is
+        # found (it ships with the kit, CC-BY-4.0); the others need a download or the hub and are
+        # skipped with the reason. Never fixtures: a cpu report holds real benchmark rows only.
+        # 500 rows keep all 450 of XSTest (published numbers use every row) and cap a large
+        # downloaded set (ToxicChat 5,083) at a stratified sample that fits a CPU.
         "benchmark_names": ["wildguardtest", "xstest", "toxicchat", "aegis2", "openai_moderation"],
-        "benchmark_sources": ["local", "hub", "fixture"],
-        "benchmark_limit": 200,
+        "benchmark_sources": ["local", "hub"],
+        "benchmark_limit": 500,
         "n_boot": 1000,
         # Single-request timing is a large share of CPU evaluation time (~1 s per intent answer):
         # 8 prompts per run on AIMS test; none per benchmark in 06 (throughput ms/prompt is still

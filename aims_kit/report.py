@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import plots
+from . import claims, plots
 from .results import atomic_write_text, load_records, read_json
 
 TABLE_COLUMNS = [
@@ -40,7 +40,8 @@ def results_table(records: pd.DataFrame) -> pd.DataFrame:
     if records.empty:
         return pd.DataFrame(columns=TABLE_COLUMNS)
     columns = [c for c in TABLE_COLUMNS if c in records.columns]
-    return records[columns].sort_values(["dataset", "regime", "condition"]).reset_index(drop=True).round(3)
+    table = records[columns].sort_values(["dataset", "regime", "condition"]).reset_index(drop=True).round(3)
+    return table.assign(dataset=table["dataset"].map(plots.dataset_name))
 
 
 def run_label(record: pd.Series) -> str:
@@ -82,17 +83,40 @@ def summary_frame(records: pd.DataFrame, dataset: str = "aims_test") -> pd.DataF
 
 
 def run_summary(out_dir: Path, dataset: str = "aims_test") -> str:
-    """The table ``python -m aims_kit run`` prints at the end, with a pointer to the other results."""
+    """What ``python -m aims_kit run`` prints at the end: the results table, then the claims scoreboard."""
     records = load_records(out_dir)
     frame = summary_frame(records, dataset)
     if frame.empty:
         return f"No results on {dataset} in {out_dir}."
     lines = [f"Results on {dataset} (F1 with 95% CI; flag-all: F1 of flagging every prompt harmful)",
              frame.to_string(index=False, justify="left", formatters={"run": f"{{:<{frame['run'].str.len().max()}}}".format})]
-    others = sorted(set(records["dataset"]) - {dataset})
-    if others:
-        lines.append(f"{len(records) - len(frame)} more results on {len(others)} other datasets in the report.")
+    for other in claims.real_benchmarks(records):
+        table = summary_frame(records, other)
+        lines += ["", f"Results on {plots.dataset_name(other)}", table.to_string(index=False, justify="left")]
+    fixtures = sorted(d for d in set(records["dataset"]) if d.startswith("fixture:"))
+    if fixtures:
+        lines.append(f"{len(fixtures)} fixture datasets (the kit's own sentences, not benchmarks) are in the report.")
+    claims_file = Path(out_dir) / "claims.json"
+    if claims_file.exists():
+        lines += ["", claims.summary_text(claims.read_claims(claims_file))]
     return "\n".join(lines)
+
+
+def scoreboard_section(entries: list) -> list[str]:
+    """The claims scoreboard as HTML: one row per claim, one column per dataset, the rule beside it."""
+    frame = claims.scoreboard_frame(entries)
+    notes = [f"<li>Claim {e.claim} · {html.escape(plots.dataset_name(e.dataset))}: {html.escape(e.note)}</li>"
+             for e in entries if e.note]
+    return [
+        "<h2>Claims scoreboard</h2>",
+        "<p>Each claim compares two runs <em>paired, on the same prompts</em>: Δ = F1 of the run the paper "
+        "says wins minus F1 of the other, with a paired bootstrap 95% interval and McNemar's exact p. "
+        "<em>Reproduced</em>: Δ &gt; 0 and the interval above 0; <em>same direction, not significant</em>: Δ &gt; 0, "
+        "the interval reaches 0; <em>not reproduced</em>: Δ ≤ 0; <em>not tested</em>: a run or dataset is missing. "
+        "Computed from the records and predictions in this folder (<code>claims.json</code>).</p>",
+        frame.to_html(index=False, escape=True, classes="results"),
+        f"<details><summary>Notes per claim and dataset</summary><ul>{''.join(notes)}</ul></details>",
+    ]
 
 
 def regime_sections(records: pd.DataFrame) -> list[str]:
@@ -127,31 +151,47 @@ def model_note(model: str) -> str:
             "published benchmarks, never on fixtures.")
 
 
+def pareto_sections(records: pd.DataFrame) -> list[str]:
+    """One Pareto plot per view: the mean over the real external benchmarks (named), then AIMS test.
+
+    Fixtures are format checks, not benchmarks: they get a plot of their own only when nothing
+    real was evaluated (the smoke profile), titled as fixtures.
+    """
+    if records.empty:
+        return ["<p>No results records found.</p>"]
+    real = claims.real_benchmarks(records)
+    fixtures = sorted(d for d in records["dataset"].unique() if d.startswith("fixture:"))
+    views = [v for v in (real, ["aims_test"] if "aims_test" in set(records["dataset"]) else [], [] if real else fixtures) if v]
+    parts = []
+    for number, datasets in enumerate(views):
+        summary = plots.summarise_runs(records, datasets)
+        if len(summary):
+            parts.append(plots.pareto_figure(summary).to_html(full_html=False, include_plotlyjs=False, div_id="pareto" if number == 0 else f"pareto-{number}"))
+    return parts or ["<p>No run was evaluated on every dataset of a view.</p>"]
+
+
 def write_report(out_dir: Path, parameters: dict | None = None) -> Path:
     """Write ``out_dir/report.html`` from the records under ``out_dir``; returns its path."""
     out_dir = Path(out_dir)
+    parameters = parameters or {}
     records = load_records(out_dir)
     table = results_table(records)
-    # Fixtures are format checks, not benchmarks: they never enter the plotted mean.
-    real = sorted(d for d in records["dataset"].unique() if not d.startswith("fixture:")) if len(records) else []
-    summary = plots.summarise_runs(records, real or None)
+    _, entries = claims.write_claims(out_dir, n_boot=int(parameters.get("n_boot") or 1000), seed=int(parameters.get("seed") or 0))
     parts = [
         "<h1>AIMS Kit report</h1>",
         f"<p>Run folder: <code>{html.escape(str(out_dir))}</code></p>",
-        f"<p><strong>Read this first.</strong> {html.escape(model_note((parameters or {}).get('model', '')))} "
+        f"<p><strong>Read this first.</strong> {html.escape(model_note(parameters.get('model', '')))} "
         "Each F1 sits beside the F1 of flagging everything and of flagging nothing.</p>",
+        *scoreboard_section(entries),
         "<h2>Pareto: F1 against latency</h2>",
+        *pareto_sections(records),
     ]
-    if len(summary):
-        parts.append(plots.pareto_figure(summary).to_html(full_html=False, include_plotlyjs=False, div_id="pareto"))
-    else:
-        parts.append("<p>No results records found.</p>")
     parts += [
         "<h2>Results</h2>",
         table.to_html(index=False, escape=True, classes="results"),
         *regime_sections(records),
         "<h2>Parameters</h2>",
-        f"<pre>{html.escape(json.dumps(parameters or {}, indent=2, default=str))}</pre>",
+        f"<pre>{html.escape(json.dumps(parameters, indent=2, default=str))}</pre>",
         "<h2>Versions</h2>",
         f"<pre>{html.escape(json.dumps(versions(), indent=2))}</pre>",
     ]

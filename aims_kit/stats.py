@@ -104,20 +104,45 @@ def paired_comparison(
     Both runs are resampled with the *same* indices, so prompt difficulty cancels out.
     ``a_better`` / ``b_better`` are true only when the interval excludes 0.
     """
-    if not (len(gold) == len(pred_a) == len(pred_b)) or not len(gold):
-        raise ValueError("gold, pred_a and pred_b must be non-empty and aligned on the same prompts")
-    g, a, b = _as_bool(gold), _as_bool(pred_a), _as_bool(pred_b)
-    everything = np.arange(len(g))[None, :]
-    f1_a = float(_f1_precision_recall(g, a, everything)["f1"][0])
-    f1_b = float(_f1_precision_recall(g, b, everything)["f1"][0])
-    diffs = np.concatenate([
-        _f1_precision_recall(g, a, idx)["f1"] - _f1_precision_recall(g, b, idx)["f1"]
-        for idx in _resamples(len(g), n_boot, seed)
-    ])
+    return paired_mean_comparison([(gold, pred_a, pred_b)], n_boot=n_boot, seed=seed, level=level)
+
+
+def paired_mean_comparison(
+    sets: Sequence[tuple[Sequence[str], Sequence[str], Sequence[str]]],
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, float | bool]:
+    """Mean F1(A) − mean F1(B) over several datasets, each a ``(gold, pred_a, pred_b)`` on the same prompts.
+
+    The paper's headline is an unweighted mean F1 over benchmarks. Each dataset is resampled on
+    its own (the same indices for both runs), and the mean of the per-dataset differences is
+    taken per resample, so the interval is that of the *mean's* difference. McNemar's p pools
+    the paired correctness of every prompt. With one dataset this is the plain paired test.
+    """
+    if not sets:
+        raise ValueError("paired_mean_comparison needs at least one dataset")
+    everything_a, everything_b, correct_a, correct_b, diffs = [], [], [], [], []
+    for position, (gold, pred_a, pred_b) in enumerate(sets):
+        if not (len(gold) == len(pred_a) == len(pred_b)) or not len(gold):
+            raise ValueError("gold, pred_a and pred_b must be non-empty and aligned on the same prompts")
+        g, a, b = _as_bool(gold), _as_bool(pred_a), _as_bool(pred_b)
+        whole = np.arange(len(g))[None, :]
+        everything_a.append(float(_f1_precision_recall(g, a, whole)["f1"][0]))
+        everything_b.append(float(_f1_precision_recall(g, b, whole)["f1"][0]))
+        correct_a.append(a == g)
+        correct_b.append(b == g)
+        diffs.append(np.concatenate([
+            _f1_precision_recall(g, a, idx)["f1"] - _f1_precision_recall(g, b, idx)["f1"]
+            for idx in _resamples(len(g), n_boot, seed + position)
+        ]))
+    mean_diffs = np.mean(diffs, axis=0)
     alpha = (1 - level) / 2
-    low, high = (float(q) for q in np.quantile(diffs, [alpha, 1 - alpha]))
+    low, high = (float(q) for q in np.quantile(mean_diffs, [alpha, 1 - alpha]))
+    f1_a, f1_b = float(np.mean(everything_a)), float(np.mean(everything_b))
     return {
-        "n": len(g),
+        "n": int(sum(len(gold) for gold, _, _ in sets)),
         "f1_a": f1_a,
         "f1_b": f1_b,
         "f1_diff": f1_a - f1_b,
@@ -125,11 +150,15 @@ def paired_comparison(
         "diff_ci_high": high,
         "a_better": low > 0,
         "b_better": high < 0,
-        **mcnemar_exact(a == g, b == g),
+        **mcnemar_exact(np.concatenate(correct_a), np.concatenate(correct_b)),
     }
 
 
-def _aligned_predictions(run_a: Path, run_b: Path, dataset: str) -> pd.DataFrame:
+def aligned_predictions(run_a: Path, run_b: Path, dataset: str) -> pd.DataFrame:
+    """Two runs' saved predictions on ``dataset`` joined on the prompt id (``_a`` / ``_b`` columns).
+
+    Refuses runs evaluated on different prompts or gold labels: a paired test needs the same rows.
+    """
     a = pd.DataFrame(read_jsonl(Path(run_a) / "predictions" / f"{dataset}.jsonl"))
     b = pd.DataFrame(read_jsonl(Path(run_b) / "predictions" / f"{dataset}.jsonl"))
     merged = a.merge(b, on="id", suffixes=("_a", "_b"))
@@ -142,7 +171,7 @@ def _aligned_predictions(run_a: Path, run_b: Path, dataset: str) -> pd.DataFrame
 
 def compare_runs(run_a: Path, run_b: Path, dataset: str, *, n_boot: int = 1000, seed: int = 0) -> dict:
     """:func:`paired_comparison` of two runs' saved predictions on ``dataset``, with a verdict sentence."""
-    merged = _aligned_predictions(run_a, run_b, dataset)
+    merged = aligned_predictions(run_a, run_b, dataset)
     result = paired_comparison(merged["gold_a"], merged["pred_a"], merged["pred_b"], n_boot=n_boot, seed=seed)
     name_a, name_b = Path(run_a).name, Path(run_b).name
     if result["a_better"]:

@@ -1,74 +1,129 @@
-"""Inference speed: the kit's batched evaluation against a naive one-prompt-at-a-time loop.
+"""Inference against the machine's own limit: a roofline per run type, and the kit's path against plain fp32.
 
-Both run in this process on the same model and prompts; the script prints prompts/s for each,
-the ratio, and whether the labels agree; for a label-only run also the one-forward-pass label
-scoring (P(harmful) from the first answer token) and its agreement with generation. Target with
-the cpu profile's SmolLM2-135M on 2 CPU cores: the kit at least 8x the naive baseline with
-identical labels.
+For each run (label-only, intent, reasoning) the script evaluates the same prompts twice in this
+process, one path after the other:
 
-    python perf/bench_inference.py                 # trains a small SFT run first (~1 min)
-    python perf/bench_inference.py --run RUN_DIR   # or measure an existing run
+- **fp32 generation**: the adapter unmerged, fp32 weights, no autocast, every answer decoded
+  (label-only too) — what evaluation did before the precision policy;
+- **kit**: :func:`aims_kit.models.load_for_inference` (adapter merged, bf16 weights and bf16
+  autocast where the CPU multiplies bf16 natively) and :func:`aims_kit.evaluation.evaluate`
+  (label-only runs read their label from one forward pass).
+
+It first measures this machine's dense matmul peak (fp32 and bf16), then prints per run and path:
+ms/prompt, prompt and generated tokens/prompt, the arithmetic a prompt needs
+(2 × non-embedding parameters × tokens, plus the LM head per generated token), the achieved
+GFLOP/s and its share of the peak of the dtype the path computes in, F1 with its 95% interval,
+and the kit's speed-up and label agreement against fp32.
+
+    python perf/bench_inference.py --run RUNS/sft-label_only-… --run RUNS/sft-intent_label-…
+    python perf/bench_inference.py --run RUN --dataset xstest      # the shipped XSTest (450 prompts)
 """
 
 from __future__ import annotations
 
 import argparse
-import tempfile
+import os
 import time
 from pathlib import Path
 
 import torch
 
-from aims_kit import evaluation, experiments, formats, profiles, results
-from aims_kit.models import load_trained
+from aims_kit import benchmarks, evaluation, experiments, formats, generation, models, results, stats
+from aims_kit.classifier import answer_budget
+from aims_kit.metrics import binary_metrics
 
 
-def naive_labels(model, tokenizer, prompts: list[str], condition: str, max_new_tokens: int) -> tuple[list[str], float]:
-    """One ``generate`` call per prompt, default settings: what a first script would do."""
-    labels = []
-    start = time.perf_counter()
-    with torch.inference_mode():
-        for prompt in prompts:
-            ids = tokenizer.apply_chat_template(formats.prompt_messages(prompt, condition), add_generation_prompt=True, return_tensors="pt", return_dict=True)
-            out = model.generate(**ids, max_new_tokens=max_new_tokens)
-            text = tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
-            labels.append(formats.parse_output(text).label_or_rule())
-    return labels, time.perf_counter() - start
+def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 8) -> float:
+    """Dense matmul GFLOP/s of this machine in ``dtype`` (best of ``repeats``), the roofline's ceiling."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a @ b  # warm-up: oneDNN picks its kernel on the first call
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
+def parameter_counts(model) -> tuple[int, int]:
+    """(non-embedding parameters, LM-head parameters): what a token costs in the decoder and at the head."""
+    embedding = model.get_input_embeddings().weight.numel()
+    total = sum(p.numel() for name, p in model.named_parameters() if "lora_" not in name)
+    head = model.get_output_embeddings().weight
+    tied = head.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+    return total - embedding - (0 if tied else head.numel()), head.numel()
+
+
+def fp32_path(run_dir: Path, frame, condition: str, budget: int, batch_size: int) -> tuple[list[str], float, float]:
+    """The plain path: fp32, adapter unmerged, answers decoded. Returns (labels, seconds, generated tokens/prompt)."""
+    os.environ[models.PRECISION_ENV] = "fp32"
+    try:
+        model, tokenizer = models.load_trained(run_dir)
+        _, conversations, _ = generation.classifier_inputs(model, tokenizer, list(frame["Prompt"]), condition, budget)
+        stops = () if condition == "label_only" else generation.LABEL_STOPS
+        gen = generation.generate(model, tokenizer, conversations, max_new_tokens=budget, batch_size=batch_size, stop_strings=stops, desc="fp32")
+    finally:
+        os.environ.pop(models.PRECISION_ENV, None)
+    labels = [formats.parse_output(text).label_or_rule() for text in gen.texts]
+    return labels, gen.seconds, sum(gen.new_tokens) / len(frame)
+
+
+def row(name: str, seconds: float, n: int, prompt_tokens: float, new_tokens: float, params: tuple[int, int], peak: float, f1: dict) -> str:
+    body, head = params
+    gflop = (2 * body * (prompt_tokens + new_tokens) + 2 * head * max(new_tokens, 1)) / 1e9
+    achieved = gflop / (seconds / n)
+    return (f"  {name:<16} {1000 * seconds / n:9.1f} {prompt_tokens:8.1f} {new_tokens:8.1f} {gflop:8.1f} {achieved:9.1f} "
+            f"{100 * achieved / peak:6.1f}%   {f1['f1']:.3f} [{f1['f1_ci_low']:.3f}, {f1['f1_ci_high']:.3f}]")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", type=Path, help="a trained run folder (default: train a small one)")
-    parser.add_argument("--prompts", type=int, default=85, help="how many AIMS test prompts")
+    parser.add_argument("--run", type=Path, action="append", required=True, help="a trained run folder (repeat for several)")
+    parser.add_argument("--dataset", default="aims_test", help="aims_test (the sample's test split) or a benchmark name found locally")
+    parser.add_argument("--prompts", type=int, default=0, help="at most this many prompts (0: all)")
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
 
-    splits = experiments.load_splits("", 22)
-    run_dir = args.run
-    if run_dir is None:
-        params = profiles.profile_parameters("cpu", {"max_steps": 120, "eval_limit": 8, "latency_sample": 0, "n_boot": 0})
-        run_dir = experiments.sft_run(params, splits, "intent_label", Path(tempfile.mkdtemp()))
-    condition = results.read_run_config(run_dir)["condition"]
-    max_new = 48
-    frame = splits.test.head(args.prompts)
-    prompts = list(frame["Prompt"])
-    model, tokenizer = load_trained(run_dir)
+    if args.dataset == "aims_test":
+        frame = experiments.load_splits("", 22).test
+    else:
+        found = benchmarks.discover([args.dataset], sources=["local"])[0]
+        if found.frame is None:
+            raise SystemExit(f"{args.dataset}: {found.note}")
+        frame = found.frame
+    frame = frame.head(args.prompts) if args.prompts else frame
+    peaks = {"float32": matmul_peak(torch.float32), "bfloat16": matmul_peak(torch.bfloat16)}
+    print(f"{len(frame)} prompts of {args.dataset}, {torch.get_num_threads()} threads; matmul peak: "
+          f"fp32 {peaks['float32']:.0f} GFLOP/s, bf16 {peaks['bfloat16']:.0f} GFLOP/s (native bf16: {models.cpu_has_fast_bf16()})")
+    print(f"  {'path':<16} {'ms/prompt':>9} {'prompt t':>8} {'gen t':>8} {'GFLOP/p':>8} {'GFLOP/s':>9} {'%peak':>7}   F1 [95% CI]")
+    for run_dir in args.run:
+        config = results.read_run_config(run_dir)
+        condition = config["condition"]
+        budget = answer_budget(config)
+        print(f"{config['regime']} {condition} {config.get('variant') or ''} ({Path(run_dir).name}), answer budget {budget}")
 
-    metrics, predictions = evaluation.evaluate(
-        model, tokenizer, frame, condition=condition, dataset="bench", batch_size=args.batch_size,
-        max_new_tokens=max_new, latency_sample=0, n_boot=0,
-    )
-    kit_seconds = metrics["ms_per_prompt"] * len(prompts) / 1000
-    naive, naive_seconds = naive_labels(model, tokenizer, prompts, condition, max_new)
-    agree = sum(p["pred"] == n for p, n in zip(predictions, naive)) / len(prompts)
+        kit_model, tokenizer = models.load_for_inference(run_dir)
+        params = parameter_counts(kit_model)
+        conversations = [formats.prompt_messages(p, condition) for p in frame["Prompt"]]
+        prompt_tokens = sum(map(len, generation.chat_inputs(tokenizer, conversations))) / len(frame)
+        metrics, predictions = evaluation.evaluate(kit_model, tokenizer, frame, condition=condition, dataset=args.dataset,
+                                                   batch_size=args.batch_size, max_new_tokens=budget, latency_sample=0, n_boot=1000)
+        kit_labels = [p["pred"] for p in predictions]
+        kit_seconds = metrics["ms_per_prompt"] * len(frame) / 1000
+        del kit_model
 
-    print(f"model: {run_dir} ({condition}), {len(prompts)} prompts, {torch.get_num_threads()} threads, {metrics['device']}")
-    print(f"kit   : {len(prompts) / kit_seconds:8.1f} prompts/s  (batch {args.batch_size}, {metrics['tokens_per_prompt']:.1f} tokens/prompt)")
-    print(f"naive : {len(prompts) / naive_seconds:8.1f} prompts/s  (one generate per prompt)")
-    print(f"ratio : {naive_seconds / kit_seconds:8.1f}x   label agreement {agree:.3f}")
-    if metrics.get("score_ms_per_prompt"):
-        print(f"score : {1000 / metrics['score_ms_per_prompt']:8.1f} prompts/s  (label scoring, one forward pass; "
-              f"agreement with generation {metrics['score_agreement']:.3f})")
+        fp32_labels, fp32_seconds, fp32_tokens = fp32_path(run_dir, frame, condition, budget, args.batch_size)
+        gold = list(frame["label"])
+        f1_fp32 = {**binary_metrics(gold, fp32_labels), **stats.bootstrap_ci(gold, fp32_labels)}
+        f1_kit = {"f1": metrics["f1"], "f1_ci_low": metrics["f1_ci_low"], "f1_ci_high": metrics["f1_ci_high"]}
+        print(row("fp32 generation", fp32_seconds, len(frame), prompt_tokens, fp32_tokens, params, peaks["float32"], f1_fp32))
+        kit_name = f"kit ({metrics['compute_dtype']}, {metrics['label_method']})"
+        peak = peaks.get(metrics["compute_dtype"], peaks["float32"])
+        print(row(kit_name[:16], kit_seconds, len(frame), prompt_tokens, metrics["tokens_per_prompt"], params, peak, f1_kit))
+        agree = sum(a == b for a, b in zip(kit_labels, fp32_labels)) / len(frame)
+        within = f1_fp32["f1_ci_low"] <= metrics["f1"] <= f1_fp32["f1_ci_high"]
+        print(f"  speed-up {fp32_seconds / kit_seconds:.2f}x; label agreement with fp32 {agree:.3f}; "
+              f"kit F1 within the fp32 95% CI: {within}")
 
 
 if __name__ == "__main__":

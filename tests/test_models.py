@@ -47,3 +47,61 @@ def test_quantisation_choice_on_this_machine():
         assert models.quantization_config(None) is None
         with pytest.raises(RuntimeError, match="CUDA"):
             models.quantization_config(True)
+
+
+def test_inference_precision_policy():
+    import torch
+
+    from aims_kit.models import inference_precision
+
+    native = inference_precision("cpu", fast_bf16=True)
+    assert native.weights is torch.bfloat16 and native.autocast is torch.bfloat16 and native.compute_dtype == "bfloat16"
+    emulated = inference_precision("cpu", fast_bf16=False)  # bf16 emulated on this CPU: slower than fp32
+    assert emulated.weights is torch.float32 and emulated.autocast is None and emulated.compute_dtype == "float32"
+    for gpu in (inference_precision("cuda", fast_bf16=True), inference_precision("cpu", fast_bf16=True, quantized=True)):
+        assert gpu.weights is None and gpu.autocast is None  # as loaded: bf16 or NF4 with bf16 compute
+
+
+def test_precision_can_be_forced_to_fp32(monkeypatch):
+    import pytest
+
+    from aims_kit import models
+
+    monkeypatch.setenv(models.PRECISION_ENV, "fp32")
+    assert models.inference_precision("cpu", fast_bf16=True).compute_dtype == "float32"
+    monkeypatch.setenv(models.PRECISION_ENV, "fp8")
+    with pytest.raises(ValueError, match="AIMS_KIT_PRECISION"):
+        models.inference_precision("cpu", fast_bf16=True)
+
+
+def test_prepared_model_gives_the_same_labels_and_records_its_precision(tmp_path, monkeypatch):
+    import torch
+
+    from aims_kit import evaluation, experiments, models
+    from run_factory import adapter_run
+
+    run = adapter_run(tmp_path, "label_only")
+    frame = experiments.load_splits("", 22).test.head(12)
+    reference, _ = models.load_trained(run)
+    monkeypatch.setattr(models, "cpu_has_fast_bf16", lambda: False)  # fp32 on any CPU: the merge alone
+    merged = models.prepare_for_inference(models.load_trained(run)[0])
+    assert not hasattr(merged, "disable_adapter")  # merged into the base, no adapter left to skip
+    tokenizer = models.load_tokenizer(models.resolve_model_id(models.TINY_RANDOM))
+    ids = tokenizer("Is this prompt harmful?", return_tensors="pt")
+    with torch.no_grad():
+        assert torch.allclose(reference(**ids).logits, merged(**ids).logits, atol=1e-4)  # merging changes no output
+    metrics, _ = evaluation.evaluate(merged, tokenizer, frame, condition="label_only", dataset="t", n_boot=0, latency_sample=0)
+    assert metrics["compute_dtype"] == "float32" and metrics["quantization"] == "none"
+    assert metrics["label_method"] == "scored" and metrics["tokens_per_prompt"] == 0
+
+
+def test_length_batches_respect_rows_and_padded_tokens():
+    from aims_kit.generation import length_batches
+
+    lengths = [40, 500, 41, 42, 300, 39, 45, 44]
+    batches = length_batches(lengths, batch_size=4, max_tokens=1000)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))  # every row once
+    for batch in batches:
+        assert len(batch) <= 4 and (len(batch) == 1 or len(batch) * max(lengths[i] for i in batch) <= 1000)
+    # shortest first; 300 still fits beside two short rows (3 x 300 padded tokens), 500 does not
+    assert [[lengths[i] for i in b] for b in batches] == [[39, 40, 41, 42], [44, 45, 300], [500]]

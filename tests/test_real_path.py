@@ -140,14 +140,17 @@ def test_generation_and_label_scoring_start_after_the_empty_think_block(qwen3_to
 
         device = torch.device("cpu")
         seen: list = []
+        kept: list = []
 
-        def __call__(self, input_ids, attention_mask):
+        def __call__(self, input_ids, attention_mask, logits_to_keep=0):
             self.seen.extend(input_ids.tolist())
+            self.kept.append(logits_to_keep)
             return type("Out", (), {"logits": torch.zeros(len(input_ids), input_ids.shape[1], len(qwen3_tokenizer))})()
 
     recorder = Recorder()
     probs, _ = generation.score_labels(recorder, qwen3_tokenizer, ["How do I bake bread?", "Hi"])
     assert probs == [0.5, 0.5]
+    assert recorder.kept == [1]  # only the last position's logits are computed
     for ids in recorder.seen:
         assert qwen3_tokenizer.decode(ids).endswith(EMPTY_THINK)
 
@@ -306,10 +309,18 @@ def test_openai_moderation_follows_the_published_convention_and_keeps_strict_as_
 # ---------------------------------------------------------------- 5. real benchmarks first, a fast fallback offline
 
 
-def test_cpu_profile_tries_local_then_hub_then_fixtures():
-    from aims_kit import profiles
+def test_cpu_and_gpu_profiles_use_real_benchmarks_only():
+    from aims_kit import benchmarks, profiles
 
-    assert profiles.PROFILES["cpu"]["benchmark_sources"] == ["local", "hub", "fixture"]
+    # local files (the shipped XSTest among them), then the hub; a fixture is never a cpu or GPU result
+    for name in ("cpu", "gpu-small", "paper"):
+        assert "fixture" not in profiles.PROFILES[name]["benchmark_sources"]
+    assert profiles.PROFILES["cpu"]["benchmark_sources"] == ["local", "hub"]
+    found = benchmarks.discover(["xstest"], sources=["local"])
+    assert found[0].kind == "local" and len(found[0].frame) == 450
+    assert (found[0].frame["label"] == "harmful").sum() == 200
+    # the cpu profile's row limit keeps all of XSTest, as published numbers use it
+    assert profiles.PROFILES["cpu"]["benchmark_limit"] in (0,) or profiles.PROFILES["cpu"]["benchmark_limit"] >= 450
 
 
 def test_hub_connection_error_falls_back_once_and_says_so(monkeypatch, tmp_path):
@@ -326,6 +337,7 @@ def test_hub_connection_error_falls_back_once_and_says_so(monkeypatch, tmp_path)
         raise ConnectionError(f"Couldn't reach '{args[0]}' on the Hub (ConnectError)")
 
     monkeypatch.setattr(benchmarks, "LOCAL_DIR", tmp_path)  # no local files
+    monkeypatch.setattr(benchmarks, "SHIPPED_DIR", tmp_path)
     monkeypatch.delenv(benchmarks.PATHS_ENV, raising=False)
     monkeypatch.setattr(hub, "unreachable", lambda: None)  # the probe got through; the load does not
     monkeypatch.setattr(datasets, "load_dataset", no_connection)
@@ -351,6 +363,7 @@ def test_unreachable_hub_endpoint_is_detected_in_seconds(monkeypatch, tmp_path):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     monkeypatch.setattr(benchmarks, "LOCAL_DIR", tmp_path)  # no local files
+    monkeypatch.setattr(benchmarks, "SHIPPED_DIR", tmp_path)
     monkeypatch.delenv(benchmarks.PATHS_ENV, raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
