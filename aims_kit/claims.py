@@ -319,6 +319,18 @@ def summary_text(entries: list[Entry]) -> str:
     return "\n".join(lines)
 
 
+def claim_table(out_dir: str | Path, number: int, *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """One claim's entries for a notebook: per dataset the runs compared, F1 of each, Δ with its interval, p, verdict.
+
+    Computed from the records under ``out_dir`` so far: a claim whose runs or datasets come in a
+    later notebook says *not tested* and why.
+    """
+    entries = [e for e in scoreboard(load_records(out_dir), n_boot=n_boot, seed=seed) if e.claim == number]
+    frame = pd.DataFrame([asdict(e) for e in entries]).drop(columns=["claim", "name", "details"])
+    frame["dataset"] = frame["dataset"].map(_short)
+    return frame.round(3)
+
+
 def read_claims(path: str | Path) -> list[Entry]:
     """The entries of a ``claims.json`` written by :func:`write_claims`."""
     from .results import read_json

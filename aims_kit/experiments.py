@@ -217,16 +217,26 @@ def dpo_run(params: dict, splits: data.Splits, sft_dir: Path, mined: MinedPairs,
     return run_dir
 
 
-def distill_traces(params: dict, splits: data.Splits, trace_conditions: list[str], teacher_spec: str = "file"):
+def distill_traces(params: dict, splits: data.Splits, trace_conditions: list[str], teacher_spec: str = "file", out_dir: Path | None = None):
     """Screened teacher traces per condition on the shared train/val rows; see :func:`collect_traces`.
 
+    A traces file without ``synthetic_intent`` (the shipped one) gets it from
+    :class:`aims_kit.teachers.SelfIntentTeacher`: the same reasoning with the intent written by
+    the newest SFT intent → label run in ``out_dir``, so all three conditions run offline.
     Returns ``(trace_sets, skipped, teacher name)``; ``skipped`` says why a condition is absent.
     """
-    from .teachers import make_teacher
+    from .teachers import SelfIntentTeacher, TracesFileTeacher, make_teacher, sft_intent_writer
     from .training.distill import collect_traces
 
     teacher = make_teacher(teacher_spec)
-    limit = DistillParams.from_params(params).distill_max_rows
+    p = DistillParams.from_params(params)
+    if ("synthetic_intent" in trace_conditions and isinstance(teacher, TracesFileTeacher)
+            and "synthetic_intent" not in teacher.trace_conditions() and out_dir is not None
+            and results.find_runs(out_dir, regime="sft", condition="intent_label")):
+        sft = find_sft_run(out_dir)
+        teacher = SelfIntentTeacher(teacher, sft_intent_writer(sft, batch_size=p.eval_batch_size, max_new_tokens=p.max_new_tokens),
+                                    source=f"SFT run {sft.name}")
+    limit = p.distill_max_rows
     train = data.balanced_head(splits.train, limit)
     val = data.balanced_head(splits.val, max(8, limit // 4) if limit else 0)
     trace_sets, skipped = collect_traces(teacher, train, val, trace_conditions)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Callable, Literal, Protocol
 
 import pandas as pd
 
@@ -145,6 +145,60 @@ class TracesFileTeacher:
             )
         available = self._by_condition[trace_condition]
         return [available[i] for i in frame["ID"].astype(str) if i in available]
+
+
+@dataclass
+class SelfIntentTeacher:
+    """``synthetic_intent`` without a live teacher: another teacher's reasoning, the kit's own model's intent.
+
+    Offline the shipped traces hold ``no_intent`` and ``human_intent`` (the same hand-written
+    reasoning; the latter adds the human intent line). For ``synthetic_intent`` this teacher
+    takes the ``human_intent`` trace's reasoning and replaces the human intent with the one
+    ``write_intents`` gives for the prompt — the kit's SFT intent → label model, greedy
+    (:func:`sft_intent_writer`). So the three students differ *only* in the intent line:
+    none, the model's own, the human's. (The paper's teacher wrote its own reasoning per
+    condition.) A prompt the model writes no intent for gets an empty completion, which the
+    screen drops and counts. Every other condition comes from ``base`` unchanged.
+    """
+
+    base: Teacher
+    write_intents: Callable[[list[str]], list[str | None]]
+    source: str = "sft"
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        self.name = self.name or f"{self.base.name} + intents by {self.source}"
+
+    def traces(self, frame: pd.DataFrame, trace_condition: TraceCondition) -> list[Trace]:
+        _check(trace_condition)
+        if trace_condition != "synthetic_intent":
+            return self.base.traces(frame, trace_condition)
+        donors = self.base.traces(frame, "human_intent")
+        prompts = frame.set_index(frame["ID"].astype(str))["Prompt"]
+        intents = self.write_intents([prompts[t.id] for t in donors])
+        return [
+            Trace(
+                id=t.id, condition="synthetic_intent", teacher=self.name, reasoning=t.reasoning, intent=intent, label=t.label,
+                completion=formats.format_target("reasoning_intent_label", t.label, intent=intent, reasoning=t.reasoning) if intent else "",
+            )
+            for t, intent in zip(donors, intents)
+        ]
+
+
+def sft_intent_writer(sft_run: Path, *, batch_size: int = 32, max_new_tokens: int = 48) -> Callable[[list[str]], list[str | None]]:
+    """Intents written by a trained intent → label run (greedy, the evaluation path), for :class:`SelfIntentTeacher`."""
+
+    def write(prompts: list[str]) -> list[str | None]:
+        from .generation import classifier_inputs, generate_answers
+        from .models import load_for_inference
+
+        model, tokenizer = load_for_inference(sft_run)
+        _, conversations, _ = classifier_inputs(model, tokenizer, prompts, "intent_label", max_new_tokens)
+        gen = generate_answers(model, tokenizer, conversations, condition="intent_label", max_new_tokens=max_new_tokens,
+                               batch_size=batch_size, desc="writing intents")
+        return [formats.parse_output(text).intent for text in gen.texts]
+
+    return write
 
 
 def read_traces(path: Path) -> dict[str, dict[str, Trace]]:
