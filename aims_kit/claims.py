@@ -168,7 +168,10 @@ def _paired(a: pd.Series, b: pd.Series, datasets: list[str], *, n_boot: int, see
 
 
 def _entry(claim: Claim, dataset: str, a, b, datasets: list[str], *, n_boot: int, seed: int, note: str = "", details=None) -> Entry:
-    result = _paired(a, b, datasets, n_boot=n_boot, seed=seed)
+    try:
+        result = _paired(a, b, datasets, n_boot=n_boot, seed=seed)
+    except ValueError as err:  # evaluated on different prompts (another eval_limit): no paired test
+        return _not_tested(claim, dataset, f"{a['run_id']} vs {b['run_id']}: {err}")
     return Entry(
         claim=claim.number, name=claim.name, dataset=dataset,
         verdict=verdict(result["f1_diff"], result["diff_ci_low"], result["diff_ci_high"]),
@@ -241,6 +244,8 @@ def _frontier_entry(claim: Claim, records: pd.DataFrame, datasets: list[str], la
     best_intent = per_run[per_run["intent_aware"]].sort_values("f1").iloc[-1]
     best_other = per_run[~per_run["intent_aware"]].sort_values("f1").iloc[-1]
     entry = _entry(claim, label, best_intent, best_other, datasets, n_boot=n_boot, seed=seed, details=details)
+    if entry.verdict == NOT_TESTED:
+        return entry
     members = ", ".join(f"{m['run']} ({'intent' if m['intent_aware'] else 'no intent'})" for m in details["frontier"]) or "none"
     entry.note = (f"best intent-aware run vs best other run; frontier above flag-everything (F1 {flag_all:.3f} at 0 ms): {members}")
     if entry.verdict != NOT_REPRODUCED and best_intent["f1"] <= flag_all:

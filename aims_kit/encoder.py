@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from . import metrics, results, stats
+from . import data, metrics, results, stats
 from .evaluation import device_info, single_request_latency
 from .settings import BenchmarkParams
 from .training.common import TrainSettings, require_split, trainer_kwargs
@@ -145,14 +145,14 @@ def encoder_run(params: dict, splits, out_dir: Path) -> Path:
     """Train the encoder baseline into a new run folder and score it on the AIMS test split.
 
     Parameters: ``encoder_learning_rate`` (default 5e-5, the usual BERT fine-tuning rate),
-    ``encoder_max_steps`` (-1: run ``encoder_epochs``, default 3), ``batch_size``, ``eval_steps``, ``seed``.
+    ``encoder_max_steps`` (-1: run ``encoder_epochs``, default 3), ``encoder_batch_size``, ``eval_steps``, ``seed``.
     """
     p = BenchmarkParams.from_params(params)
     settings = TrainSettings(
         learning_rate=p.encoder_learning_rate or 5e-5,
         epochs=p.encoder_epochs,
         max_steps=p.encoder_max_steps,
-        batch_size=p.batch_size,
+        batch_size=p.encoder_batch_size,
         eval_steps=p.eval_steps,
         seed=p.seed,
     )
@@ -170,7 +170,7 @@ def encoder_run(params: dict, splits, out_dir: Path) -> Path:
     train_encoder(splits.train, splits.val, settings, run_dir)
     model, tokenizer = load_encoder(run_dir)
     scores, predictions = evaluate_encoder(
-        model, tokenizer, splits.test, dataset="aims_test", batch_size=p.eval_batch_size,
+        model, tokenizer, data.balanced_head(splits.test, p.eval_limit), dataset="aims_test", batch_size=p.eval_batch_size,
         latency_sample=p.latency_sample, n_boot=p.n_boot,
     )
     results.write_record(run_dir, "aims_test", scores, predictions)

@@ -14,7 +14,7 @@ import pandas as pd
 
 from . import data, evaluation, formats, results
 from .models import LoraSettings, load_for_inference
-from .settings import KNOWN, DistillParams, DPOParams, GRPOParams, RunParams
+from .settings import KNOWN, DistillParams, DPOParams, GRPOParams, RunParams, SFTParams
 from .training.common import TrainSettings
 from .training.grpo import CONDITION as GRPO_CONDITION
 from .training.grpo import GRPOSettings, train_grpo
@@ -62,12 +62,14 @@ def run_config(p: RunParams, regime: str, condition: str, settings: TrainSetting
 
 def sft_run(params: dict, splits: data.Splits, condition: formats.Condition, out_dir: Path) -> Path:
     """Train one SFT condition into a new run folder and evaluate it on the test split."""
-    p = RunParams.from_params(params)
+    p = SFTParams.from_params(params)
+    p = replace(p, max_steps=int(p.condition_max_steps.get(condition, p.max_steps)))
     settings = train_settings(p, condition)
     run_dir = results.create_run(out_dir, f"sft-{condition}", run_config(p, "sft", condition, settings))
     if results.is_evaluated(run_dir, "aims_test"):  # finished before an interruption
         return run_dir
-    train_sft(p.model, splits.train, splits.val, condition=condition, settings=settings, run_dir=run_dir)
+    train_sft(p.model, splits.train, splits.val, condition=condition, settings=settings, run_dir=run_dir,
+              val_f1_tokens=p.answer_budget(condition) if p.val_f1_curve else 0)
     evaluate_run(run_dir, splits.test, "aims_test", p)
     return run_dir
 
@@ -172,9 +174,11 @@ def mine_dpo_pairs(params: dict, splits: data.Splits, sft_dir: Path, variant: st
     model, tokenizer = load_for_inference(sft_dir)
     generator = model_generator(model, tokenizer, batch_size=p.eval_batch_size)
     mined, reports = {}, {}
+    # Validation pairs only measure the DPO loss for early stopping: a quarter as many prompts.
+    limits = {"train": p.dpo_max_prompts, "val": max(16, p.dpo_max_prompts // 4) if p.dpo_max_prompts else 0}
     for split in ("train", "val"):
         set_seed(settings.seed)
-        frame = data.balanced_head(getattr(splits, split), p.dpo_max_prompts)
+        frame = data.balanced_head(getattr(splits, split), limits[split])
         mined[split], reports[split] = mine_pairs(frame, generator, settings, judge=judge)
     return MinedPairs(mined["train"], mined["val"], reports, settings)
 

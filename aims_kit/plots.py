@@ -200,33 +200,49 @@ def data_overview(frame: pd.DataFrame):
     return fig
 
 
-def loss_figure(log_history: list[dict], title: str = "training and validation loss"):
-    """Training loss and validation loss per step from a trainer's ``log_history``."""
+def _curve_traces(log_history: list[dict]) -> list:
+    """Training loss, validation loss and (where logged) validation F1 per step, as plotly traces."""
     import plotly.graph_objects as go
 
-    fig = go.Figure(layout={"title": title, "template": "plotly_white", "xaxis_title": "step", "yaxis_title": "loss"})
-    for key, name in (("loss", "train"), ("eval_loss", "validation")):
+    traces = []
+    for key, name in (("loss", "train loss"), ("eval_loss", "validation loss"), ("val_f1", "validation F1")):
         points = [(h["step"], h[key]) for h in log_history if key in h]
         if points:
             steps, values = zip(*points)
-            fig.add_trace(go.Scatter(x=steps, y=values, mode="lines+markers", name=name))
+            traces.append(go.Scatter(x=steps, y=values, mode="lines+markers", name=name,
+                                     line={"dash": "dot"} if key == "val_f1" else None))
+    return traces
+
+
+def loss_figure(log_history: list[dict], title: str = "training and validation loss"):
+    """Training and validation loss per step from a trainer's ``log_history``; validation F1 on a right axis where logged."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    for trace in _curve_traces(log_history):
+        fig.add_trace(trace, secondary_y=trace.name == "validation F1")
+    fig.update_layout(title=title, template="plotly_white")
+    fig.update_xaxes(title_text="step")
+    fig.update_yaxes(title_text="loss", secondary_y=False)
+    fig.update_yaxes(title_text="validation F1", range=[0, 1], secondary_y=True)
     return fig
 
 
-def learning_curves(runs: dict[str, "Path | str"], title: str = "training and validation loss"):
-    """One loss panel per run (``{name: run folder}``), read from each run's ``train_log.json``."""
+def learning_curves(runs: dict[str, "Path | str"], title: str = "training and validation loss, validation F1"):
+    """One panel per run (``{name: run folder}``) from its ``train_log.json``: losses, and validation F1 on the right axis."""
     from pathlib import Path
 
     from plotly.subplots import make_subplots
 
     from .results import read_json
 
-    fig = make_subplots(rows=1, cols=max(1, len(runs)), subplot_titles=list(runs), shared_yaxes=True)
+    columns = max(1, len(runs))
+    fig = make_subplots(rows=1, cols=columns, subplot_titles=list(runs), specs=[[{"secondary_y": True}] * columns])
     for column, run_dir in enumerate(runs.values(), start=1):
-        log = read_json(Path(run_dir) / "train_log.json")
-        for trace in loss_figure(log).data:
+        for trace in _curve_traces(read_json(Path(run_dir) / "train_log.json")):
             trace.showlegend = column == 1
-            fig.add_trace(trace, row=1, col=column)
+            fig.add_trace(trace, row=1, col=column, secondary_y=trace.name == "validation F1")
+    fig.update_yaxes(range=[0, 1], secondary_y=True)
     fig.update_layout(title=title, template="plotly_white", height=380)
     return fig
 

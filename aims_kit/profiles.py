@@ -21,6 +21,7 @@ PROFILES: dict[str, dict] = {
         "model": "tiny-random",
         "data_source": "",
         "max_steps": 4,
+        "condition_max_steps": {},
         "epochs": 1.0,
         "lora_layers": 0,
         "learning_rate": 2e-3,
@@ -59,15 +60,19 @@ PROFILES: dict[str, dict] = {
         "distill_max_new_tokens": 24,
     },
     "cpu": {
-        # SmolLM2-135M-Instruct on 2 CPU cores, every notebook in under half an hour. Chosen on
-        # the validation split only (never the test split or a benchmark): 100 SFT steps (val F1
-        # at 60 / 100-120 steps: label-only 0.735 / 0.786, intent 0.695 / 0.727; lr 2e-3 did no
-        # better), 40 distillation steps (20 left a third of reasoning answers unparsed, 40 about
-        # 3% on val), the rollout temperature on validation rollouts (perf/grpo_rollouts.py).
-        # Other budgets are set by time (perf/bench_train.py).
+        # SmolLM2-135M-Instruct on 2 CPU cores, every notebook in about half an hour. Chosen on
+        # the validation split only (never the test split or a benchmark): 100 SFT steps for the
+        # label-only target (val F1 at 60 / 100 steps: 0.735 / 0.786, val loss flat from ~50);
+        # the intent target learns its label later (val F1 0.695 / 0.727 / 0.827 at 60 / 120 /
+        # 300 steps; lr 2e-3 did no better), so it gets 200 steps, what fits the half hour
+        # (02 draws its validation F1 curve, so the choice can be checked on every run);
+        # 40 distillation steps (20 left a third of reasoning answers unparsed, 40 about 3% on
+        # val), the rollout temperature on validation rollouts (perf/grpo_rollouts.py). Other
+        # budgets are set by time (perf/bench_train.py).
         "model": "HuggingFaceTB/SmolLM2-135M-Instruct",
         "data_source": "",
         "max_steps": 100,
+        "condition_max_steps": {"intent_label": 200},
         "epochs": 3.0,
         "learning_rate": 1e-3,
         "batch_size": 8,
@@ -89,7 +94,10 @@ PROFILES: dict[str, dict] = {
         # measured there; -p benchmark_latency_sample=N times N prompts per run and benchmark).
         "latency_sample": 8,
         "benchmark_latency_sample": 0,
-        "encoder_max_steps": 40,
+        # MiniLM on validation: 40 steps at batch 8 flagged every prompt (loss still rising);
+        # 150 steps at batch 16 (~2 epochs, 2 min): val F1 0.870 (flag-all 0.688), lr 1e-4 0.848.
+        "encoder_max_steps": 150,
+        "encoder_batch_size": 16,
         "seed": 22,
         "threads": 0,
         "grpo_steps": 3,
@@ -103,13 +111,19 @@ PROFILES: dict[str, dict] = {
         "grpo_eval_steps": 3,
         "grpo_val_limit": 24,
         "judge": "embedding",
+        # DPO: 16 prompts x 4 samples mined 8 pairs, all from harmful prompts (the SFT intent
+        # model under-flags, so safe prompts rarely give a wrong-label sample) and DPO drifted
+        # towards flagging everything. 96 train prompts (48 per class) and the paper's judge
+        # condition (a right-label sample whose intent the offline judge grades *bad* is a
+        # reject too) give pairs from both classes; pairs are balanced by undersampling.
         "dpo_k": 4,
         "dpo_temperature": 0.8,
         "dpo_beta": 0.3,
-        "dpo_max_prompts": 16,
+        "dpo_max_prompts": 96,
+        "dpo_variant": "judge",
         "dpo_learning_rate": 5e-5,
         "dpo_epochs": 3.0,
-        "dpo_max_steps": 8,
+        "dpo_max_steps": 16,
         "distill_max_rows": 0,
         "distill_max_steps": 40,
         "distill_max_new_tokens": 96,
@@ -118,6 +132,7 @@ PROFILES: dict[str, dict] = {
         "model": "Qwen/Qwen3-0.6B",
         "data_source": "Jazhyc/aims-safety-intents",
         "max_steps": -1,
+        "condition_max_steps": {},
         "epochs": 3.0,
         "lora_layers": 0,
         "learning_rate": 0.0,

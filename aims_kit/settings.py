@@ -14,7 +14,7 @@ regimes declare are allowed and ignored: one notebook's parameters feed several 
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Mapping, TypeVar
 
 P = TypeVar("P", bound="RunParams")
@@ -85,6 +85,12 @@ class SFTParams(RunParams):
     """``02_sft``: one run per output condition."""
 
     conditions: tuple[str, ...] = ("label_only", "intent_label")
+    #: Training steps per output condition where it differs from ``max_steps`` (an intent
+    #: target learns its label later than a one-word target; see ``aims_kit/profiles.py``).
+    condition_max_steps: dict = field(default_factory=dict)
+    #: Classify the validation split at every validation pass and log its F1 (the learning
+    #: curve 02 draws; costs one validation generation per pass).
+    val_f1_curve: bool = True
 
 
 @dataclass(frozen=True)
@@ -159,6 +165,7 @@ class BenchmarkParams(RunParams):
     encoder_learning_rate: float = 0.0
     encoder_epochs: float = 3.0
     encoder_max_steps: int = -1
+    encoder_batch_size: int = 16
 
 
 @dataclass(frozen=True)

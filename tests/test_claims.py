@@ -142,3 +142,13 @@ def test_write_claims_and_summary(folder):
 def test_empty_folder(tmp_path):
     entries = claims.scoreboard(results.load_records(tmp_path))
     assert {e.verdict for e in entries} == {claims.NOT_TESTED}
+
+
+def test_runs_scored_on_different_prompts_are_not_tested(tmp_path):
+    out = tmp_path / "mixed"
+    _run(out, "sft", "intent_label", datasets={"aims_test": _preds(70)}, created="2026-01-01T00:00:01")
+    other = _run(out, "sft", "label_only", datasets={"aims_test": _preds(60)}, created="2026-01-01T00:00:02")
+    rows = results.read_jsonl(other / "predictions" / "aims_test.jsonl")[:24]  # another eval_limit
+    results.atomic_write_jsonl(other / "predictions" / "aims_test.jsonl", rows)
+    entry = _entry(claims.scoreboard(results.load_records(out), n_boot=100), 1, "aims_test")
+    assert entry.verdict == claims.NOT_TESTED and "same prompts" in entry.note

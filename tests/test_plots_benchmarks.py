@@ -36,5 +36,14 @@ def test_pareto_figure_draws_error_bars_and_labelled_reference_lines():
     assert any(trace.error_y and trace.error_y.array is not None for trace in fig.data)
     texts = [a.text for a in fig.layout.annotations]
     assert any("GRPO 0.826" in t and "other hardware" in t for t in texts) and len(texts) == len(plots.PAPER_MEAN_F1)
+    assert fig.layout.title.text.startswith("F1 on x")  # the title names what the mean is over
     panels = plots.benchmark_figure(records)
-    assert panels.data and panels.layout.title.text == "F1 per benchmark"
+    assert panels.data and panels.layout.title.text == "F1 per dataset"
+
+
+def test_titles_name_the_datasets_and_mark_fixtures():
+    records = pd.DataFrame([_record("a", 1, "bench:xstest", 0.6, 10), _record("a", 1, "fixture:aegis2", 0.7, 10)])
+    title = plots.pareto_figure(plots.summarise_runs(records)).layout.title.text
+    assert "mean F1 over 2 datasets" in title and "xstest" in title and "aegis2 (fixture, not a benchmark)" in title
+    panels = [a.text for a in plots.benchmark_figure(records).layout.annotations]
+    assert "fixture:aegis2 (fixture, not a benchmark)" in panels and "xstest" in panels

@@ -186,6 +186,12 @@ def collect_traces(
         kept[trace_condition], reports[trace_condition] = {}, {}
         for name, frame in (("train", train), ("val", val)):
             kept[trace_condition][name], reports[trace_condition][name] = screen_traces(per_split[name], frame, trace_condition)
+        empty = [name for name in ("train", "val") if not kept[trace_condition][name]]
+        if empty:  # e.g. a model that writes no intent: skipping it keeps the other conditions' rows
+            report = reports[trace_condition][empty[0]]
+            skipped[trace_condition] = (f"none of {report.traces} {empty[0]} traces survived the screen (leaked {report.leaked}, "
+                                        f"label disagrees {report.label_disagrees}, the rest empty: e.g. no intent was written)")
+            del kept[trace_condition], reports[trace_condition]
     sets = {}
     for trace_condition in kept:
         frames, completions = {}, {}

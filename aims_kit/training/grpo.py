@@ -228,3 +228,32 @@ def _save_logs(trainer, reward: RewardSet, selection: _ValSelection, run_dir: Pa
             "judge_fallbacks": judge.fallbacks if judge else 0,
         },
     )
+
+
+def reward_set_comparison(runs: dict[str, Path], dataset: str = "aims_test") -> pd.DataFrame:
+    """Did the two reward sets end up different models? One row per reward set, from the run folders.
+
+    Identical outputs on ``dataset`` and the mean reward of the first and last steps say whether
+    a few GRPO steps moved the policy at all; without movement the F1 comparison of claim 4
+    cannot come out either way, whatever the reward.
+    """
+    from ..results import read_json, read_jsonl
+
+    outputs = {name: {p["id"]: p for p in read_jsonl(Path(run) / "predictions" / f"{dataset}.jsonl")} for name, run in runs.items()}
+    rows = []
+    for name, run in runs.items():
+        others = [o for other, o in outputs.items() if other != name]
+        mine = outputs[name]
+        log = read_jsonl(Path(run) / "reward_log.jsonl")
+        selection = read_json(Path(run) / "val_selection.json")
+        rows.append({
+            "reward set": name,
+            "steps": len(log),
+            "mean reward, first step": log[0]["reward"] if log else None,
+            "mean reward, last step": log[-1]["reward"] if log else None,
+            "step kept (val F1)": selection.get("best_step"),
+            f"{dataset} outputs identical to the other set": sum(mine[i]["output"] == o[i]["output"] for o in others for i in mine if i in o),
+            f"{dataset} labels differing": sum(mine[i]["pred"] != o[i]["pred"] for o in others for i in mine if i in o),
+            "prompts": len(mine),
+        })
+    return pd.DataFrame(rows)

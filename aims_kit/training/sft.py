@@ -89,11 +89,15 @@ def train_sft(
     run_dir: Path,
     train_completions: list[str] | None = None,
     val_completions: list[str] | None = None,
+    val_f1_tokens: int = 0,
 ):
     """Train a LoRA adapter with TRL's ``SFTTrainer``; saves it under ``run_dir/adapter``.
 
     Examples longer than ``settings.max_length`` are dropped and counted (``train_data.json``).
-    Returns the trainer (its ``state.log_history`` holds the losses for plotting).
+    With ``val_f1_tokens`` > 0 every validation pass also classifies the validation split with
+    that answer budget and logs ``val_f1`` (the learning curve a step budget is chosen from;
+    the checkpoint is still chosen on the validation loss). Returns the trainer (its
+    ``state.log_history`` holds the losses and F1 for plotting).
     """
     from datasets import Dataset
     from transformers import EarlyStoppingCallback
@@ -122,10 +126,37 @@ def train_sft(
         peft_config=settings.lora.to_peft(model),
         callbacks=[EarlyStoppingCallback(early_stopping_patience=settings.early_stopping_patience)],
     )
+    if val_f1_tokens:
+        trainer.add_callback(ValF1Callback(val, condition, tokenizer, val_f1_tokens, settings.batch_size * 4))
     attach_progress(trainer, f"SFT {condition}")
     trainer.train(resume_from_checkpoint=_last_checkpoint(run_dir))
     save_training(trainer, run_dir)
     return trainer
+
+
+def ValF1Callback(val: pd.DataFrame, condition: formats.Condition, tokenizer, max_new_tokens: int, batch_size: int):
+    """A trainer callback: after each validation-loss pass, the validation F1 of the model as it is now.
+
+    The loss says how well the model predicts the gold text; F1 says how often the label it
+    *writes* is right, which for an intent target can lag the loss by many steps. Validation
+    rows only (split hygiene is checked), logged into ``log_history`` as ``val_f1``.
+    """
+    from transformers import TrainerCallback
+
+    from .. import evaluation
+
+    require_split(val, "val", "validation F1 during training")
+
+    class _ValF1(TrainerCallback):
+        def on_evaluate(self, args, state, control, model=None, **kwargs):
+            if not state.is_world_process_zero or model is None:
+                return
+            scores, _ = evaluation.evaluate(model, tokenizer, val, condition=condition, dataset="val", batch_size=batch_size,
+                                            max_new_tokens=max_new_tokens, latency_sample=0, n_boot=0)
+            state.log_history.append({"step": state.global_step, "val_f1": scores["f1"],
+                                      "val_parse_failure_rate": scores["parse_failure_rate"]})
+
+    return _ValF1()
 
 
 def _last_checkpoint(run_dir: Path) -> str | None:
