@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--condition", default="label_only", choices=CONDITIONS, help="output format to prompt and parse with (--model and --endpoint)")
     ev.add_argument("--out", type=Path, default=None, help="where --model creates its run folder (default outputs/lab)")
     ev.add_argument("--benchmark", required=True, help="registry name, e.g. xstest")
-    ev.add_argument("--path", type=Path, default=None, help="local upstream file or hub export (default: the hub)")
+    ev.add_argument("--path", type=Path, default=None, help="local upstream file or hub export (default: a file in the benchmark folders or shipped with the kit, else the hub)")
     ev.add_argument("--limit", type=int, default=0, help="evaluate a seeded, label-stratified sample of N rows (0: all)")
     ev.add_argument("--batch-size", type=int, default=32)
     ev.add_argument("--max-new-tokens", type=int, default=None,
@@ -119,6 +119,8 @@ def main_eval(args: argparse.Namespace) -> int:
     from .results import resolve_out_dir
 
     try:
+        # no --path: a downloaded or shipped file first (XSTest ships with the kit), then the hub
+        args.path = args.path or benchmarks.find_local(args.benchmark, benchmarks.search_dirs())
         frame = benchmarks.load_benchmark(args.benchmark, args.path)
     except (benchmarks.BenchmarkError, KeyError) as err:
         print(f"error: {err}", file=sys.stderr)

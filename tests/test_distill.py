@@ -218,3 +218,32 @@ def test_leakage_table_shows_intent_overlap_and_hedging_per_condition():
     assert table.loc["no_intent", "hedge_harmful"] == table.loc["no_intent", "hedge_safe"] == 0.5
     assert table.loc["no_intent", "hedge_Uncertain"] == 1.0 and table.loc["no_intent", "hedge_level_gap"] == 1.0
     assert table.loc["no_intent", "hedge_label_gap"] == 0.0
+
+
+def test_self_intent_teacher_gives_synthetic_intent_with_the_same_reasoning(splits):
+    base = make_teacher("file")
+    written = []
+
+    def write_intents(prompts):
+        written.extend(prompts)  # every second prompt gets no intent, as a weak model may write none
+        return [None if i % 2 else f"The user wants thing {i}." for i in range(len(prompts))]
+
+    teacher = teachers.SelfIntentTeacher(base, write_intents, source="a test model")
+    train, val = splits.train.head(40), splits.val.head(10)
+    sets, skipped = collect_traces(teacher, train, val, ["no_intent", "synthetic_intent", "human_intent"])
+    assert set(sets) == {"no_intent", "synthetic_intent", "human_intent"} and not skipped
+    synthetic, human = sets["synthetic_intent"], sets["human_intent"]
+    assert list(synthetic.train["ID"]) == list(human.train["ID"])  # the rows all three keep
+    for s_completion, h_completion in zip(synthetic.train_completions, human.train_completions):
+        s, h = formats.parse_output(s_completion), formats.parse_output(h_completion)
+        assert s.reasoning == h.reasoning and s.label == h.label  # only the intent line differs
+        assert s.intent.startswith("The user wants thing") and s.intent != h.intent
+    assert written and set(written) <= set(train["Prompt"]) | set(val["Prompt"])  # never a test prompt
+    assert "a test model" in teacher.name
+
+
+def test_a_condition_with_no_usable_trace_is_skipped_not_fatal(splits):
+    teacher = teachers.SelfIntentTeacher(make_teacher("file"), lambda prompts: [None] * len(prompts))
+    sets, skipped = collect_traces(teacher, splits.train.head(20), splits.val.head(8), ["no_intent", "synthetic_intent"])
+    assert set(sets) == {"no_intent"} and len(sets["no_intent"].train) > 0
+    assert "survived the screen" in skipped["synthetic_intent"]

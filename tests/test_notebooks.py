@@ -41,6 +41,19 @@ def test_smoke_benchmarks_are_fixtures_with_intervals(smoke_session):
     assert bench["latency_p50_ms"].notna().all()
 
 
+def test_smoke_sft_logs_a_validation_f1_curve_and_the_run_writes_claims(smoke_session):
+    records = results.load_records(smoke_session)
+    for run_dir in records.loc[records["regime"] == "sft", "run_dir"].unique():
+        log = results.read_json(f"{run_dir}/train_log.json")
+        curve = [entry for entry in log if "val_f1" in entry]
+        assert curve and all(0 <= entry["val_f1"] <= 1 for entry in curve)
+    payload = json.loads((smoke_session / "claims.json").read_text())
+    assert [claim["number"] for claim in payload["claims"]] == [1, 2, 3, 4, 5]
+    external = [e for e in payload["entries"] if e["dataset"] == "external mean"]
+    assert external and all(e["verdict"] == "not tested" and "fixture" in e["note"] for e in external)
+    assert "Claims scoreboard" in (smoke_session / "report.html").read_text()
+
+
 def test_smoke_distillation_trains_a_student_per_available_condition(smoke_session):
     records = results.load_records(smoke_session)
     distill = records[(records["regime"] == "distill") & (records["dataset"] == "aims_test")]
