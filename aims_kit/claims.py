@@ -37,6 +37,9 @@ VERDICTS = (REPRODUCED, NOT_SIGNIFICANT, NOT_REPRODUCED, NOT_TESTED)
 
 #: The dataset name of the mean over real external benchmarks.
 EXTERNAL_MEAN = "external mean"
+#: Two runs that write the same answer for at least this share of prompts have not trained apart:
+#: their comparison cannot come out either way, so the claim is *not tested* at this budget.
+SAME_OUTPUT_SHARE = 0.95
 #: Output conditions whose answer states the user's intent.
 INTENT_CONDITIONS = ("intent_label", "reasoning_intent_label")
 
@@ -160,11 +163,15 @@ def _datasets_of(records: pd.DataFrame, run_id: str) -> set[str]:
 
 
 def _paired(a: pd.Series, b: pd.Series, datasets: list[str], *, n_boot: int, seed: int) -> dict:
-    sets = []
+    sets, same = [], []
     for dataset in datasets:
         merged = stats.aligned_predictions(Path(a["run_dir"]), Path(b["run_dir"]), dataset)
         sets.append((merged["gold_a"].tolist(), merged["pred_a"].tolist(), merged["pred_b"].tolist()))
-    return stats.paired_mean_comparison(sets, n_boot=n_boot, seed=seed)
+        if "output_a" in merged and "output_b" in merged:
+            same.extend((merged["output_a"] == merged["output_b"]).tolist())
+    result = stats.paired_mean_comparison(sets, n_boot=n_boot, seed=seed)
+    result["same_output_share"] = sum(same) / len(same) if same else None
+    return result
 
 
 def _entry(claim: Claim, dataset: str, a, b, datasets: list[str], *, n_boot: int, seed: int, note: str = "", details=None) -> Entry:
@@ -172,9 +179,14 @@ def _entry(claim: Claim, dataset: str, a, b, datasets: list[str], *, n_boot: int
         result = _paired(a, b, datasets, n_boot=n_boot, seed=seed)
     except ValueError as err:  # evaluated on different prompts (another eval_limit): no paired test
         return _not_tested(claim, dataset, f"{a['run_id']} vs {b['run_id']}: {err}")
+    share = result["same_output_share"]
+    if share is not None and share >= SAME_OUTPUT_SHARE:
+        note = (f"not tested at this budget: the two runs wrote the same answer for {share:.0%} of {result['n']} prompts "
+                f"(they did not train apart; more steps or a larger model may); " + note)
     return Entry(
         claim=claim.number, name=claim.name, dataset=dataset,
-        verdict=verdict(result["f1_diff"], result["diff_ci_low"], result["diff_ci_high"]),
+        verdict=NOT_TESTED if share is not None and share >= SAME_OUTPUT_SHARE
+        else verdict(result["f1_diff"], result["diff_ci_low"], result["diff_ci_high"]),
         run_a=a["run_id"], run_b=b["run_id"], n=result["n"],
         **{key: float(result[key]) for key in ("f1_a", "f1_b", "f1_diff", "diff_ci_low", "diff_ci_high", "mcnemar_p")},
         note=note, details=details or {},
@@ -183,6 +195,20 @@ def _entry(claim: Claim, dataset: str, a, b, datasets: list[str], *, n_boot: int
 
 def _not_tested(claim: Claim, dataset: str, why: str) -> Entry:
     return Entry(claim=claim.number, name=claim.name, dataset=dataset, verdict=NOT_TESTED, note=why)
+
+
+def still_rising(run_dir: str | Path, margin: float = 0.02) -> str:
+    """A sentence when the run's validation F1 curve (``val_f1`` in ``train_log.json``) rose by more
+    than ``margin`` over its last two points: the run stopped before it converged, so a longer
+    budget may change the comparison. Empty otherwise, or without a curve."""
+    from .results import read_json
+
+    log = Path(run_dir) / "train_log.json"
+    curve = [(h["step"], h["val_f1"]) for h in (read_json(log) if log.exists() else []) if "val_f1" in h]
+    if len(curve) < 2 or curve[-1][1] - curve[-2][1] <= margin:
+        return ""
+    (s1, f1), (s2, f2) = curve[-2:]
+    return f"{Path(run_dir).name}: validation F1 still rising at its last step ({f1:.2f} at {s1} → {f2:.2f} at {s2}); a longer budget may change this"
 
 
 def _pair_entries(claim: Claim, records: pd.DataFrame, runs: pd.DataFrame, external: list[str], *, n_boot: int, seed: int) -> list[Entry]:
@@ -204,6 +230,10 @@ def _pair_entries(claim: Claim, records: pd.DataFrame, runs: pd.DataFrame, exter
                               note=f"mean over {', '.join(d.removeprefix('bench:') for d in both)}"))
     else:
         entries.append(_not_tested(claim, EXTERNAL_MEAN, _no_external_reason(records)))
+    rising = "; ".join(filter(None, (still_rising(a["run_dir"]), still_rising(b["run_dir"]))))
+    for entry in entries:
+        if rising and entry.verdict != NOT_TESTED:
+            entry.note = "; ".join(filter(None, (entry.note, rising)))
     return entries
 
 

@@ -29,7 +29,7 @@ def _run(out, regime, condition, variant="", *, parent=None, datasets: dict, ms=
         gold = GOLD
         record = {**metrics.binary_metrics(gold, pred), **metrics.trivial_baselines(gold), "ms_per_prompt": ms,
                   "parse_failure_rate": 0.0, "tokens_per_prompt": 5.0}
-        rows = [{"id": str(i), "gold": g, "pred": p} for i, (g, p) in enumerate(zip(gold, pred))]
+        rows = [{"id": str(i), "gold": g, "pred": p, "output": f"{regime} {condition} {variant} {p}"} for i, (g, p) in enumerate(zip(gold, pred))]
         results.write_record(run, dataset, record, rows)
     return run
 
@@ -152,3 +152,27 @@ def test_runs_scored_on_different_prompts_are_not_tested(tmp_path):
     results.atomic_write_jsonl(other / "predictions" / "aims_test.jsonl", rows)
     entry = _entry(claims.scoreboard(results.load_records(out), n_boot=100), 1, "aims_test")
     assert entry.verdict == claims.NOT_TESTED and "same prompts" in entry.note
+
+
+def test_runs_that_did_not_train_apart_are_not_tested_at_this_budget(tmp_path):
+    out = tmp_path / "grpo"
+    a = _run(out, "grpo", "intent_label", "label_intent", datasets={"aims_test": _preds(80)}, created="2026-01-01T00:00:01")
+    b = _run(out, "grpo", "intent_label", "label_only", datasets={"aims_test": _preds(78)}, created="2026-01-01T00:00:02")
+    for run in (a, b):  # the same answers on all prompts but two
+        rows = results.read_jsonl(run / "predictions" / "aims_test.jsonl")
+        for row in rows:
+            row["output"] = row["pred"]
+        results.atomic_write_jsonl(run / "predictions" / "aims_test.jsonl", rows)
+    entry = _entry(claims.scoreboard(results.load_records(out), n_boot=100), 4, "aims_test")
+    assert entry.verdict == claims.NOT_TESTED and "at this budget" in entry.note and "98%" in entry.note
+    assert entry.f1_diff is not None  # the numbers are still shown
+
+
+def test_a_run_still_improving_on_validation_is_noted(folder):
+    out, sft_intent = folder
+    log = [{"step": 50, "val_f1": 0.60}, {"step": 100, "val_f1": 0.71}, {"step": 100, "eval_loss": 1.2}]
+    results.atomic_write_json(sft_intent / "train_log.json", log)
+    entry = _entry(claims.scoreboard(results.load_records(out), n_boot=100), 1, "aims_test")
+    assert "still rising" in entry.note and "0.60 at 50" in entry.note and "0.71 at 100" in entry.note
+    results.atomic_write_json(sft_intent / "train_log.json", [{"step": 50, "val_f1": 0.70}, {"step": 100, "val_f1": 0.71}])
+    assert claims.still_rising(sft_intent) == ""  # flat within 0.02: converged enough to say nothing
