@@ -55,9 +55,10 @@ def load_run(run_dir: str | Path) -> LoadedRun:
     elif regime == "zero_shot":
         model, tokenizer = load_model(config["model"])
     elif regime == "served":
-        from .served import EndpointEngine
+        from .served import EndpointEngine, served_tokenizer
 
-        return LoadedRun(run_dir, config, None, None, engine=EndpointEngine(config["endpoint"], config["model"]))
+        engine = EndpointEngine(config["endpoint"], config["model"])
+        return LoadedRun(run_dir, config, None, served_tokenizer(config["model"]), engine=engine)
     else:
         model, tokenizer = load_trained(run_dir)
     return LoadedRun(run_dir, config, model, tokenizer)
