@@ -168,23 +168,21 @@ class GuardServer:
         except OSError:
             return ""
 
-    def stop(self, grace_s: float = 5.0) -> int | None:
-        """Stop the server: Ctrl-C, then SIGKILL after ``grace_s``. Its exit code.
+    def stop(self, grace_s: float = 3.0) -> int | None:
+        """Stop the server: Ctrl-C, a second Ctrl-C after ``grace_s``, then SIGKILL. Its exit code.
 
-        Idle, ``transformers serve`` exits in about 3 s on Ctrl-C; after it has answered
-        requests its shutdown can wait on its generation threads for good, hence the bound.
+        Idle, ``transformers serve`` exits in about 3 s on Ctrl-C; after it has answered requests
+        its graceful shutdown can wait on its generation threads for good, and uvicorn's answer to
+        a second Ctrl-C is to quit at once.
         """
         if not self._stopped:
             self._stopped = True
-            for sig in (signal.SIGINT, signal.SIGKILL):
+            for sig, wait_s in ((signal.SIGINT, grace_s), (signal.SIGINT, grace_s), (signal.SIGKILL, grace_s)):
                 if self.process.poll() is not None:
                     break
+                self.process.send_signal(sig)
                 try:
-                    os.killpg(self.process.pid, sig)  # the server's own process group (start_new_session)
-                except ProcessLookupError:
-                    break
-                try:
-                    self.process.wait(timeout=grace_s)
+                    self.process.wait(timeout=wait_s)
                 except subprocess.TimeoutExpired:
                     continue
         return self.process.poll()
@@ -200,9 +198,9 @@ def start_server(folder: str | Path, *, host: str = "127.0.0.1", port: int = 0, 
                  continuous_batching: bool = False, log_path: Path | None = None) -> GuardServer:
     """Start ``transformers serve`` pinned to ``folder`` and wait until ``GET /health`` answers.
 
-    ``port`` 0 picks a free one. The server runs in its own process group (so a Ctrl-C meant for
-    the caller reaches it only through :meth:`GuardServer.stop`), offline (the folder is local:
-    no hub, no update check) and without ``HF_TOKEN``. Its output goes to ``log_path`` (a
+    ``port`` 0 picks a free one. The server stays in the caller's process group, so whatever
+    stops the caller's group (a Ctrl-C in its terminal, a kill of the group) stops the server too;
+    it runs offline (the folder is local: no hub, no update check) and without ``HF_TOKEN``. Its output goes to ``log_path`` (a
     temporary file by default). A server that exits or does not answer in ``startup_timeout``
     seconds is stopped and reported with its log's end.
     """
@@ -223,8 +221,7 @@ def start_server(folder: str | Path, *, host: str = "127.0.0.1", port: int = 0, 
     env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
     env.update(HF_HUB_OFFLINE="1", HF_HUB_DISABLE_UPDATE_CHECK="1", TRANSFORMERS_VERBOSITY="error")
     with open(log_path, "ab") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                   start_new_session=True)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
     server = GuardServer(folder, host, port, process, log_path)
     deadline = time.monotonic() + startup_timeout
     while not health_ok(host, port):
