@@ -72,22 +72,34 @@ def _drop_connection(scheme: str, netloc: str) -> None:
 
 
 def _post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> tuple[int, http.client.HTTPMessage, bytes]:
-    """One POST over this thread's connection: status, headers and the whole body."""
+    """One POST over this thread's connection: status, headers and the whole body.
+
+    A kept-alive connection the server has meanwhile closed (its idle timeout) fails on first
+    use; that request is sent again at once on a new connection, without back-off: it never
+    reached the server.
+    """
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise EndpointError(f"{url}: expected an http:// or https:// URL")
-    conn = _connection(parts.scheme, parts.netloc, timeout)
     path = parts.path + (f"?{parts.query}" if parts.query else "")
-    try:
-        conn.request("POST", path, body=body, headers=headers)
-        response = conn.getresponse()
-        data = response.read()
-    except BaseException:
-        _drop_connection(parts.scheme, parts.netloc)
-        raise
-    if response.will_close:
-        _drop_connection(parts.scheme, parts.netloc)
-    return response.status, response.headers, data
+    while True:
+        conn = _connection(parts.scheme, parts.netloc, timeout)
+        reused = conn.sock is not None
+        try:
+            conn.request("POST", path, body=body, headers=headers)
+            response = conn.getresponse()
+            data = response.read()
+        except RETRY_ERRORS:
+            _drop_connection(parts.scheme, parts.netloc)
+            if reused:
+                continue
+            raise
+        except BaseException:
+            _drop_connection(parts.scheme, parts.netloc)
+            raise
+        if response.will_close:
+            _drop_connection(parts.scheme, parts.netloc)
+        return response.status, response.headers, data
 
 
 def _wait_s(attempt: int, retry_after: str | None, backoff: float) -> float:

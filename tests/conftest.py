@@ -15,12 +15,15 @@ class _ChatHandler(BaseHTTPRequestHandler):
     HTTP/1.1 with keep-alive, like a real server; ``failures`` lists statuses to answer first
     (``[429, 503]``: the next two requests get those, with a JSON error body), consumed in order.
     Each call records the client's port: requests over one kept-alive connection share it.
+    ``drop_idle`` closes every connection after its answer without saying so, as a server whose
+    keep-alive timeout has passed does.
     """
 
     protocol_version = "HTTP/1.1"
     answer = "good"
     calls: list = []
     failures: list = []
+    drop_idle = False
     url = ""
 
     def do_POST(self):  # noqa: N802 (http.server API)
@@ -41,6 +44,7 @@ class _ChatHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
+        self.close_connection = self.close_connection or type(self).drop_idle
 
     def respond(self, body: dict) -> str:
         """The reply; a test may replace it (``Endpoint.respond = fn``) to answer per request."""

@@ -44,6 +44,15 @@ def test_requests_reuse_one_kept_alive_connection_per_thread(chat_endpoint):
     assert len(chat_endpoint.calls) == 15 and len(engine_ports) <= 2  # two threads, one connection each, across calls
 
 
+def test_a_connection_the_server_closed_while_idle_is_replaced_at_once(chat_endpoint):
+    chat_endpoint.drop_idle = True
+    start = time.perf_counter()
+    for _ in range(3):
+        assert chat_reply(chat_endpoint.url, "m", MESSAGES, backoff=1.0).text == "good"
+    assert time.perf_counter() - start < 1.0  # no back-off: the stale connection never reached the server
+    assert len(chat_endpoint.calls) == 3 and len({call["port"] for call in chat_endpoint.calls}) == 3
+
+
 def test_the_key_goes_only_where_it_was_named(chat_endpoint, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "hf_secret_token")
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)

@@ -107,3 +107,20 @@ def test_ctrl_c_stops_the_server(served):
     assert cli.wait(timeout=30) == 0
     with pytest.raises(ProcessLookupError):
         os.kill(served["pid"], 0)
+
+
+def test_missing_serving_packages_are_named_with_the_pip_command(monkeypatch, tmp_path, capsys):
+    import importlib.util
+
+    from aims_kit import served
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(served.importlib.util, "find_spec", lambda name: None if name == "uvicorn" else real(name))
+    folder = tmp_path / "guard"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "tokenizer_config.json").write_text("{}")
+    assert main(["serve", "--export", str(folder)]) == 1
+    assert "transformers serve needs uvicorn: pip install uvicorn==0.55.0" in capsys.readouterr().err
+    assert main(["serve", "--export", str(tmp_path / "nothing")]) == 1
+    assert "not a model folder" in capsys.readouterr().err
