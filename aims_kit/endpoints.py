@@ -2,6 +2,8 @@
 
 Standard library only (``http.client``). Each thread keeps one keep-alive connection per server
 (:func:`_connection`), so a run of requests pays the TCP handshake once, not once per prompt.
+The usual proxy variables (``HTTPS_PROXY``, ``HTTP_PROXY``, ``NO_PROXY``) apply as they did with
+``urllib``, except to this machine's own addresses, which are always reached directly.
 Every request has a timeout; a ``429`` or ``5xx`` answer, or a connection the server reset or
 closed, is retried a bounded number of times with exponential back-off (``Retry-After`` is
 honoured up to :data:`MAX_WAIT_S`), then fails with an :class:`EndpointError` that says what
@@ -20,8 +22,9 @@ import json
 import os
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 #: Answers that mean "try again later": rate limiting and server-side failures.
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -48,27 +51,58 @@ class ChatReply:
     completion_tokens: int | None
 
 
+#: Hosts always reached directly, whatever the proxy settings say.
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
 _local = threading.local()
 
 
-def _connection(scheme: str, netloc: str, timeout: float) -> http.client.HTTPConnection:
-    """This thread's kept-alive connection to ``netloc`` (made on first use)."""
+def _proxy(scheme: str, host: str):
+    """The proxy (a split URL) the environment names for ``scheme`` and ``host``, or ``None``."""
+    if host in LOOPBACK or urllib.request.proxy_bypass(host):
+        return None
+    proxy = urllib.request.getproxies().get(scheme)
+    return urlsplit(proxy if "://" in proxy else f"http://{proxy}") if proxy else None
+
+
+def _new_connection(scheme: str, netloc: str, timeout: float) -> tuple[http.client.HTTPConnection, str, dict[str, str]]:
+    """A connection to ``netloc`` (through the environment's proxy, if any), the prefix its request
+    paths need and the headers its requests need (a plain-HTTP proxy's credentials)."""
+    target = urlsplit(f"{scheme}://{netloc}")
+    proxy = _proxy(scheme, target.hostname or "")
+    factory = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
+    if proxy is None:
+        return factory(netloc, timeout=timeout), "", {}
+    auth = {}
+    if proxy.username:
+        import base64
+
+        token = base64.b64encode(f"{unquote(proxy.username)}:{unquote(proxy.password or '')}".encode()).decode()
+        auth = {"Proxy-Authorization": f"Basic {token}"}
+    if scheme == "https":  # a CONNECT tunnel: the proxy sees neither the request nor the key
+        conn = factory(proxy.hostname, proxy.port or 8080, timeout=timeout)
+        conn.set_tunnel(target.hostname, target.port or 443, headers=auth)
+        return conn, "", {}
+    return http.client.HTTPConnection(proxy.hostname, proxy.port or 8080, timeout=timeout), f"http://{netloc}", auth
+
+
+def _connection(scheme: str, netloc: str, timeout: float) -> tuple[http.client.HTTPConnection, str, dict[str, str]]:
+    """This thread's kept-alive connection to ``netloc`` (made on first use), as :func:`_new_connection` gives it."""
     pool: dict = _local.__dict__.setdefault("pool", {})
-    conn = pool.get((scheme, netloc))
-    if conn is None:
-        factory = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
-        conn = pool[(scheme, netloc)] = factory(netloc, timeout=timeout)
+    if (scheme, netloc) not in pool:
+        pool[(scheme, netloc)] = _new_connection(scheme, netloc, timeout)
+    conn, prefix, extra = pool[(scheme, netloc)]
     conn.timeout = timeout
     if conn.sock is not None:
         conn.sock.settimeout(timeout)
-    return conn
+    return conn, prefix, extra
 
 
 def _drop_connection(scheme: str, netloc: str) -> None:
     """Close and forget this thread's connection (after an error or a ``Connection: close``)."""
-    conn = _local.__dict__.get("pool", {}).pop((scheme, netloc), None)
-    if conn is not None:
-        conn.close()
+    entry = _local.__dict__.get("pool", {}).pop((scheme, netloc), None)
+    if entry is not None:
+        entry[0].close()
 
 
 def _post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> tuple[int, http.client.HTTPMessage, bytes]:
@@ -83,10 +117,10 @@ def _post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> tup
         raise EndpointError(f"{url}: expected an http:// or https:// URL")
     path = parts.path + (f"?{parts.query}" if parts.query else "")
     while True:
-        conn = _connection(parts.scheme, parts.netloc, timeout)
+        conn, prefix, extra = _connection(parts.scheme, parts.netloc, timeout)
         reused = conn.sock is not None
         try:
-            conn.request("POST", path, body=body, headers=headers)
+            conn.request("POST", prefix + path, body=body, headers={**headers, **extra})
             response = conn.getresponse()
             data = response.read()
         except RETRY_ERRORS:

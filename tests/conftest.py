@@ -29,7 +29,8 @@ class _ChatHandler(BaseHTTPRequestHandler):
     def do_POST(self):  # noqa: N802 (http.server API)
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         cls = type(self)
-        cls.calls.append({"body": body, "auth": self.headers.get("Authorization"), "port": self.client_address[1]})
+        cls.calls.append({"body": body, "auth": self.headers.get("Authorization"), "port": self.client_address[1],
+                          "path": self.path, "proxy_auth": self.headers.get("Proxy-Authorization")})
         if cls.failures:
             self._send(cls.failures.pop(0), json.dumps({"error": {"message": "try again later"}}).encode())
             return

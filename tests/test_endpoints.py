@@ -72,3 +72,15 @@ def test_a_refused_connection_fails_at_once(dead_endpoint):
     with pytest.raises(EndpointError, match="127.0.0.1:9"):
         chat_reply(dead_endpoint, "m", MESSAGES, timeout=2)
     assert time.perf_counter() - start < 1.0  # nothing listens there: no back-off
+
+
+def test_the_environment_proxy_is_used_except_for_this_machine(chat_endpoint, monkeypatch):
+    port = chat_endpoint.url.split(":")[2].split("/")[0]
+    for name in ("no_proxy", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy", "ALL_PROXY", "HTTPS_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens: using it would fail
+    assert chat_reply(chat_endpoint.url, "m", MESSAGES).text == "good"  # loopback: reached directly
+    monkeypatch.setenv("HTTP_PROXY", f"http://user:pw@127.0.0.1:{port}")  # the stub stands in for the proxy
+    assert chat_reply("http://api.invalid/v1", "m", MESSAGES, retries=0).text == "good"
+    assert chat_endpoint.calls[-1]["path"] == "http://api.invalid/v1/chat/completions"  # absolute form, as to a proxy
+    assert chat_endpoint.calls[-1]["proxy_auth"] == "Basic dXNlcjpwdw=="
