@@ -193,11 +193,15 @@ def main_serve(args: argparse.Namespace) -> int:
     import shlex
     import signal
 
-    from .export import export_for_serving
     from .served import served_condition, start_server
 
     try:
-        folder = export_for_serving(args.run, args.out) if args.run else args.export
+        if args.run:
+            from .export import export_for_serving  # loads torch; serving an exported folder does not
+
+            folder = export_for_serving(args.run, args.out)
+        else:
+            folder = args.export
         print(f"starting transformers serve {folder} on {args.host} …", file=sys.stderr)
         server = start_server(folder, host=args.host, port=args.port, continuous_batching=args.continuous_batching)
     except (FileExistsError, FileNotFoundError, ValueError, RuntimeError) as err:

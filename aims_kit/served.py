@@ -34,7 +34,6 @@ from typing import Sequence
 from urllib.parse import urlparse
 
 from .endpoints import EndpointError, chat_reply
-from .generation import Generation
 
 #: What ``transformers serve`` needs beyond transformers, pinned as in requirements.txt.
 SERVING_PACKAGES = ("fastapi==0.165.0", "uvicorn==0.55.0", "openai==3.63.0")
@@ -64,7 +63,10 @@ class EndpointEngine:
         except EndpointError as err:
             raise EndpointError(f"prompt {i}: {err}") from None
 
-    def generate(self, conversations: Sequence[list[dict]], *, max_new_tokens: int, stop_strings: Sequence[str] = ()) -> Generation:
+    def generate(self, conversations: Sequence[list[dict]], *, max_new_tokens: int, stop_strings: Sequence[str] = ()):
+        """A :class:`aims_kit.generation.Generation` of the replies (imported here: serving alone needs no torch)."""
+        from .generation import Generation
+
         start = time.perf_counter()
         if len(conversations) == 1:
             replies = [self._one((0, conversations[0]), max_new_tokens)]
