@@ -226,10 +226,13 @@ def start_server(folder: str | Path, *, host: str = "127.0.0.1", port: int = 0, 
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
     server = GuardServer(folder, host, port, process, log_path)
     deadline = time.monotonic() + startup_timeout
-    while not health_ok(host, port):
-        if process.poll() is not None or time.monotonic() > deadline:
-            why = f"exited with code {process.returncode}" if process.poll() is not None else f"did not answer in {startup_timeout:.0f} s"
-            server.stop()
-            raise RuntimeError(f"transformers serve {folder} on {host}:{port} {why}; its log ({log_path}) ends:\n{server.log_tail()}")
-        time.sleep(0.25)
+    try:
+        while not health_ok(host, port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                why = f"exited with code {process.returncode}" if process.poll() is not None else f"did not answer in {startup_timeout:.0f} s"
+                raise RuntimeError(f"transformers serve {folder} on {host}:{port} {why}; its log ({log_path}) ends:\n{server.log_tail()}")
+            time.sleep(0.25)
+    except BaseException:  # a failed start, or a Ctrl-C while waiting: never leave the server behind
+        server.stop()
+        raise
     return server
