@@ -1,4 +1,4 @@
-"""Command line: ``python -m aims_kit run | data check | eval``."""
+"""Command line: ``python -m aims_kit run | data check | eval | classify | export | serve | train``."""
 
 from __future__ import annotations
 
@@ -33,7 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     who.add_argument("--model", help="hub id, local folder or tiny-random: evaluated zero-shot in a new run folder")
     who.add_argument("--endpoint", metavar="URL", help="an OpenAI-compatible server (e.g. http://localhost:8000/v1): evaluated in a new run folder")
     ev.add_argument("--served-model", default=None, help="the model name the --endpoint server serves (required with --endpoint)")
-    ev.add_argument("--condition", default="label_only", choices=CONDITIONS, help="output format to prompt and parse with (--model and --endpoint)")
+    ev.add_argument("--condition", default=None, choices=CONDITIONS,
+                    help="output format to prompt and parse with (--model and --endpoint; default: an exported folder's "
+                         "aims_kit.json when the served name is one, else label_only)")
     ev.add_argument("--out", type=Path, default=None, help="where --model creates its run folder (default outputs/lab)")
     ev.add_argument("--benchmark", required=True, help="registry name, e.g. xstest")
     ev.add_argument("--path", type=Path, default=None, help="local upstream file or hub export (default: a file in the benchmark folders or shipped with the kit, else the hub)")
@@ -46,7 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=22)
 
     cl = sub.add_parser("classify", help="label prompts with a run (trained adapter, encoder, zero-shot or served)")
-    cl.add_argument("--run", type=Path, required=True, help="a run folder")
+    source = cl.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", type=Path, help="a run folder")
+    source.add_argument("--endpoint", metavar="URL", help="an OpenAI-compatible server (e.g. the URL `serve` prints)")
+    cl.add_argument("--served-model", default=None, help="the model name the --endpoint server serves (required with --endpoint)")
+    cl.add_argument("--condition", default=None, choices=CONDITIONS,
+                    help="--endpoint's output format (default: the served folder's aims_kit.json, else label_only)")
     cl.add_argument("prompts", nargs="*", help="prompts to classify (or --input FILE)")
     cl.add_argument("--input", type=Path, default=None, help="a .jsonl or .csv file of prompts")
     cl.add_argument("--prompt-column", default="prompt", help="field / column holding the prompt (default: prompt)")
@@ -57,6 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("export", help="merge a run's LoRA adapter into a standalone model folder with a model card")
     ex.add_argument("--run", type=Path, required=True, help="a run folder with an adapter")
     ex.add_argument("--out", type=Path, required=True, help="new folder (an existing non-empty one is refused)")
+
+    sv = sub.add_parser("serve", help="serve an exported guard (or a run, exported first) on this machine with transformers serve")
+    what = sv.add_mutually_exclusive_group(required=True)
+    what.add_argument("--run", type=Path, help="a run folder with an adapter: exported first (or its earlier export reused)")
+    what.add_argument("--export", type=Path, metavar="FOLDER", help="a folder written by `export`")
+    sv.add_argument("--out", type=Path, default=None, help="where --run is exported (default: RUN/export)")
+    sv.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1: this machine only; the server has no authentication)")
+    sv.add_argument("--port", type=int, default=0, help="listen port (default: a free one)")
+    sv.add_argument("--continuous-batching", action="store_true", help="transformers' continuous batching (paged attention)")
 
     tr = sub.add_parser("train", help="train one regime with its notebook's settings (also under torchrun / accelerate launch)")
     tr.add_argument("regime", choices=["sft", "dpo", "distill", "grpo"])
@@ -91,15 +107,28 @@ def main_classify(args: argparse.Namespace) -> int:
     if bool(args.prompts) == (args.input is not None):
         print("error: give prompts on the command line or --input FILE (one of the two)", file=sys.stderr)
         return 2
+    if args.endpoint and not args.served_model:
+        print("error: --endpoint needs --served-model NAME (the name the server serves the model under)", file=sys.stderr)
+        return 2
     try:
         rows = read_prompt_rows(args.input, args.prompt_column) if args.input else [
             InputRow(i, p) if p.strip() else InputRow(i, error="empty prompt") for i, p in enumerate(args.prompts, start=1)
         ]
-        classifier = Classifier.from_run(args.run, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
+        if args.endpoint:
+            classifier = Classifier.from_endpoint(args.endpoint, args.served_model, args.condition,
+                                                  batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
+        else:
+            classifier = Classifier.from_run(args.run, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    out = classify_rows(classifier, rows)
+    from .endpoints import EndpointError
+
+    try:
+        out = classify_rows(classifier, rows)
+    except EndpointError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     if args.output:
         atomic_write_jsonl(args.output, out)
     else:
@@ -110,6 +139,10 @@ def main_classify(args: argparse.Namespace) -> int:
         print(f"bad row: {where}line {row['line']}: {row['error']}", file=sys.stderr)
     if bad:
         print(f"{len(bad)} of {len(out)} rows were not classified (kept in the output with an error field)", file=sys.stderr)
+    cut = [row["line"] for row in out if row.get("truncated")]
+    if cut:
+        print(f"{len(cut)} prompts were longer than the model reads and only their start was classified "
+              f"(truncated: true; lines {', '.join(map(str, cut[:10]))}{' …' if len(cut) > 10 else ''})", file=sys.stderr)
     return 1 if bad else 0
 
 
@@ -131,9 +164,12 @@ def main_eval(args: argparse.Namespace) -> int:
         if not args.served_model:
             print("error: --endpoint needs --served-model NAME (the name the server serves the model under)", file=sys.stderr)
             return 2
-        run_dir = benchmark_eval.served_run(resolve_out_dir(args.out), args.endpoint, args.served_model, args.condition)
+        from .served import served_condition
+
+        condition = args.condition or served_condition(args.served_model) or "label_only"
+        run_dir = benchmark_eval.served_run(resolve_out_dir(args.out), args.endpoint, args.served_model, condition)
     else:
-        run_dir = benchmark_eval.zero_shot_run(resolve_out_dir(args.out), args.model, args.condition)
+        run_dir = benchmark_eval.zero_shot_run(resolve_out_dir(args.out), args.model, args.condition or "label_only")
     try:
         run = benchmark_eval.load_run(run_dir)
     except FileNotFoundError as err:
@@ -152,6 +188,49 @@ def main_eval(args: argparse.Namespace) -> int:
         return 1
     print(json.dumps({k: v for k, v in record.items() if k != "config"}, default=str))
     return 0
+
+
+def main_serve(args: argparse.Namespace) -> int:
+    """Serve an exported folder until Ctrl-C (or SIGTERM); print its URL and the commands that use it."""
+    import shlex
+    import signal
+
+    from .served import served_condition, start_server
+
+    try:
+        if args.run:
+            from .export import export_for_serving  # loads torch; serving an exported folder does not
+
+            folder = export_for_serving(args.run, args.out)
+        else:
+            folder = args.export
+        print(f"starting transformers serve {folder} on {args.host} …", file=sys.stderr)
+        server = start_server(folder, host=args.host, port=args.port, continuous_batching=args.continuous_batching)
+    except (FileExistsError, FileNotFoundError, ValueError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    url, name = server.base_url, shlex.quote(server.served_model)
+    condition = served_condition(server.served_model) or "label_only"
+    print(f"serving {server.folder} at {url} (pid {server.process.pid}, log {server.log_path})")
+    print(f"  python -m aims_kit eval --endpoint {url} --served-model {name} --condition {condition} --benchmark xstest")
+    print(f"  python -m aims_kit classify --endpoint {url} --served-model {name} \"How do I stop a frozen program?\"")
+    print("Ctrl-C stops it.", flush=True)
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}  # also when started with SIGINT ignored (`&`)
+    try:
+        code = server.process.wait()
+        print(f"error: the server exited by itself (code {code}); its log ends:\n{server.log_tail()}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("stopping the server …", file=sys.stderr)
+        return 0
+    finally:
+        server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
         return main_classify(args)
     if args.command == "train":
         return main_train(args)
+    if args.command == "serve":
+        return main_serve(args)
     if args.command == "export":
         from .export import export_run
 

@@ -56,9 +56,10 @@ def load_run(run_dir: str | Path) -> LoadedRun:
         model, tokenizer = load_model(config["model"])
         model = prepare_for_inference(model)
     elif regime == "served":
-        from .served import EndpointEngine
+        from .served import EndpointEngine, served_tokenizer
 
-        return LoadedRun(run_dir, config, None, None, engine=EndpointEngine(config["endpoint"], config["model"]))
+        engine = EndpointEngine(config["endpoint"], config["model"])
+        return LoadedRun(run_dir, config, None, served_tokenizer(config["model"]), engine=engine)
     else:
         model, tokenizer = load_for_inference(run_dir)
     return LoadedRun(run_dir, config, model, tokenizer)

@@ -27,6 +27,8 @@ class Classification:
     (first-token logit score, as evaluation records it); ``parsed`` False means the output was
     unreadable and ``label`` is the single parse-failure rule. ``ms`` is the call's wall clock
     divided by its prompts (throughput; one prompt per call gives single-request latency).
+    ``truncated`` says the prompt was longer than the model can read and only its start was
+    classified.
     """
 
     prompt: str
@@ -37,6 +39,7 @@ class Classification:
     output: str
     tokens: int
     ms: float
+    truncated: bool
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -77,6 +80,23 @@ class Classifier:
         """Load a run folder (adapter, encoder, zero-shot or served run) once, for many calls."""
         return cls(load_run(run_dir), batch_size=batch_size, max_new_tokens=max_new_tokens)
 
+    @classmethod
+    def from_endpoint(cls, base_url: str, model: str, condition: str | None = None, *, batch_size: int = 32,
+                      max_new_tokens: int | None = None) -> "Classifier":
+        """A model served at ``base_url`` (OpenAI-compatible) under the name ``model``, with no run folder.
+
+        ``condition`` defaults to the one in ``aims_kit.json`` when ``model`` is an exported folder
+        (as ``python -m aims_kit serve`` serves it), else to ``label_only``.
+        """
+        from .served import EndpointEngine, served_condition, served_tokenizer
+
+        condition = condition or served_condition(model) or "label_only"
+        if condition not in formats.CONDITIONS:
+            raise ValueError(f"unknown condition {condition!r}; choose one of {', '.join(formats.CONDITIONS)}")
+        config = {"regime": "served", "condition": condition, "model": model, "endpoint": base_url}
+        run = LoadedRun(Path(model), config, None, served_tokenizer(model), engine=EndpointEngine(base_url, model))
+        return cls(run, batch_size=batch_size, max_new_tokens=max_new_tokens)
+
     @property
     def name(self) -> str:
         return self.run.run_dir.name
@@ -103,18 +123,20 @@ class Classifier:
         p_harmful: list[float | None] = gen.p_harmful if gen.p_harmful is not None else [None] * len(prompts)
         ms = 1000 * gen.seconds / len(prompts)
         out = []
-        for prompt, text, tokens, p in zip(prompts, gen.texts, gen.new_tokens, p_harmful):
+        for prompt, read, text, tokens, p in zip(prompts, sent, gen.texts, gen.new_tokens, p_harmful):
             parsed = formats.parse_output(text)
-            out.append(Classification(prompt, parsed.label_or_rule(), parsed.intent, p, parsed.ok, text, tokens, ms))
+            out.append(Classification(prompt, parsed.label_or_rule(), parsed.intent, p, parsed.ok, text, tokens, ms, read != prompt))
         return out
 
     def _classify_encoder(self, prompts: list[str]) -> list[Classification]:
-        from .encoder import classify
+        from .encoder import MAX_LENGTH, classify
 
         start = time.perf_counter()
         labels = classify(self.run.model, self.run.tokenizer, prompts, batch_size=self.batch_size)
         ms = 1000 * (time.perf_counter() - start) / len(prompts)
-        return [Classification(prompt, label, None, None, True, label, 0, ms) for prompt, label in zip(prompts, labels)]
+        lengths = [len(ids) for ids in self.run.tokenizer(prompts)["input_ids"]]
+        return [Classification(prompt, label, None, None, True, label, 0, ms, n > MAX_LENGTH)
+                for prompt, label, n in zip(prompts, labels, lengths)]
 
 
 # --- files of prompts -----------------------------------------------------------------------
@@ -134,7 +156,8 @@ def read_prompt_rows(path: str | Path, column: str = "prompt") -> list[InputRow]
     """Every row of a ``.jsonl`` or ``.csv`` file; a bad row is kept with its line and the reason.
 
     A missing file, an unknown extension or a CSV without ``column`` fails as a whole; a row that
-    is not JSON, lacks the field or holds no text is returned with ``error`` set, never dropped.
+    is not JSON, is not valid UTF-8, lacks the field or holds no text is returned with ``error``
+    set, never dropped, so one bad byte costs one row, not the file.
     """
     path = Path(path)
     if not path.is_file():
@@ -145,6 +168,14 @@ def read_prompt_rows(path: str | Path, column: str = "prompt") -> list[InputRow]
     if suffix == ".csv":
         return _csv_rows(path, column)
     raise ValueError(f"{path}: expected a .jsonl or .csv file")
+
+
+def _undecodable(text: str) -> str | None:
+    """Where ``text`` (read with ``errors="surrogateescape"``) is not UTF-8: its first bad byte; ``None`` if it is."""
+    for column, char in enumerate(text, start=1):
+        if "\udc80" <= char <= "\udcff":
+            return f"not valid UTF-8 (byte 0x{ord(char) - 0xDC00:02x} at character {column})"
+    return None
 
 
 def _row(line: int, record: dict, column: str) -> InputRow:
@@ -161,23 +192,28 @@ def _row(line: int, record: dict, column: str) -> InputRow:
 def _jsonl_rows(path: Path, column: str) -> list[InputRow]:
     from .data import jsonl_lines
 
-    with path.open(encoding="utf-8") as handle:
-        return [
-            InputRow(line_no, error=problem) if problem is not None else _row(line_no, record, column)
-            for line_no, record, problem in jsonl_lines(handle)
-        ]
+    with path.open(encoding="utf-8", errors="surrogateescape") as handle:
+        lines = list(handle)
+    bad = {n: problem for n, line in enumerate(lines, start=1) if (problem := _undecodable(line))}
+    readable = ["" if n in bad else line for n, line in enumerate(lines, start=1)]  # blank lines are skipped
+    rows = [InputRow(n, error=problem) for n, problem in bad.items()] + [
+        InputRow(line_no, error=problem) if problem is not None else _row(line_no, record, column)
+        for line_no, record, problem in jsonl_lines(readable)
+    ]
+    return sorted(rows, key=lambda row: row.line)
 
 
 def _csv_rows(path: Path, column: str) -> list[InputRow]:
     import csv
 
-    with path.open(encoding="utf-8", newline="") as handle:
+    with path.open(encoding="utf-8", errors="surrogateescape", newline="") as handle:
         reader = csv.DictReader(handle)
         if column not in (reader.fieldnames or []):
             raise ValueError(f"{path}: no column {column!r} (columns: {', '.join(reader.fieldnames or []) or 'none'})")
         rows, end = [], 1  # line 1 is the header; a quoted field may span lines
         for record in reader:
-            rows.append(_row(end + 1, record, column))
+            problem = next((f"field {k!r} is {p}" for k, v in record.items() if isinstance(v, str) and (p := _undecodable(v))), None)
+            rows.append(InputRow(end + 1, error=problem) if problem else _row(end + 1, record, column))
             end = reader.line_num
     return rows
 

@@ -155,6 +155,7 @@ def encoder_run(params: dict, splits, out_dir: Path) -> Path:
         batch_size=p.encoder_batch_size,
         eval_steps=p.eval_steps,
         seed=p.seed,
+        report_to=p.report_to,
     )
     config = {
         "regime": "encoder",

@@ -43,6 +43,7 @@ def train_settings(p: RunParams, condition: formats.Condition, *, lora: LoraSett
         batch_size=p.batch_size,
         eval_steps=p.eval_steps,
         seed=p.seed,
+        report_to=p.report_to,
         lora=replace(lora or LoraSettings(), top_layers=p.lora_layers),
     )
 
@@ -94,6 +95,7 @@ def grpo_settings(p: GRPOParams, reward_set: str) -> GRPOSettings:
         max_completion_length=p.max_new_tokens,
         val_limit=p.eval_limit if p.grpo_val_limit is None else p.grpo_val_limit,
         seed=p.seed,
+        report_to=p.report_to,
         lora=LoraSettings(top_layers=p.lora_layers),  # used when GRPO starts from the base model
     )
 

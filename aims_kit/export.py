@@ -60,6 +60,21 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
     return out_dir
 
 
+def export_for_serving(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
+    """The run's exported folder for ``serve``: ``out_dir`` (default ``RUN/export``), exported unless it already holds this run.
+
+    An earlier export of the same run (its ``aims_kit.json`` names the run id) is reused, so
+    serving a run twice does not merge and write the weights twice; any other non-empty folder
+    is refused by :func:`export_run`.
+    """
+    run_dir = Path(run_dir)
+    out_dir = Path(out_dir) if out_dir is not None else run_dir / "export"
+    marker = out_dir / "aims_kit.json"
+    if marker.is_file() and results.read_json(marker).get("run_id") == results.read_run_config(run_dir).get("run_id"):
+        return out_dir
+    return export_run(run_dir, out_dir)
+
+
 def usage(config: dict) -> dict:
     """How to ask the exported model and read its answer (``aims_kit.json``)."""
     condition = config["condition"]
@@ -144,8 +159,9 @@ model = AutoModelForCausalLM.from_pretrained("{name}")
 tokenizer = AutoTokenizer.from_pretrained("{name}")
 ```
 
-Served: `vllm serve {name}`, then `python -m aims_kit eval --endpoint http://localhost:8000/v1
---condition {condition} --benchmark xstest` (see `docs/serving.md` in AIMS Kit).
+Served: `python -m aims_kit serve --export {name}` (transformers serve, CPU or GPU) or
+`vllm serve {name}`, then `python -m aims_kit eval --endpoint http://localhost:8000/v1
+--served-model {name} --condition {condition} --benchmark xstest` (see `docs/serving.md` in AIMS Kit).
 
 ## Intended use and limits
 

@@ -183,8 +183,12 @@ def _until_eos(seq: list[int], eos_ids: list[int]) -> list[int]:
 
 
 def max_prompt_tokens(model, max_new_tokens: int, cap: int = 4096) -> int:
-    """How many prompt tokens fit beside the answer in the model's context (at most ``cap``)."""
-    context = getattr(model.config, "max_position_embeddings", None) or cap
+    """How many prompt tokens fit beside the answer in the model's context (at most ``cap``).
+
+    ``model`` is a loaded model, or the context length itself (a served folder's, with no weights here).
+    """
+    context = model if isinstance(model, int) else getattr(model.config, "max_position_embeddings", None)
+    context = context or cap
     return max(16, min(cap, context) - max_new_tokens - 64)  # 64: room for the instruction and chat tokens
 
 
@@ -249,12 +253,15 @@ def score_conversations(model, tokenizer, conversations: Sequence[list[dict]], *
 def classifier_inputs(model, tokenizer, prompts: list[str], condition: formats.Condition, max_new_tokens: int) -> tuple[list[str], list[list[dict]], int]:
     """The prompts as the classifier sees them, their chat conversations, and how many were cut.
 
-    Long prompts are cut to fit the context beside the answer (counted, never silent). Without a
-    local model (a served one, ``model`` None) prompts go as they are: the server owns its context.
+    Long prompts are cut to fit the context beside the answer (counted, never silent). A served
+    model (``model`` None) is cut the same way when its folder's tokenizer is known
+    (:func:`aims_kit.served.served_tokenizer` sets ``model_max_length`` to its context); a
+    remote one gets prompts as they are: its server owns its context.
     """
     n_truncated = 0
-    if model is not None:
-        prompts, n_truncated = truncate_prompts(tokenizer, prompts, max_prompt_tokens(model, max_new_tokens))
+    if tokenizer is not None:
+        context = model if model is not None else tokenizer.model_max_length
+        prompts, n_truncated = truncate_prompts(tokenizer, prompts, max_prompt_tokens(context, max_new_tokens))
     return prompts, [formats.prompt_messages(p, condition) for p in prompts], n_truncated
 
 

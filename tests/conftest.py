@@ -2,7 +2,7 @@
 
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -10,23 +10,42 @@ from aims_kit import runner
 
 
 class _ChatHandler(BaseHTTPRequestHandler):
-    """Answers every ``/chat/completions`` POST with ``answer`` and records each request."""
+    """Answers every ``/chat/completions`` POST with ``answer`` and records each request.
 
+    HTTP/1.1 with keep-alive, like a real server; ``failures`` lists statuses to answer first
+    (``[429, 503]``: the next two requests get those, with a JSON error body), consumed in order.
+    Each call records the client's port: requests over one kept-alive connection share it.
+    ``drop_idle`` closes every connection after its answer without saying so, as a server whose
+    keep-alive timeout has passed does.
+    """
+
+    protocol_version = "HTTP/1.1"
     answer = "good"
     calls: list = []
+    failures: list = []
+    drop_idle = False
     url = ""
 
     def do_POST(self):  # noqa: N802 (http.server API)
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        type(self).calls.append({"body": body, "auth": self.headers.get("Authorization")})
+        cls = type(self)
+        cls.calls.append({"body": body, "auth": self.headers.get("Authorization"), "port": self.client_address[1],
+                          "path": self.path, "proxy_auth": self.headers.get("Proxy-Authorization")})
+        if cls.failures:
+            self._send(cls.failures.pop(0), json.dumps({"error": {"message": "try again later"}}).encode())
+            return
         content = self.respond(body)
         usage = {"completion_tokens": len(content.split())}  # whitespace words stand in for tokens
         payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}], "usage": usage}).encode()
-        self.send_response(200)
+        self._send(200, payload)
+
+    def _send(self, status: int, payload: bytes) -> None:
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
+        self.close_connection = self.close_connection or type(self).drop_idle
 
     def respond(self, body: dict) -> str:
         """The reply; a test may replace it (``Endpoint.respond = fn``) to answer per request."""
@@ -38,12 +57,14 @@ class _ChatHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture()
 def chat_endpoint():
-    """A chat endpoint on 127.0.0.1: set ``.answer`` (or ``.respond``), read ``.calls``, use ``.url``."""
+    """A chat endpoint on 127.0.0.1: set ``.answer`` (or ``.respond``, ``.failures``), read ``.calls``, use ``.url``."""
 
     class Endpoint(_ChatHandler):
         calls = []
+        failures = []
 
-    server = HTTPServer(("127.0.0.1", 0), Endpoint)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Endpoint)
+    server.daemon_threads = True
     Endpoint.url = f"http://127.0.0.1:{server.server_port}/v1"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

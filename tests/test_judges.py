@@ -72,3 +72,29 @@ def test_intent_quality_counts_loops_and_scores_similarity_to_the_human_intent()
     assert good["intent_similarity"] > 0.6 > looping["intent_similarity"]  # a missing intent scores as empty
     assert set(intent_quality(["An intent."])) == {"intent_repeat_rate"}  # no gold intents: no similarity
     assert intent_quality([None, None], gold) == {}  # a run without intents reports none
+
+
+def test_calibration_reads_train_paraphrases_and_val_intents_never_the_test_split():
+    from aims_kit import experiments
+
+    seen: list[str] = []
+
+    class Recording(judges.EmbeddingJudge):
+        def similarity(self, pairs):
+            seen.extend(text for pair in pairs for text in pair)
+            return [0.5] * len(pairs)
+
+    measured = judges.calibrate_thresholds(Recording())
+    splits = experiments.load_splits("", 22)
+    assert measured["paraphrase_pairs"] > 0 and measured["related_pairs"] > 0
+    assert set(seen) <= set(splits.train["Intent"]) | set(splits.val["Intent"])
+
+
+def test_embedding_judge_uses_the_shipped_sentence_transformers_config_in_batches():
+    judge = judges.EmbeddingJudge(batch_size=2)
+    vectors = judge.embed(["one intent", "another intent", "a third one"])
+    assert judge._load().max_seq_length == 256  # the folder's sentence_bert_config, not a hand-set cut
+    assert vectors.shape[0] == 3 and vectors.norm(dim=-1).sub(1).abs().max() < 1e-5
+    head = "The user wants " + "a very long and detailed explanation " * 60  # well past 256 tokens
+    same_head, = judge.similarity([(head + "about baking.", head + "about hacking a bank.")])
+    assert same_head > 0.999  # only the first 256 tokens are read

@@ -282,7 +282,7 @@ def no_network(monkeypatch, tmp_path):
         raise AssertionError("the resolver opened a network connection")
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    monkeypatch.setattr(hub.socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)  # the probe's HTTP client connects through it too
 
 
 def _offline(monkeypatch) -> None:
@@ -385,17 +385,31 @@ def test_hub_offline_setting_answers_no_without_a_socket(monkeypatch, no_network
 
 
 def test_hub_probe_asks_the_configured_endpoint(monkeypatch):
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
     from huggingface_hub import constants
 
+    class Hub(BaseHTTPRequestHandler):
+        def do_HEAD(self):  # noqa: N802 (http.server API)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen()
-        port = server.getsockname()[1]
-        monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    server = HTTPServer(("127.0.0.1", 0), Hub)
+    port = server.server_port
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+    try:
         assert hub.unreachable(timeout=2.0) is None
-    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")  # closed now: refused
-    assert hub.unreachable(timeout=2.0) is not None
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert hub.unreachable(timeout=2.0) is not None  # closed now: refused
 
 
 # --- the real default model -----------------------------------------------------------------------

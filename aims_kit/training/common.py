@@ -52,6 +52,8 @@ class TrainSettings:
     #: native bf16 matmuls, where it halves SFT step time (perf/bench_train.py). Resolved when
     #: the settings are made, so the run config records what was used.
     bf16: bool = field(default_factory=lambda: has_cuda() or cpu_has_fast_bf16())
+    #: Experiment tracker(s), as TrainingArguments' ``report_to`` (``RunParams.report_to``).
+    report_to: str = "none"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -83,7 +85,7 @@ def trainer_kwargs(settings: TrainSettings, run_dir: Path, *, with_eval: bool = 
         save_total_limit=2,
         seed=settings.seed,
         data_seed=settings.seed,
-        report_to="none",
+        report_to=[name.strip() for name in settings.report_to.split(",") if name.strip()] or "none",
         use_cpu=not cuda,
         bf16=settings.bf16,
         # TRL turns (gradient) checkpointing on by default: it saves GPU memory for QLoRA but only

@@ -71,6 +71,7 @@ class GRPOSettings:
     val_limit: int = 0
     eval_batch_size: int = 32
     seed: int = 22
+    report_to: str = "none"
     lora: LoraSettings = field(default_factory=LoraSettings)
 
     def __post_init__(self) -> None:
@@ -89,6 +90,7 @@ class GRPOSettings:
             batch_size=self.prompts_per_step * self.num_generations,
             eval_steps=self.eval_steps,
             seed=self.seed,
+            report_to=self.report_to,
             lora=self.lora,
         )
 
