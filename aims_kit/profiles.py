@@ -179,22 +179,24 @@ PROFILES: dict[str, dict] = {
 #: The default: ``cpu-full`` cut to about half an hour on 2 cores. Every cut is a budget, and
 #: each is measured against ``cpu-full`` (README): the intent target gets the label-only
 #: target's 100 steps (its validation F1 is still rising there, which the claims scoreboard
-#: notes); DPO mines 64 prompts and trains 8 steps; the distillation students train on 320
+#: notes); DPO mines 64 prompts and trains 6 steps; the distillation students train on 320
 #: rows (the 40 steps see no more) and the ``synthetic_intent`` student, which needs its own
 #: intents written, runs in ``cpu-full`` only; GRPO takes 2 steps (3 did not move the two
-#: reward sets apart: the scoreboard says so); 4 prompts timed one at a time; the encoder 120
-#: steps (its validation loss at 100 / 150 steps: 0.354 / 0.333).
+#: reward sets apart: the scoreboard says so); 4 prompts timed one at a time; the encoder 100
+#: steps (its validation loss at 100 / 150 steps: 0.354 / 0.333); one validation pass (loss
+#: and F1) at the end of each 100-step SFT run instead of two (``cpu-full`` draws the curve).
 PROFILES["cpu"] = {
     **PROFILES["cpu-full"],
     "condition_max_steps": {},
     "dpo_max_prompts": 64,
-    "dpo_max_steps": 8,
     "distill_max_rows": 320,
     "distill_conditions": ["no_intent", "human_intent"],
     "grpo_steps": 2,
     "grpo_eval_steps": 2,
     "latency_sample": 4,
-    "encoder_max_steps": 120,
+    "encoder_max_steps": 100,
+    "eval_steps": 100,
+    "dpo_max_steps": 6,
 }
 PROFILES["paper"] = {
     **PROFILES["gpu-small"],
