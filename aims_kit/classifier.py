@@ -115,7 +115,7 @@ class Classifier:
 
     def _classify_generative(self, prompts: list[str], desc: str) -> list[Classification]:
         model, tokenizer, engine = self.run.model, self.run.tokenizer, self.run.engine
-        _, conversations, _ = generation.classifier_inputs(model, tokenizer, prompts, self.condition, self.max_new_tokens)
+        sent, conversations, _ = generation.classifier_inputs(model, tokenizer, prompts, self.condition, self.max_new_tokens)
         gen = generation.generate_answers(
             model, tokenizer, conversations, condition=self.condition, max_new_tokens=self.max_new_tokens,
             batch_size=self.batch_size, engine=engine, desc=desc,
