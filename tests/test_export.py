@@ -8,6 +8,16 @@ from aims_kit.__main__ import main
 from aims_kit.export import export_run
 
 
+@pytest.fixture(scope="module", autouse=True)
+def full_precision():
+    """Token-for-token equality needs one precision on both sides: the kit evaluates in bf16 on a
+    native-bf16 CPU and a plain transformers load computes in fp32, and a random tiny model's
+    greedy text flips on bf16 rounding. Both sides here run in fp32."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(models.PRECISION_ENV, "fp32")
+        yield
+
+
 @pytest.fixture(scope="module")
 def evaluated_run(tmp_path_factory):
     """An intent run evaluated on a few AIMS test rows (with intervals), as a trained run would be."""

@@ -50,7 +50,8 @@ def test_smoke_sft_logs_a_validation_f1_curve_and_the_run_writes_claims(smoke_se
     payload = json.loads((smoke_session / "claims.json").read_text())
     assert [claim["number"] for claim in payload["claims"]] == [1, 2, 3, 4, 5]
     external = [e for e in payload["entries"] if e["dataset"] == "external mean"]
-    assert external and all(e["verdict"] == "not tested" and "fixture" in e["note"] for e in external)
+    assert external and all(e["verdict"] == "not tested" for e in external)  # fixtures are never a benchmark
+    assert any("fixture" in e["note"] for e in external)
     assert "Claims scoreboard" in (smoke_session / "report.html").read_text()
 
 
