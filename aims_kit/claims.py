@@ -27,7 +27,7 @@ import pandas as pd
 
 from . import stats
 from .plots import pareto_mask
-from .results import atomic_write_json, load_records
+from .results import atomic_write_json, load_records, read_json
 
 REPRODUCED = "reproduced"
 NOT_SIGNIFICANT = "same direction, not significant"
@@ -201,8 +201,6 @@ def still_rising(run_dir: str | Path, margin: float = 0.02) -> str:
     """A sentence when the run's validation F1 curve (``val_f1`` in ``train_log.json``) rose by more
     than ``margin`` over its last two points: the run stopped before it converged, so a longer
     budget may change the comparison. Empty otherwise, or without a curve."""
-    from .results import read_json
-
     log = Path(run_dir) / "train_log.json"
     curve = [(h["step"], h["val_f1"]) for h in (read_json(log) if log.exists() else []) if "val_f1" in h]
     if len(curve) < 2 or curve[-1][1] - curve[-2][1] <= margin:
@@ -368,8 +366,6 @@ def claim_table(out_dir: str | Path, number: int, *, n_boot: int = 1000, seed: i
 
 def read_claims(path: str | Path) -> list[Entry]:
     """The entries of a ``claims.json`` written by :func:`write_claims`."""
-    from .results import read_json
-
     return [Entry(**entry) for entry in read_json(path)["entries"]]
 
 

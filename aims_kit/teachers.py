@@ -188,11 +188,15 @@ class SelfIntentTeacher:
 def sft_intent_writer(sft_run: Path, *, batch_size: int = 32, max_new_tokens: int = 48) -> Callable[[list[str]], list[str | None]]:
     """Intents written by a trained intent → label run (greedy, the evaluation path), for :class:`SelfIntentTeacher`."""
 
+    loaded: list = []  # the model, loaded on first use and kept: collect_traces asks once per split
+
     def write(prompts: list[str]) -> list[str | None]:
         from .generation import classifier_inputs, generate_answers
         from .models import load_for_inference
 
-        model, tokenizer = load_for_inference(sft_run)
+        if not loaded:
+            loaded.extend(load_for_inference(sft_run))
+        model, tokenizer = loaded
         _, conversations, _ = classifier_inputs(model, tokenizer, prompts, "intent_label", max_new_tokens)
         gen = generate_answers(model, tokenizer, conversations, condition="intent_label", max_new_tokens=max_new_tokens,
                                batch_size=batch_size, desc="writing intents")
