@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
 #: Paper-reported mean F1 over the five benchmarks (docs/design.md §Evaluation): reference lines only, never
@@ -228,10 +230,8 @@ def loss_figure(log_history: list[dict], title: str = "training and validation l
     return fig
 
 
-def learning_curves(runs: dict[str, "Path | str"], title: str = "training and validation loss, validation F1"):
+def learning_curves(runs: dict[str, Path | str], title: str = "training and validation loss, validation F1"):
     """One panel per run (``{name: run folder}``) from its ``train_log.json``: losses, and validation F1 on the right axis."""
-    from pathlib import Path
-
     from plotly.subplots import make_subplots
 
     from .results import read_json
@@ -247,10 +247,8 @@ def learning_curves(runs: dict[str, "Path | str"], title: str = "training and va
     return fig
 
 
-def reward_figures(runs: dict[str, "Path | str"]) -> None:
+def reward_figures(runs: dict[str, Path | str]) -> None:
     """Show the GRPO reward figure of every run (``{reward set: run folder}``)."""
-    from pathlib import Path
-
     from .results import read_json, read_jsonl
 
     for name, run_dir in runs.items():

@@ -1,6 +1,5 @@
 """DPO pair mining on a handcrafted generator with known outcomes, on the tiny random model, and a tiny DPO run."""
 
-import json
 
 import pandas as pd
 import pytest
