@@ -50,3 +50,15 @@ def from_main(make: Callable[[], T]) -> T:
     value = [make() if is_main_process() else None]
     dist.broadcast_object_list(value, src=0)
     return value[0]
+
+
+def gather_on_main(value: T) -> list[T] | None:
+    """Every process's ``value`` in rank order on the main process, ``None`` on the others (``[value]`` alone)."""
+    if world_size() == 1:
+        return [value]
+    import torch.distributed as dist
+
+    _process_group()
+    gathered = [None] * world_size() if is_main_process() else None
+    dist.gather_object(value, gathered, dst=0)
+    return gathered

@@ -29,7 +29,7 @@ def device_info(model) -> dict:
     (bf16 autocast on a CPU with native bf16, :func:`aims_kit.models.inference_precision`);
     ``quantization`` says whether the base is 4-bit NF4.
     """
-    from .models import model_precision
+    from .models import NF4_DOUBLE_QUANT, model_precision
 
     device = model.device
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
@@ -44,7 +44,7 @@ def device_info(model) -> dict:
         "device": f"{device.type}:{name}",
         "dtype": stored,
         "compute_dtype": compute,
-        "quantization": "nf4 + double quant" if four_bit else "none",
+        "quantization": NF4_DOUBLE_QUANT if four_bit else "none",
         "torch_threads": torch.get_num_threads(),
     }
 

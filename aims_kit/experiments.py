@@ -12,7 +12,7 @@ from typing import Mapping
 
 import pandas as pd
 
-from . import data, evaluation, formats, results
+from . import data, distributed, evaluation, formats, results
 from .models import LoraSettings, load_for_inference
 from .settings import KNOWN, DistillParams, DPOParams, GRPOParams, RunParams, SFTParams
 from .training.common import TrainSettings
@@ -44,6 +44,7 @@ def train_settings(p: RunParams, condition: formats.Condition, *, lora: LoraSett
         eval_steps=p.eval_steps,
         seed=p.seed,
         report_to=p.report_to,
+        quantize=p.quantize,
         lora=replace(lora or LoraSettings(), top_layers=p.lora_layers),
     )
 
@@ -57,6 +58,7 @@ def run_config(p: RunParams, regime: str, condition: str, settings: TrainSetting
         "profile": p.profile,
         "seed": settings.seed,
         "train": settings.to_dict(),
+        **settings.precision(),
         **extra,
     }
 
@@ -96,6 +98,7 @@ def grpo_settings(p: GRPOParams, reward_set: str) -> GRPOSettings:
         val_limit=p.eval_limit if p.grpo_val_limit is None else p.grpo_val_limit,
         seed=p.seed,
         report_to=p.report_to,
+        quantize=p.quantize,
         lora=LoraSettings(top_layers=p.lora_layers),  # used when GRPO starts from the base model
     )
 
@@ -143,6 +146,8 @@ class MinedPairs:
     val: pd.DataFrame
     reports: dict[str, MiningReport]
     settings: MiningSettings
+    #: ``mined``, or the pairs file they were read from (``dpo_pairs``).
+    source: str = "mined"
 
     def counts(self) -> pd.DataFrame:
         """Per split: prompts, samples, why samples were or were not rejects, pairs per class."""
@@ -165,7 +170,42 @@ class MinedPairs:
 
 
 def mine_dpo_pairs(params: dict, splits: data.Splits, sft_dir: Path, variant: str = "hard", judge_spec: str = "embedding") -> MinedPairs:
-    """Sample the SFT model on train and val prompts and mine its intent errors (docs/design.md §Regimes)."""
+    """Sample the SFT model on train and val prompts and mine its intent errors (docs/design.md §Regimes).
+
+    Under several processes the main one mines and the others receive its pairs: every process
+    then trains on the same pairs, mined once. With ``dpo_pairs`` set nothing is mined: the pairs
+    are read from that file (:func:`read_dpo_pairs`).
+    """
+    p = DPOParams.from_params(params)
+    if p.dpo_pairs:
+        return read_dpo_pairs(p.dpo_pairs, variant)
+    return distributed.from_main(lambda: _mine_dpo_pairs(params, splits, sft_dir, variant, judge_spec))
+
+
+def read_dpo_pairs(path: str | Path, variant: str = "hard") -> MinedPairs:
+    """Pairs mined earlier: a DPO run's ``pairs.jsonl`` (or its run folder), split by its ``split`` column.
+
+    Why: mining samples the SFT model k times per prompt, the slow half of DPO. Mined once, the
+    same pairs can train DPO again with another β or learning rate, or on several processes.
+    """
+    from .training.dpo_pairs import PAIR_COLUMNS
+
+    path = Path(path)
+    file = path / "pairs.jsonl" if path.is_dir() else path
+    if not file.is_file():
+        raise FileNotFoundError(f"dpo_pairs={str(path)!r}: no pairs file there (a DPO run folder or its pairs.jsonl)")
+    pairs = pd.DataFrame(results.read_jsonl(file))
+    missing = [column for column in ("split", "prompt", "gold_label", "chosen", "rejected") if column not in pairs.columns]
+    if missing:
+        raise ValueError(f"{file}: not a DPO pairs file (no {', '.join(missing)} column)")
+    train, val = (pairs[pairs["split"] == split].reset_index(drop=True) for split in ("train", "val"))
+    if train.empty:
+        raise ValueError(f"{file}: no pair from the train split to learn from")
+    columns = [column for column in PAIR_COLUMNS if column in pairs.columns]
+    return MinedPairs(train[columns], val[columns], {}, MiningSettings(variant=variant), source=str(file))
+
+
+def _mine_dpo_pairs(params: dict, splits: data.Splits, sft_dir: Path, variant: str, judge_spec: str) -> MinedPairs:
     from transformers import set_seed
 
     from .judges import make_judge
@@ -215,9 +255,11 @@ def dpo_run(params: dict, splits: data.Splits, sft_dir: Path, mined: MinedPairs,
         dpo=dpo.to_dict(),
         mining=mined.settings.to_dict(),
         mining_report={split: report.to_dict() for split, report in mined.reports.items()},
+        pairs_from=mined.source,
     )
     run_dir = results.create_run(out_dir, f"dpo-{variant}", config)
-    save_pairs(run_dir, pd.concat([mined.train, mined.val], ignore_index=True))
+    if distributed.is_main_process():
+        save_pairs(run_dir, pd.concat([mined.train, mined.val], ignore_index=True))
     train_dpo(sft_dir, mined.train, mined.val, settings=settings, dpo=dpo, run_dir=run_dir)
     evaluate_run(run_dir, splits.test, "aims_test", p)
     return run_dir
@@ -230,7 +272,12 @@ def distill_traces(params: dict, splits: data.Splits, trace_conditions: list[str
     :class:`aims_kit.teachers.SelfIntentTeacher`: the same reasoning with the intent written by
     the newest SFT intent → label run in ``out_dir``, so all three conditions run offline.
     Returns ``(trace_sets, skipped, teacher name)``; ``skipped`` says why a condition is absent.
+    Under several processes the main one asks the teacher and the others receive its traces.
     """
+    return distributed.from_main(lambda: _distill_traces(params, splits, trace_conditions, teacher_spec, out_dir))
+
+
+def _distill_traces(params: dict, splits: data.Splits, trace_conditions: list[str], teacher_spec: str, out_dir: Path | None):
     from .teachers import SelfIntentTeacher, TracesFileTeacher, make_teacher, sft_intent_writer
     from .training.distill import collect_traces
 
@@ -281,7 +328,7 @@ def evaluate_run(run_dir: Path, frame: pd.DataFrame, dataset: str, params: Mappi
     transformers. The kernel's one vLLM engine is reused across runs on the same base model
     (``gpu_memory_utilization`` sets its share; see :mod:`aims_kit.vllm_backend`).
     """
-    from . import distributed, vllm_backend
+    from . import vllm_backend
 
     if not distributed.is_main_process():  # under a multi-process launcher rank 0 evaluates alone
         return None

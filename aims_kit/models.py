@@ -9,8 +9,10 @@ offline default (SmolLM2-135M-Instruct on CPU) and the tests exercise is the pat
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -241,33 +243,93 @@ def load_for_inference(run_dir: str | Path):
     return prepare_for_inference(model), tokenizer
 
 
-def quantization_config(quantize: bool | None):
-    """QLoRA's 4-bit NF4 with double quantisation and bf16 compute, when CUDA and bitsandbytes exist.
+#: How a run's config and records name a 4-bit base: QLoRA's NF4 with double quantisation.
+NF4_DOUBLE_QUANT = "nf4+double_quant"
 
-    ``quantize=None`` means "on a GPU". On CPU the kit loads full precision instead: 4-bit on CPU
-    is slower than fp32 for small models and has an inference-then-train trap (docs/design.md §Stack).
-    A CUDA machine without bitsandbytes is an error, not a quiet switch to 16-bit training: that
-    would change the experiment (and its memory needs) without a word.
+
+def uses_4bit(quantize: bool | None) -> bool:
+    """Whether ``quantize`` loads the base in 4-bit here: ``True`` on any device, ``None`` on a CUDA GPU only."""
+    return quantize is True or (quantize is None and has_cuda())
+
+
+def quantization_name(quantize: bool | None) -> str:
+    """What a run's config records as its quantization: :data:`NF4_DOUBLE_QUANT` or ``none``."""
+    return NF4_DOUBLE_QUANT if uses_4bit(quantize) else "none"
+
+
+def quantization_config(quantize: bool | None):
+    """QLoRA's 4-bit NF4 with double quantisation and bf16 compute, where ``quantize`` asks for it.
+
+    ``quantize=None`` means "on a GPU": a CPU then loads full precision, which is faster there
+    for small models. ``quantize=True`` loads 4-bit on a CPU too, through the same
+    bitsandbytes / PEFT / TRL path a GPU runs, so that path can be checked without one
+    (docs/qlora.md). Missing bitsandbytes is an error, not a quiet switch to 16-bit training:
+    that would change the experiment (and its memory needs) without a word.
     """
-    if quantize is False or (quantize is None and not has_cuda()):
+    if not uses_4bit(quantize):
         return None
-    if not has_cuda():
-        raise RuntimeError("quantize=True needs a CUDA GPU; set quantize=None to fall back to full precision")
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("bitsandbytes") is None:
         raise RuntimeError(
-            "a CUDA GPU is present but bitsandbytes is not installed, so 4-bit QLoRA cannot load: "
-            "pip install bitsandbytes (requirements.txt pins it), or pass quantize=False to load in bf16"
-        ) from None
+            "bitsandbytes is not installed, so 4-bit QLoRA cannot load: pip install bitsandbytes "
+            "(requirements.txt pins it), or pass quantize=False to load without quantization"
+        )
     from transformers import BitsAndBytesConfig
 
+    if not has_cuda():
+        _cpu_4bit_notice()
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
         bnb_4bit_compute_dtype=torch.bfloat16,
     )
+
+
+@lru_cache(maxsize=1)
+def _cpu_4bit_notice() -> None:
+    """Say once per process what 4-bit on a CPU is for."""
+    log.warning("4-bit NF4 on CPU: this checks the QLoRA path a GPU runs; it is slower than full precision here, not faster.")
+
+
+def prepare_4bit_for_training(model):
+    """QLoRA's preparation of a 4-bit base that will be trained; returns the model.
+
+    PEFT's ``prepare_model_for_kbit_training`` freezes the base and keeps its unquantized
+    layers (norms, embeddings) in fp32 for stable gradients. On a CPU the model is also kept in
+    bitsandbytes' training layout (:func:`keep_4bit_training_layout`).
+    """
+    from peft import prepare_model_for_kbit_training
+
+    # Gradient checkpointing is the trainer's choice (common.trainer_kwargs), not the loader's.
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    keep_4bit_training_layout(model)
+    return model
+
+
+def keep_4bit_training_layout(model) -> None:
+    """Keep a 4-bit model that will be trained out of bitsandbytes' CPU inference layout.
+
+    Why: on a CPU with AVX512-BF16, a bitsandbytes ``Linear4bit`` layer run in eval mode without
+    gradients repacks its weight, in place and for good, into a layout only an inference kernel
+    reads. Training that object afterwards backpropagates through that kernel, which has no
+    gradient (bitsandbytes 0.50: one warning, then gradients that stop at the first quantized
+    layer). Every validation pass during training (the trainer's validation loss, the val-F1
+    curve, GRPO's snapshots) runs on the training object, so that object never takes the
+    inference layout; records are scored on a separate, fresh instance (:func:`load_for_inference`).
+    On a GPU there is no such layout and nothing changes.
+    """
+    import bitsandbytes as bnb
+
+    if model.device.type != "cpu":
+        return
+    for name, module in model.named_modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            if not hasattr(module, "support_avx512bf16_for_cpu"):
+                raise RuntimeError(
+                    f"bitsandbytes {bnb.__version__}: {name} has no support_avx512bf16_for_cpu flag, so the kit cannot keep "
+                    "it trainable after a validation pass on CPU; use the bitsandbytes version requirements.txt pins"
+                )
+            module.support_avx512bf16_for_cpu = False
 
 
 def load_tokenizer(model_id: str, *, trust_remote_code: bool = False):
@@ -285,12 +347,16 @@ def load_model(
     name: str,
     *,
     quantize: bool | None = None,
+    trainable: bool = False,
     trust_remote_code: bool = False,
     cache_dir: Path | None = None,
 ):
     """Load ``(model, tokenizer)`` from a hub id, a local folder or ``"tiny-random"``.
 
-    Weights load from safetensors only; ``trust_remote_code`` stays off unless asked for.
+    ``quantize``: see :func:`quantization_config`; a 4-bit model loads on this process's GPU,
+    or on the CPU where there is none, and one that will be trained (``trainable``) is prepared
+    for it (:func:`prepare_4bit_for_training`). Weights load from safetensors only;
+    ``trust_remote_code`` stays off unless asked for.
     """
     from transformers import AutoModelForCausalLM
 
@@ -298,7 +364,7 @@ def load_model(
     qconfig = quantization_config(quantize)
     kwargs: dict = {"trust_remote_code": trust_remote_code, "use_safetensors": True}
     if qconfig is not None:
-        kwargs.update(quantization_config=qconfig, dtype=torch.bfloat16, device_map={"": local_rank()})
+        kwargs.update(quantization_config=qconfig, dtype=torch.bfloat16, device_map={"": local_rank() if has_cuda() else "cpu"})
     elif has_cuda():
         kwargs.update(dtype=torch.bfloat16, device_map={"": local_rank()})
     else:
@@ -306,6 +372,8 @@ def load_model(
         if name != TINY_RANDOM:
             log.warning("No CUDA GPU: loading %s in full precision on CPU (no 4-bit QLoRA).", name)
     model = AutoModelForCausalLM.from_pretrained(model_id, **kwargs)
+    if qconfig is not None and trainable:
+        model = prepare_4bit_for_training(model)
     tokenizer = load_tokenizer(model_id, trust_remote_code=trust_remote_code)
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -315,6 +383,8 @@ def load_model(
 def load_trained(run_dir: str | Path, *, trainable: bool = False, quantize: bool | None = None):
     """Load a run's base model with its LoRA adapter applied, and check the adapter is in effect.
 
+    ``quantize=None`` loads the base as the run was trained (its config's ``quantize``), so a
+    4-bit run is evaluated in 4-bit; export passes ``False`` to merge into full precision.
     The paper's pipeline once evaluated base models while believing adapters were loaded; this
     loader compares logits with and without the adapter on a probe and refuses a no-op adapter.
     """
@@ -327,7 +397,9 @@ def load_trained(run_dir: str | Path, *, trainable: bool = False, quantize: bool
     adapter_dir = run_dir / "adapter"
     if not (adapter_dir / "adapter_config.json").exists():
         raise FileNotFoundError(f"{run_dir}: no adapter/ folder with adapter_config.json; was the run trained?")
-    base, tokenizer = load_model(config["model"], quantize=quantize)
+    if quantize is None:
+        quantize = config.get("quantize")
+    base, tokenizer = load_model(config["model"], quantize=quantize, trainable=trainable)
     model = PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=trainable)
     assert_adapter_active(model, tokenizer)
     if not trainable:

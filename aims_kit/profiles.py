@@ -16,6 +16,7 @@ from __future__ import annotations
 #: 10 of SmolLM2's 30 layers make CPU training affordable (see perf/bench_train.py).
 #: ``threads``: torch threads per notebook kernel (0: the cores this process may use; see
 #: aims_kit.threads). The runner applies it; notebooks need not declare it.
+#: ``quantize``: 4-bit NF4 QLoRA base; None: on a CUDA GPU only, true: on a CPU too (docs/qlora.md).
 PROFILES: dict[str, dict] = {
     "smoke": {
         "model": "tiny-random",
@@ -38,6 +39,7 @@ PROFILES: dict[str, dict] = {
         "encoder_max_steps": 2,
         "seed": 22,
         "threads": 0,
+        "quantize": None,
         "grpo_steps": 2,
         "grpo_num_generations": 2,
         "grpo_prompts_per_step": 2,
@@ -103,6 +105,7 @@ PROFILES: dict[str, dict] = {
         "encoder_batch_size": 16,
         "seed": 22,
         "threads": 0,
+        "quantize": None,
         "grpo_steps": 3,
         "grpo_num_generations": 4,
         "grpo_prompts_per_step": 4,
@@ -153,6 +156,7 @@ PROFILES: dict[str, dict] = {
         "encoder_max_steps": -1,
         "seed": 22,
         "threads": 0,
+        "quantize": None,
         "grpo_steps": 200,
         "grpo_num_generations": 8,
         "grpo_prompts_per_step": 4,

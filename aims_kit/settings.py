@@ -67,6 +67,9 @@ class RunParams:
     #: ``report_to``: ``none``, ``tensorboard`` (event files under the run's ``checkpoints/runs/``),
     #: ``wandb``, ``mlflow``, ``trackio``, or several joined by commas (docs/tracking.md).
     report_to: str = "none"
+    #: 4-bit NF4 QLoRA base: ``True`` on any device (on a CPU it checks the QLoRA path a GPU
+    #: runs; docs/qlora.md), ``None`` on a CUDA GPU only, ``False`` never.
+    quantize: bool | None = None
 
     @classmethod
     def from_params(cls: type[P], params: Mapping) -> P:
@@ -115,6 +118,8 @@ class DPOParams(RunParams):
     dpo_beta: float = 0.3
     #: ``hard`` (label errors) or ``judge`` (intent graded by ``judge``).
     dpo_variant: str = "hard"
+    #: Pairs mined earlier (a DPO run folder or its ``pairs.jsonl``) to train on instead of mining.
+    dpo_pairs: str = ""
     judge: str = "embedding"
 
 

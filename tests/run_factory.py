@@ -1,8 +1,10 @@
-"""Run folders for tests that need a trained-looking run fast: a random but non-zero LoRA adapter, no training."""
+"""Run folders and DPO pairs for tests that need them fast: a random but non-zero LoRA adapter, no training."""
 
 from pathlib import Path
 
-from aims_kit import models, profiles, results
+import pandas as pd
+
+from aims_kit import formats, models, profiles, results
 
 SMOKE_MODEL = profiles.PROFILES["smoke"]["model"]
 
@@ -17,3 +19,13 @@ def adapter_run(out: Path, condition: str = "intent_label", profile: str = "smok
     adapter = get_peft_model(model, models.LoraSettings(extra={"init_lora_weights": False}).to_peft())
     adapter.save_pretrained(str(run / "adapter"))
     return run
+
+
+def flipped_pairs(frame: pd.DataFrame) -> pd.DataFrame:
+    """DPO pairs for AIMS rows without mining: chosen = the gold target, rejected = another intent with the other label."""
+    flipped = frame["label"].map({"harmful": "safe", "safe": "harmful"})
+    return pd.DataFrame({
+        "id": frame["ID"], "prompt": frame["Prompt"], "split": frame["split"], "gold_label": frame["label"],
+        "chosen": [formats.format_target("intent_label", l, intent=i) for l, i in zip(frame["label"], frame["Intent"])],
+        "rejected": [formats.format_target("intent_label", l, intent="something else") for l in flipped],
+    })

@@ -1,8 +1,8 @@
 """DPO pair mining on a handcrafted generator with known outcomes, on the tiny random model, and a tiny DPO run."""
 
-
 import pandas as pd
 import pytest
+from run_factory import flipped_pairs
 
 from aims_kit import formats, results
 from aims_kit.settings import RunParams
@@ -189,16 +189,8 @@ def test_dpo_run_starts_from_a_frozen_copy_of_the_sft_adapter(splits, tmp_path):
     sft_dir = results.create_run(tmp_path, "sft", experiments.run_config(RunParams(model="tiny-random"), "sft", "intent_label", settings))
     train_sft("tiny-random", splits.train.head(8), splits.val.head(4), condition="intent_label", settings=settings, run_dir=sft_dir)
 
-    def handmade(frame):
-        flipped = frame["label"].map({"harmful": "safe", "safe": "harmful"})
-        return pd.DataFrame({
-            "id": frame["ID"], "prompt": frame["Prompt"], "split": frame["split"], "gold_label": frame["label"],
-            "chosen": [formats.format_target("intent_label", l, intent=i) for l, i in zip(frame["label"], frame["Intent"])],
-            "rejected": [formats.format_target("intent_label", l, intent="something else") for l in flipped],
-        })
-
     mined = experiments.MinedPairs(
-        handmade(splits.train.head(8)), handmade(splits.val.head(4)),
+        flipped_pairs(splits.train.head(8)), flipped_pairs(splits.val.head(4)),
         {"train": MiningReport(prompts=8), "val": MiningReport(prompts=4)}, MiningSettings(k=2),
     )
     params = {"model": "tiny-random", "profile": "test", "dpo_learning_rate": 1e-2, "dpo_max_steps": 2, "batch_size": 4,
@@ -215,5 +207,5 @@ def test_dpo_run_starts_from_a_frozen_copy_of_the_sft_adapter(splits, tmp_path):
     assert len(load_pairs(run_dir)) == 12
     assert results.read_json(run_dir / "results" / "aims_test.json")["regime"] == "dpo"
     with pytest.raises(Exception, match="may only use the 'val' split"):
-        train_dpo(sft_dir, mined.train, handmade(splits.test.head(4)),
+        train_dpo(sft_dir, mined.train, flipped_pairs(splits.test.head(4)),
                   settings=settings, dpo=DpoSettings(), run_dir=tmp_path / "bad")

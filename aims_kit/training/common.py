@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..models import LoraSettings, cpu_has_fast_bf16, has_cuda
+from ..models import LoraSettings, cpu_has_fast_bf16, has_cuda, quantization_name, uses_4bit
 from ..results import atomic_write_json
 
 
@@ -54,9 +54,24 @@ class TrainSettings:
     bf16: bool = field(default_factory=lambda: has_cuda() or cpu_has_fast_bf16())
     #: Experiment tracker(s), as TrainingArguments' ``report_to`` (``RunParams.report_to``).
     report_to: str = "none"
+    #: 4-bit NF4 base (QLoRA): ``True`` on any device, ``None`` on a CUDA GPU only, ``False``
+    #: never (:func:`aims_kit.models.quantization_config`).
+    quantize: bool | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def precision(self) -> dict:
+        """How the base is stored and what training computes in, as a run's config records them.
+
+        A 4-bit base computes in bf16 (QLoRA's compute dtype); a full-precision one in bf16
+        under autocast where ``bf16`` is on, else in fp32.
+        """
+        four_bit = uses_4bit(self.quantize)
+        return {
+            "quantization": quantization_name(self.quantize),
+            "compute_dtype": "bfloat16" if four_bit or self.bf16 else "float32",
+        }
 
 
 def trainer_kwargs(settings: TrainSettings, run_dir: Path, *, with_eval: bool = True) -> dict:

@@ -34,6 +34,7 @@ from typing import Iterable, Mapping
 import pandas as pd
 
 from .. import formats, probes, results
+from ..distributed import is_main_process
 from ..models import LoraSettings
 from ..teachers import Teacher, Trace, TraceCondition, TraceConditionUnavailable, output_condition, save_traces
 from .common import require_split
@@ -226,10 +227,11 @@ def train_student(model_name: str, trace_set: TraceSet, *, settings, run_dir: Pa
     """SFT a student on one condition's traces (output format from :func:`output_condition`)."""
     from .sft import train_sft
 
-    save_traces(Path(run_dir) / "traces.jsonl", trace_set.traces)
-    results.atomic_write_json(
-        Path(run_dir) / "trace_screen.json", {split: r.to_dict() for split, r in trace_set.reports.items()}
-    )
+    if is_main_process():  # under several processes the main one writes
+        save_traces(Path(run_dir) / "traces.jsonl", trace_set.traces)
+        results.atomic_write_json(
+            Path(run_dir) / "trace_screen.json", {split: r.to_dict() for split, r in trace_set.reports.items()}
+        )
     return train_sft(
         model_name,
         trace_set.train,

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import results
-from ..models import load_trained
+from ..models import load_trained, uses_4bit
 from .common import TrainSettings, attach_progress, require_split, save_training, trainer_kwargs
 from .dpo_pairs import dpo_records
 from .sft import keep_within_max_length
@@ -65,7 +65,8 @@ def train_dpo(
         require_split(val_pairs, "val", "DPO early stopping and checkpoint selection")
     else:
         log.warning("no validation pairs: DPO trains without early stopping and keeps the last step")
-    model, tokenizer = load_trained(sft_run, trainable=True)
+    # Policy and reference both on the base this run asks for (4-bit: QLoRA), whatever the SFT run used.
+    model, tokenizer = load_trained(sft_run, trainable=True, quantize=uses_4bit(settings.quantize))
     # A pair cut at max_length would lose the answers it contrasts: dropped, counted, reported.
     records = keep_within_max_length(
         {"train": dpo_records(train_pairs), "val": dpo_records(val_pairs)}, tokenizer, settings.max_length, run_dir, "DPO"

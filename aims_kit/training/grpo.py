@@ -29,7 +29,8 @@ import pandas as pd
 
 from .. import data, evaluation, formats
 from ..judges import OnFailure, make_judge
-from ..models import LoraSettings, has_cuda, load_model, load_trained
+from .. import distributed
+from ..models import LoraSettings, has_cuda, load_model, load_trained, uses_4bit
 from ..results import atomic_write_json, atomic_write_jsonl
 from .common import TrainSettings, attach_progress, require_split, trainer_kwargs
 from .rewards import REWARD_SETS, RewardSet, make_reward_set
@@ -72,6 +73,8 @@ class GRPOSettings:
     eval_batch_size: int = 32
     seed: int = 22
     report_to: str = "none"
+    #: 4-bit NF4 base (QLoRA), as :attr:`aims_kit.training.common.TrainSettings.quantize`.
+    quantize: bool | None = None
     lora: LoraSettings = field(default_factory=LoraSettings)
 
     def __post_init__(self) -> None:
@@ -91,6 +94,7 @@ class GRPOSettings:
             eval_steps=self.eval_steps,
             seed=self.seed,
             report_to=self.report_to,
+            quantize=self.quantize,
             lora=self.lora,
         )
 
@@ -136,10 +140,10 @@ def train_grpo(
     if settings.start == "sft":
         if sft_run is None:
             raise ValueError("start='sft' needs the SFT intent_label run folder (sft_run)")
-        model, tokenizer = load_trained(sft_run, trainable=True)
+        model, tokenizer = load_trained(sft_run, trainable=True, quantize=uses_4bit(settings.quantize))
         peft_config = None  # TRL keeps a frozen "ref" copy of this adapter for the KL term
     else:
-        model, tokenizer = load_model(model_name)
+        model, tokenizer = load_model(model_name, quantize=settings.quantize, trainable=True)
         peft_config = settings.lora.to_peft(model)
     kwargs = trainer_kwargs(settings.train_settings(), run_dir, with_eval=False)
     # Log every step (the reward curves), no trainer checkpoints (the val snapshots replace them),
@@ -171,7 +175,11 @@ def train_grpo(
 
 
 class _ValSelection:
-    """Evaluate the policy on val every ``eval_steps`` steps; keep the adapter with the best F1."""
+    """Evaluate the policy on val every ``eval_steps`` steps; keep the adapter with the best F1.
+
+    Under several processes the main one alone evaluates and saves (the others wait for it at
+    the next gradient exchange): one snapshot history, one adapter.
+    """
 
     def __init__(self, val: pd.DataFrame, tokenizer, run_dir: Path, settings: GRPOSettings):
         self.val = data.balanced_head(val, settings.val_limit)
@@ -210,6 +218,8 @@ class _ValSelection:
         class _Callback(TrainerCallback):
             def on_step_end(self, args, state, control, model=None, **kwargs):
                 step = state.global_step
+                if not state.is_world_process_zero:
+                    return
                 if step % outer.settings.eval_steps == 0 or step >= state.max_steps:
                     outer.evaluate(model, step)
 
@@ -217,7 +227,16 @@ class _ValSelection:
 
 
 def _save_logs(trainer, reward: RewardSet, selection: _ValSelection, run_dir: Path, judge) -> None:
-    atomic_write_jsonl(run_dir / "reward_log.jsonl", reward.log)
+    """Write the run's logs from the main process; the reward log averages every process's rollouts.
+
+    Each process scores only its own share of a step's rollouts, so their per-step rows are
+    averaged (each process holds the same number of rollouts per step).
+    """
+    gathered = distributed.gather_on_main((reward.log, judge.fallbacks if judge else 0))
+    if gathered is None:
+        return
+    logs, fallbacks = zip(*gathered)
+    atomic_write_jsonl(run_dir / "reward_log.jsonl", [_mean_row(rows) for rows in zip(*logs)])
     atomic_write_json(run_dir / "train_log.json", trainer.state.log_history)
     atomic_write_json(
         run_dir / "val_selection.json",
@@ -227,9 +246,14 @@ def _save_logs(trainer, reward: RewardSet, selection: _ValSelection, run_dir: Pa
             "history": selection.history,
             "best_step": selection.best["step"] if selection.best else None,
             "judge": judge.name if judge else None,
-            "judge_fallbacks": judge.fallbacks if judge else 0,
+            "judge_fallbacks": sum(fallbacks),
         },
     )
+
+
+def _mean_row(rows: tuple[dict, ...]) -> dict:
+    """One step's reward-log row from every process's row of that step (``step`` is the same in all)."""
+    return {key: rows[0][key] if key == "step" else sum(row[key] for row in rows) / len(rows) for key in rows[0]}
 
 
 def reward_set_comparison(runs: dict[str, Path], dataset: str = "aims_test") -> pd.DataFrame:

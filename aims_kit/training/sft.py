@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import formats, results
+from ..distributed import is_main_process
 from ..models import load_model
 from .common import TrainSettings, attach_progress, require_split, save_training, trainer_kwargs
 
@@ -66,10 +67,11 @@ def keep_within_max_length(records: dict[str, list[dict]], tokenizer, max_length
     """
     kept = {split: [r for r in rows if record_length(tokenizer, r) <= max_length] for split, rows in records.items()}
     counts = {split: {"examples": len(rows), "dropped_too_long": len(rows) - len(kept[split])} for split, rows in records.items()}
-    results.atomic_write_json(Path(run_dir) / "train_data.json", {"max_length": max_length, **counts})
     dropped = [f"{c['dropped_too_long']} of {c['examples']} {split}" for split, c in counts.items() if c["dropped_too_long"]]
-    if dropped:
-        print(f"{desc}: dropped {' and '.join(dropped)} examples longer than max_length={max_length} tokens (their completion would be cut)")
+    if is_main_process():  # under several processes the main one writes and reports
+        results.atomic_write_json(Path(run_dir) / "train_data.json", {"max_length": max_length, **counts})
+        if dropped:
+            print(f"{desc}: dropped {' and '.join(dropped)} examples longer than max_length={max_length} tokens (their completion would be cut)")
     for split, rows in kept.items():
         if records[split] and not rows:
             raise ValueError(
@@ -105,7 +107,7 @@ def train_sft(
 
     require_split(train, "train", "SFT training data")
     require_split(val, "val", "early stopping and checkpoint selection")
-    model, tokenizer = load_model(model_name)
+    model, tokenizer = load_model(model_name, quantize=settings.quantize, trainable=True)
     records = keep_within_max_length(
         {"train": sft_records(train, condition, train_completions), "val": sft_records(val, condition, val_completions)},
         tokenizer, settings.max_length, run_dir, f"SFT {condition}",
