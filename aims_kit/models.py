@@ -383,7 +383,7 @@ def load_model(
 def load_trained(run_dir: str | Path, *, trainable: bool = False, quantize: bool | None = None):
     """Load a run's base model with its LoRA adapter applied, and check the adapter is in effect.
 
-    ``quantize=None`` loads the base as the run was trained (its config's ``quantize``), so a
+    ``quantize=None`` loads the base as the run was trained (its config's ``train.quantize``), so a
     4-bit run is evaluated in 4-bit; export passes ``False`` to merge into full precision.
     The paper's pipeline once evaluated base models while believing adapters were loaded; this
     loader compares logits with and without the adapter on a probe and refuses a no-op adapter.
@@ -398,7 +398,7 @@ def load_trained(run_dir: str | Path, *, trainable: bool = False, quantize: bool
     if not (adapter_dir / "adapter_config.json").exists():
         raise FileNotFoundError(f"{run_dir}: no adapter/ folder with adapter_config.json; was the run trained?")
     if quantize is None:
-        quantize = config.get("quantize")
+        quantize = config.get("train", {}).get("quantize")
     base, tokenizer = load_model(config["model"], quantize=quantize, trainable=trainable)
     model = PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=trainable)
     assert_adapter_active(model, tokenizer)
