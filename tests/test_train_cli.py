@@ -1,20 +1,29 @@
 """`python -m aims_kit train`: the notebook's settings outside the notebook, on one process or two (gloo, CPU)."""
 
 import importlib.util
+import json
 import os
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
+import pandas as pd
 import pytest
+from run_factory import adapter_run, flipped_pairs
 from safetensors import safe_open
 
-from run_factory import adapter_run
-
-from aims_kit import Classifier, benchmark_eval, benchmarks, launch, profiles, results
+from aims_kit import Classifier, benchmark_eval, benchmarks, experiments, launch, profiles, results
 from aims_kit.__main__ import build_parser, main
 
-ONE_CONDITION = ["-p", 'conditions=["intent_label"]', "-p", "eval_limit=8"]
+SMALL_EVAL = ["-p", "eval_limit=8"]
+#: One launch of two processes trains every regime in turn, each as ``python -m aims_kit train`` would.
+REGIME_COMMANDS = {
+    "sft": ["-p", 'conditions=["intent_label"]'],
+    "dpo": ["-p", "dpo_pairs={pairs}"],  # the tiny model writes no intent to mine: pairs made for the test
+    "grpo": ["-p", 'reward_sets=["label_only"]'],
+    "distill": ["-p", 'distill_conditions=["human_intent"]'],
+}
 
 
 def _adapter_keys(run_dir):
@@ -28,18 +37,31 @@ def single_run(tmp_path_factory):
     return adapter_run(tmp_path_factory.mktemp("single"), "intent_label")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("torch.distributed.run") is None, reason="torchrun is not available")
-def test_torchrun_two_processes_write_one_run_that_loads_like_a_single_process_run(tmp_path, single_run):
-    out = tmp_path / "ddp"
+@pytest.fixture(scope="module")
+def ddp(tmp_path_factory):
+    """Every regime trained by two CPU processes (gloo) into one out folder: ``(completed process, out)``."""
+    if importlib.util.find_spec("torch.distributed.run") is None:
+        pytest.skip("torchrun is not available")
+    out = tmp_path_factory.mktemp("ddp")
+    splits = experiments.load_splits("", 22)
+    pairs = out / "pairs.jsonl"
+    results.atomic_write_jsonl(pairs, pd.concat([flipped_pairs(splits.train.head(8)), flipped_pairs(splits.val.head(2))]).to_dict("records"))
+    commands = [["train", regime, "--profile", "smoke", *(a.format(pairs=pairs) for a in args), *SMALL_EVAL, "--out", str(out)]
+                for regime, args in REGIME_COMMANDS.items()]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "aims_kit", "train", "sft",
-         "--profile", "smoke", *ONE_CONDITION, "--out", str(out)],
-        capture_output=True, text=True, env=env, timeout=300,
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(Path(__file__).parent / "train_in_sequence.py"),
+         json.dumps(commands)],
+        capture_output=True, text=True, env=env, timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    runs = results.find_runs(out)
-    assert len(runs) == 1 and done.stdout.strip().splitlines()[-1] == str(runs[0])  # printed once, by rank 0
+    return done, out
+
+
+def test_torchrun_two_processes_write_one_run_that_loads_like_a_single_process_run(ddp, single_run):
+    done, out = ddp
+    runs = results.find_runs(out, regime="sft")
+    assert len(runs) == 1 and done.stdout.splitlines().count(str(runs[0])) == 1  # printed once, by rank 0
     run_dir = runs[0]
     config = results.read_run_config(run_dir)
     assert config["world_size"] == 2 and results.read_run_config(single_run)["world_size"] == 1
@@ -57,6 +79,33 @@ def test_torchrun_two_processes_write_one_run_that_loads_like_a_single_process_r
                                                 {"max_new_tokens": 8, "latency_sample": 0, "n_boot": 20})
         assert scored["n"] == len(frame) and 0.0 <= scored["f1"] <= 1.0
     assert len(Classifier.from_run(run_dir).classify(["How do I stop a frozen program?"])) == 1
+
+
+#: What each regime's run folder holds besides the adapter and records, written by rank 0 alone.
+REGIME_FILES = {"dpo": ["pairs.jsonl", "train_data.json"], "grpo": ["reward_log.jsonl", "val_selection.json"],
+                "distill": ["traces.jsonl", "trace_screen.json", "train_data.json"]}
+
+
+@pytest.mark.parametrize("regime", list(REGIME_FILES))
+def test_torchrun_trains_every_regime_into_one_run_folder_with_world_size_two(ddp, regime):
+    done, out = ddp
+    runs = results.find_runs(out, regime=regime)
+    assert len(runs) == 1 and done.stdout.splitlines().count(str(runs[0])) == 1  # one folder, printed once, by rank 0
+    run_dir = runs[0]
+    assert results.read_run_config(run_dir)["world_size"] == 2
+    assert all((run_dir / name).is_file() for name in ["train_log.json", *REGIME_FILES[regime]])
+    assert not (run_dir / "history").exists()
+    record = results.read_json(run_dir / "results" / "aims_test.json")
+    assert record["n"] == 8 and record["config"]["world_size"] == 2
+    if regime == "dpo":  # the pairs file's train rows, trained on by both processes, kept once
+        assert len(results.read_jsonl(run_dir / "pairs.jsonl")) == 10
+        assert results.read_run_config(run_dir)["pairs_from"].endswith("pairs.jsonl")
+    if regime == "grpo":  # one validation snapshot history, one reward row per step averaged over both processes
+        steps = profiles.PROFILES["smoke"]["grpo_steps"]
+        assert [row["step"] for row in results.read_jsonl(run_dir / "reward_log.jsonl")] == list(range(steps))
+        snapshots = [p["step"] for p in results.read_json(run_dir / "val_selection.json")["history"]]
+        assert snapshots[-1] == steps and len(set(snapshots)) == len(snapshots)
+    benchmark_eval.load_run(run_dir)  # loads like a single-process run, the adapter-active check included
 
 
 def test_train_uses_the_notebook_parameters_the_profile_and_overrides(capsys):
