@@ -13,7 +13,7 @@ import pytest
 from run_factory import adapter_run, flipped_pairs
 from safetensors import safe_open
 
-from aims_kit import Classifier, benchmark_eval, benchmarks, experiments, launch, profiles, results
+from aims_kit import Classifier, benchmark_eval, benchmarks, experiments, launch, paths, profiles, results
 from aims_kit.__main__ import build_parser, main
 
 SMALL_EVAL = ["-p", "eval_limit=8"]
@@ -48,7 +48,9 @@ def ddp(tmp_path_factory):
     results.atomic_write_jsonl(pairs, pd.concat([flipped_pairs(splits.train.head(8)), flipped_pairs(splits.val.head(2))]).to_dict("records"))
     commands = [["train", regime, "--profile", "smoke", *(a.format(pairs=pairs) for a in args), *SMALL_EVAL, "--out", str(out)]
                 for regime, args in REGIME_COMMANDS.items()]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    # This checkout's aims_kit, not another one installed in the environment (the script's folder is tests/).
+    path = os.pathsep.join(filter(None, [str(paths.REPO_DIR), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": path}
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(Path(__file__).parent / "train_in_sequence.py"),
          json.dumps(commands)],
