@@ -291,29 +291,14 @@ def _cpu_4bit_notice() -> None:
     log.warning("4-bit NF4 on CPU: this checks the QLoRA path a GPU runs; it is slower than full precision here, not faster.")
 
 
-def prepare_4bit_for_training(model):
-    """QLoRA's preparation of a 4-bit base that will be trained; returns the model.
-
-    PEFT's ``prepare_model_for_kbit_training`` freezes the base and keeps its unquantized
-    layers (norms, embeddings) in fp32 for stable gradients. On a CPU the model is also kept in
-    bitsandbytes' training layout (:func:`keep_4bit_training_layout`).
-    """
-    from peft import prepare_model_for_kbit_training
-
-    # Gradient checkpointing is the trainer's choice (common.trainer_kwargs), not the loader's.
-    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    keep_4bit_training_layout(model)
-    return model
-
-
 def keep_4bit_training_layout(model) -> None:
     """Keep a 4-bit model that will be trained out of bitsandbytes' CPU inference layout.
 
     Why: on a CPU with AVX512-BF16, a bitsandbytes ``Linear4bit`` layer run in eval mode without
     gradients repacks its weight, in place and for good, into a layout only an inference kernel
     reads. Training that object afterwards backpropagates through that kernel, which has no
-    gradient (bitsandbytes 0.50: one warning, then gradients that stop at the first quantized
-    layer). Every validation pass during training (the trainer's validation loss, the val-F1
+    gradient (bitsandbytes 0.50: one warning, then no gradient flows through the quantized
+    weights to the layers below). Every validation pass during training (the trainer's validation loss, the val-F1
     curve, GRPO's snapshots) runs on the training object, so that object never takes the
     inference layout; records are scored on a separate, fresh instance (:func:`load_for_inference`).
     On a GPU there is no such layout and nothing changes.
@@ -354,8 +339,9 @@ def load_model(
     """Load ``(model, tokenizer)`` from a hub id, a local folder or ``"tiny-random"``.
 
     ``quantize``: see :func:`quantization_config`; a 4-bit model loads on this process's GPU,
-    or on the CPU where there is none, and one that will be trained (``trainable``) is prepared
-    for it (:func:`prepare_4bit_for_training`). Weights load from safetensors only;
+    or on the CPU where there is none, and one that will be trained (``trainable``) keeps
+    bitsandbytes' training layout (:func:`keep_4bit_training_layout`). TRL prepares it further
+    (adapter weights in bf16), as on a GPU. Weights load from safetensors only;
     ``trust_remote_code`` stays off unless asked for.
     """
     from transformers import AutoModelForCausalLM
@@ -373,7 +359,7 @@ def load_model(
             log.warning("No CUDA GPU: loading %s in full precision on CPU (no 4-bit QLoRA).", name)
     model = AutoModelForCausalLM.from_pretrained(model_id, **kwargs)
     if qconfig is not None and trainable:
-        model = prepare_4bit_for_training(model)
+        keep_4bit_training_layout(model)
     tokenizer = load_tokenizer(model_id, trust_remote_code=trust_remote_code)
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
