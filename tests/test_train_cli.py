@@ -117,6 +117,9 @@ def test_train_uses_the_notebook_parameters_the_profile_and_overrides(capsys):
     assert params["max_steps"] == profiles.PROFILES["smoke"]["max_steps"] and params["conditions"] == defaults["conditions"]
     assert main(["train", "sft", "--profile", "smoke", "-p", "n_boot=5"]) == 2
     assert "02_sft has no parameter n_boot" in capsys.readouterr().err
+    for regime in launch.REGIME_NOTEBOOKS:  # every training notebook takes quantize; every profile leaves it to the device
+        assert launch.regime_parameters(regime, "smoke")["quantize"] is None
+        assert launch.regime_parameters(regime, "smoke", dict([profiles.parse_override("quantize=true")]))["quantize"] is True
 
 
 @pytest.mark.parametrize("processes", [1, 8])
