@@ -146,7 +146,7 @@ class MinedPairs:
     val: pd.DataFrame
     reports: dict[str, MiningReport]
     settings: MiningSettings
-    #: ``mined``, or the pairs file they were read from (``dpo_pairs``).
+    #: ``mined``, or the pairs file they were read from (``dpo_pairs_from``).
     source: str = "mined"
 
     def counts(self) -> pd.DataFrame:
@@ -173,12 +173,12 @@ def mine_dpo_pairs(params: dict, splits: data.Splits, sft_dir: Path, variant: st
     """Sample the SFT model on train and val prompts and mine its intent errors (docs/design.md §Regimes).
 
     Under several processes the main one mines and the others receive its pairs: every process
-    then trains on the same pairs, mined once. With ``dpo_pairs`` set nothing is mined: the pairs
+    then trains on the same pairs, mined once. With ``dpo_pairs_from`` set nothing is mined: the pairs
     are read from that file (:func:`read_dpo_pairs`).
     """
     p = DPOParams.from_params(params)
-    if p.dpo_pairs:
-        return read_dpo_pairs(p.dpo_pairs, variant)
+    if p.dpo_pairs_from:
+        return read_dpo_pairs(p.dpo_pairs_from, variant)
     return distributed.from_main(lambda: _mine_dpo_pairs(params, splits, sft_dir, variant, judge_spec))
 
 
@@ -193,7 +193,7 @@ def read_dpo_pairs(path: str | Path, variant: str = "hard") -> MinedPairs:
     path = Path(path)
     file = path / "pairs.jsonl" if path.is_dir() else path
     if not file.is_file():
-        raise FileNotFoundError(f"dpo_pairs={str(path)!r}: no pairs file there (a DPO run folder or its pairs.jsonl)")
+        raise FileNotFoundError(f"dpo_pairs_from={str(path)!r}: no pairs file there (a DPO run folder or its pairs.jsonl)")
     pairs = pd.DataFrame(results.read_jsonl(file))
     missing = [column for column in ("split", "prompt", "gold_label", "chosen", "rejected") if column not in pairs.columns]
     if missing:

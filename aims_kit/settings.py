@@ -119,7 +119,7 @@ class DPOParams(RunParams):
     #: ``hard`` (label errors) or ``judge`` (intent graded by ``judge``).
     dpo_variant: str = "hard"
     #: Pairs mined earlier (a DPO run folder or its ``pairs.jsonl``) to train on instead of mining.
-    dpo_pairs: str = ""
+    dpo_pairs_from: str = ""
     judge: str = "embedding"
 
 

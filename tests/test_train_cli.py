@@ -20,7 +20,7 @@ SMALL_EVAL = ["-p", "eval_limit=8"]
 #: One launch of two processes trains every regime in turn, each as ``python -m aims_kit train`` would.
 REGIME_COMMANDS = {
     "sft": ["-p", 'conditions=["intent_label"]'],
-    "dpo": ["-p", "dpo_pairs={pairs}"],  # the tiny model writes no intent to mine: pairs made for the test
+    "dpo": ["-p", "dpo_pairs_from={pairs}"],  # the tiny model writes no intent to mine: pairs made for the test
     "grpo": ["-p", 'reward_sets=["label_only"]'],
     "distill": ["-p", 'distill_conditions=["human_intent"]'],
 }
