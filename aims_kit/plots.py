@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
 #: Paper-reported mean F1 over the five benchmarks (docs/design.md §Evaluation): reference lines only, never
@@ -228,7 +230,7 @@ def loss_figure(log_history: list[dict], title: str = "training and validation l
     return fig
 
 
-def learning_curves(runs: dict[str, "Path | str"], title: str = "training and validation loss, validation F1"):
+def learning_curves(runs: dict[str, Path | str], title: str = "training and validation loss, validation F1"):
     """One panel per run (``{name: run folder}``) from its ``train_log.json``: losses, and validation F1 on the right axis."""
     from pathlib import Path
 
@@ -247,7 +249,7 @@ def learning_curves(runs: dict[str, "Path | str"], title: str = "training and va
     return fig
 
 
-def reward_figures(runs: dict[str, "Path | str"]) -> None:
+def reward_figures(runs: dict[str, Path | str]) -> None:
     """Show the GRPO reward figure of every run (``{reward set: run folder}``)."""
     from pathlib import Path
 

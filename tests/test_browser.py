@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from aims_kit import data, paths, results
+from aims_kit import data, paths
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(

@@ -92,7 +92,7 @@ def test_faithfulness_reward_grades_through_the_judge_and_caches(chat_endpoint):
     judge = judges.make_judge(f"chat:judge@{chat_endpoint.url}")
     reward = rewards.make_faithfulness_reward(judge)
     chat_endpoint.answer = "decent"
-    completions = [f"Intent: The user wants bread.; Harm: safe", chat("Intent: The user wants bread.; Harm: safe"), "safe"]
+    completions = ["Intent: The user wants bread.; Harm: safe", chat("Intent: The user wants bread.; Harm: safe"), "safe"]
     assert reward(completions, intent=[GOLD, GOLD, GOLD]) == [0.5, 0.5, 0.1]
     # one request for the repeated (gold, predicted) pair, none for the completion with no intent
     assert len(chat_endpoint.calls) == 1
