@@ -183,7 +183,9 @@ PROFILES: dict[str, dict] = {
 #: The default: ``cpu-full`` cut to about half an hour on 2 cores. Every cut is a budget, and
 #: each is measured against ``cpu-full`` (README): the intent target gets the label-only
 #: target's 100 steps (its validation F1 is still rising there, which the claims scoreboard
-#: notes); DPO trains 6 steps; the three students each see the same 320 training rows, a seeded
+#: notes); DPO mines 64 prompts (about 33 pairs, 30% safe) and trains 6 steps; benchmarks are a
+#: stratified 200-row sample (XSTest: 200 of 450; every table names the sample; three reasoning
+#: students on all 450 cost ~4 of the run's minutes: measured 32:27 with every row); the three students each see the same 320 training rows, a seeded
 #: sample (their 40 steps at batch 8 are one pass over them), so the ``synthetic_intent``
 #: condition writes 400 intents instead of 1,136 (~45 s instead of ~2 min); GRPO takes 2 steps
 #: (3 did not move the two reward sets apart: the scoreboard says so); 4 prompts timed one at a
@@ -193,6 +195,8 @@ PROFILES: dict[str, dict] = {
 PROFILES["cpu"] = {
     **PROFILES["cpu-full"],
     "condition_max_steps": {},
+    "dpo_max_prompts": 64,
+    "benchmark_limit": 200,
     "distill_max_rows": 320,
     "grpo_steps": 2,
     "grpo_eval_steps": 2,
