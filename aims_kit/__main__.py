@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--benchmark", required=True, help="registry name, e.g. xstest")
     ev.add_argument("--path", type=Path, default=None, help="local upstream file or hub export (default: a file in the benchmark folders or shipped with the kit, else the hub)")
     ev.add_argument("--limit", type=int, default=0, help="evaluate a seeded, label-stratified sample of N rows (0: all)")
-    ev.add_argument("--batch-size", type=int, default=32)
+    ev.add_argument("--batch-size", type=int, default=64)
     ev.add_argument("--max-new-tokens", type=int, default=None,
                     help="answer budget for every output format (default: the run's profile budgets, as its test split had)")
     ev.add_argument("--latency-sample", type=int, default=16, help="prompts timed one at a time for p50/p95 latency")

@@ -323,6 +323,17 @@ def balanced_head(frame: pd.DataFrame, limit: int) -> pd.DataFrame:
     return frame.groupby("label", group_keys=False).head(per_label).reset_index(drop=True)
 
 
+def balanced_sample(frame: pd.DataFrame, limit: int, seed: int) -> pd.DataFrame:
+    """:func:`balanced_head` of a seeded shuffle: equal rows per label, spread over the whole frame.
+
+    The train split keeps the source file's row order, grouped by source and category, so its
+    head is no sample of it.
+    """
+    if not limit or limit >= len(frame):
+        return frame
+    return balanced_head(frame.sample(frac=1.0, random_state=seed), limit)
+
+
 def stratified_sample(frame: pd.DataFrame, limit: int, seed: int = 0) -> pd.DataFrame:
     """At most ``limit`` rows, a seeded sample stratified on the label (``0``: all rows).
 

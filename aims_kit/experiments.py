@@ -211,7 +211,8 @@ def _mine_dpo_pairs(params: dict, splits: data.Splits, sft_dir: Path, variant: s
     from .judges import make_judge
 
     p = DPOParams.from_params(params)
-    settings = MiningSettings(k=p.dpo_k, temperature=p.dpo_temperature, max_new_tokens=p.max_new_tokens, variant=variant, seed=p.seed)
+    settings = MiningSettings(k=p.dpo_k, temperature=p.dpo_temperature, max_new_tokens=p.max_new_tokens, variant=variant,
+                              min_class_share=p.dpo_min_class_share, seed=p.seed)
     judge = make_judge(judge_spec) if variant == "judge" else None
     model, tokenizer = load_for_inference(sft_dir)
     generator = model_generator(model, tokenizer, batch_size=p.eval_batch_size)
@@ -220,7 +221,7 @@ def _mine_dpo_pairs(params: dict, splits: data.Splits, sft_dir: Path, variant: s
     limits = {"train": p.dpo_max_prompts, "val": max(16, p.dpo_max_prompts // 4) if p.dpo_max_prompts else 0}
     for split in ("train", "val"):
         set_seed(settings.seed)
-        frame = data.balanced_head(getattr(splits, split), limits[split])
+        frame = data.balanced_sample(getattr(splits, split), limits[split], settings.seed)
         mined[split], reports[split] = mine_pairs(frame, generator, settings, judge=judge)
     return MinedPairs(mined["train"], mined["val"], reports, settings)
 
@@ -289,9 +290,11 @@ def _distill_traces(params: dict, splits: data.Splits, trace_conditions: list[st
         sft = find_sft_run(out_dir)
         teacher = SelfIntentTeacher(teacher, sft_intent_writer(sft, batch_size=p.eval_batch_size, max_new_tokens=p.max_new_tokens),
                                     source=f"SFT run {sft.name}")
+    # A seeded sample, never a head (see data.balanced_sample): students trained on the first
+    # rows per label collapsed.
     limit = p.distill_max_rows
-    train = data.balanced_head(splits.train, limit)
-    val = data.balanced_head(splits.val, max(8, limit // 4) if limit else 0)
+    train = data.stratified_sample(splits.train, limit, seed=p.seed)
+    val = data.stratified_sample(splits.val, max(8, limit // 4) if limit else 0, seed=p.seed)
     trace_sets, skipped = collect_traces(teacher, train, val, trace_conditions)
     return trace_sets, skipped, teacher.name
 

@@ -50,7 +50,8 @@ class RunParams:
     lora_layers: int = 0
     #: Evaluate on at most this many test rows, balanced over labels (0: all).
     eval_limit: int = 0
-    eval_batch_size: int = 32
+    #: Rows per evaluation batch, within a padded-token cap (:data:`aims_kit.generation.BATCH_TOKENS`).
+    eval_batch_size: int = 64
     #: Answer budget of a non-reasoning output condition.
     max_new_tokens: int = 64
     #: Answer budget of a reasoning output condition (and the distillation teacher's).
@@ -111,6 +112,9 @@ class DPOParams(RunParams):
     dpo_temperature: float = 0.8
     #: Prompts mined per split, balanced over labels (0: all).
     dpo_max_prompts: int = 0
+    #: The share of the kept pairs the smaller class must make up (0.5: as many safe as harmful
+    #: pairs; see :class:`aims_kit.training.dpo_pairs.MiningSettings`).
+    dpo_min_class_share: float = 0.5
     #: 0 picks the paper's DPO rate (``aims_kit.experiments.PAPER_DPO_LR``).
     dpo_learning_rate: float = 0.0
     dpo_epochs: float = 3.0
@@ -127,7 +131,7 @@ class DPOParams(RunParams):
 class DistillParams(RunParams):
     """``04_distill``: teacher traces per trace condition, one student each."""
 
-    #: Training rows, balanced over labels (0: all).
+    #: Training rows, a seeded sample keeping the label shares (0: all); validation gets a quarter.
     distill_max_rows: int = 0
     #: Student steps; ``None`` uses ``max_steps``.
     distill_max_steps: int | None = None

@@ -138,3 +138,14 @@ def test_balanced_head_takes_the_first_rows_of_each_label():
     out = data.balanced_head(frame, 4)
     assert list(out["Prompt"]) == ["p0", "p1", "p3", "p4"]
     assert data.balanced_head(frame, 0) is frame and data.balanced_head(frame, 10) is frame
+
+
+def test_balanced_sample_spreads_over_the_frame_with_equal_rows_per_label():
+    # grouped like the train split (a source file's order): a head would take category "a" only
+    frame = pd.DataFrame({"Prompt": [f"p{i}" for i in range(200)], "label": ["harmful", "safe"] * 100,
+                          "category": ["a"] * 100 + ["b"] * 100})
+    out = data.balanced_sample(frame, 40, seed=3)
+    assert out["label"].value_counts().to_dict() == {"harmful": 20, "safe": 20}
+    assert set(out["category"]) == {"a", "b"}
+    assert out.equals(data.balanced_sample(frame, 40, seed=3)) and not out.equals(data.balanced_sample(frame, 40, seed=4))
+    assert data.balanced_sample(frame, 0, seed=3) is frame

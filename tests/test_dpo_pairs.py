@@ -209,3 +209,15 @@ def test_dpo_run_starts_from_a_frozen_copy_of_the_sft_adapter(splits, tmp_path):
     with pytest.raises(Exception, match="may only use the 'val' split"):
         train_dpo(sft_dir, mined.train, flipped_pairs(splits.test.head(4)),
                   settings=settings, dpo=DpoSettings(), run_dir=tmp_path / "bad")
+
+
+def test_min_class_share_caps_the_larger_class_and_keeps_all_of_the_smaller():
+    pairs = pd.DataFrame({"gold_label": ["harmful"] * 10 + ["safe"] * 3, "id": [str(i) for i in range(13)]})
+    kept, within = balance_pairs(pairs, "undersample", seed=0, min_class_share=0.3)
+    counts = kept["gold_label"].value_counts().to_dict()
+    assert counts == {"harmful": 7, "safe": 3} and within  # 3 safe are 30% of 10 pairs
+    assert balance_pairs(pairs, "undersample", seed=0)[0]["gold_label"].value_counts().to_dict() == {"harmful": 3, "safe": 3}
+    untouched, within = balance_pairs(pairs, "none", seed=0, min_class_share=0.3)
+    assert len(untouched) == 13 and not within
+    with pytest.raises(ValueError, match="min_class_share"):
+        MiningSettings(min_class_share=0.7)

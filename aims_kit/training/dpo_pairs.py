@@ -96,6 +96,11 @@ class MiningSettings:
     #: pair at all, undersampling would leave nothing to train on: then every pair is kept and
     #: the report says the set is unbalanced. ``none`` keeps every pair.
     balance: Balance = "undersample"
+    #: With ``undersample``: the share of the kept pairs the smaller class must make up (0.5:
+    #: equal counts). An SFT model that under-flags yields a pair from most harmful prompts but
+    #: from few safe ones; 0.3 keeps up to 7 harmful pairs per 3 safe ones, so more of the mined
+    #: pairs train while the label prior stays bounded.
+    min_class_share: float = 0.5
     seed: int = 22
 
     def __post_init__(self) -> None:
@@ -105,6 +110,8 @@ class MiningSettings:
             raise ValueError(f"unknown DPO variant {self.variant!r}; choose one of {', '.join(VARIANTS)}")
         if self.balance not in ("undersample", "none"):
             raise ValueError(f"unknown balance {self.balance!r}; choose undersample or none")
+        if not 0 < self.min_class_share <= 0.5:
+            raise ValueError(f"min_class_share must be in (0, 0.5], got {self.min_class_share}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -205,7 +212,7 @@ def mine_pairs(
         })
     pairs = pd.DataFrame(rows, columns=list(PAIR_COLUMNS))
     report.pairs_per_class_mined = _class_counts(pairs)
-    pairs, report.balanced = balance_pairs(pairs, settings.balance, settings.seed)
+    pairs, report.balanced = balance_pairs(pairs, settings.balance, settings.seed, settings.min_class_share)
     report.pairs_per_class = _class_counts(pairs)
     report.seconds = time.perf_counter() - start
     return pairs, report
@@ -234,17 +241,22 @@ def reclassify(generator: Generator, intents: Sequence[str | None], settings: Mi
     return labels
 
 
-def balance_pairs(pairs: pd.DataFrame, balance: Balance, seed: int) -> tuple[pd.DataFrame, bool]:
-    """Undersample the larger class to the smaller one's count; returns the pairs and whether they are balanced."""
+def balance_pairs(pairs: pd.DataFrame, balance: Balance, seed: int, min_class_share: float = 0.5) -> tuple[pd.DataFrame, bool]:
+    """Undersample the larger class until the smaller one makes up ``min_class_share`` of the pairs.
+
+    Returns the pairs and whether the classes are within that share (``True`` for equal counts
+    at 0.5). A class with no pair at all leaves nothing to balance against: every pair is kept.
+    """
     counts = _class_counts(pairs)
     smallest = min(counts.values())
+    cap = int(smallest * (1 - min_class_share) / min_class_share + 1e-9)
     if balance == "none" or smallest == 0:
-        return pairs, smallest > 0 and len(set(counts.values())) == 1
+        return pairs, smallest > 0 and max(counts.values()) <= cap
     rng = np.random.default_rng(seed)
     keep: list[int] = []
     for label in formats.LABELS:
         index = pairs.index[pairs["gold_label"] == label].to_numpy()
-        keep.extend(rng.choice(index, size=smallest, replace=False).tolist())
+        keep.extend(rng.choice(index, size=min(cap, len(index)), replace=False).tolist())
     return pairs.loc[sorted(keep)].reset_index(drop=True), True
 
 
