@@ -179,7 +179,7 @@ def mine_dpo_pairs(params: dict, splits: data.Splits, sft_dir: Path, variant: st
     p = DPOParams.from_params(params)
     if p.dpo_pairs_from:
         return read_dpo_pairs(p.dpo_pairs_from, variant)
-    return distributed.from_main(lambda: _mine_dpo_pairs(params, splits, sft_dir, variant, judge_spec))
+    return distributed.from_main(lambda: _mine_dpo_pairs(p, splits, sft_dir, variant, judge_spec))
 
 
 def read_dpo_pairs(path: str | Path, variant: str = "hard") -> MinedPairs:
@@ -205,12 +205,11 @@ def read_dpo_pairs(path: str | Path, variant: str = "hard") -> MinedPairs:
     return MinedPairs(train[columns], val[columns], {}, MiningSettings(variant=variant), source=str(file))
 
 
-def _mine_dpo_pairs(params: dict, splits: data.Splits, sft_dir: Path, variant: str, judge_spec: str) -> MinedPairs:
+def _mine_dpo_pairs(p: DPOParams, splits: data.Splits, sft_dir: Path, variant: str, judge_spec: str) -> MinedPairs:
     from transformers import set_seed
 
     from .judges import make_judge
 
-    p = DPOParams.from_params(params)
     settings = MiningSettings(k=p.dpo_k, temperature=p.dpo_temperature, max_new_tokens=p.max_new_tokens, variant=variant,
                               min_class_share=p.dpo_min_class_share, seed=p.seed)
     judge = make_judge(judge_spec) if variant == "judge" else None

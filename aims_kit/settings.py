@@ -50,7 +50,8 @@ class RunParams:
     lora_layers: int = 0
     #: Evaluate on at most this many test rows, balanced over labels (0: all).
     eval_limit: int = 0
-    #: Rows per evaluation batch, within a padded-token cap (:data:`aims_kit.generation.BATCH_TOKENS`).
+    #: Rows per evaluation batch, within a padded-token cap (:data:`aims_kit.generation.BATCH_TOKENS`
+    #: for scoring, :data:`aims_kit.generation.GENERATE_BATCH_TOKENS` for generation).
     eval_batch_size: int = 64
     #: Answer budget of a non-reasoning output condition.
     max_new_tokens: int = 64
