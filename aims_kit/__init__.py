@@ -2,19 +2,19 @@
 
 ``from aims_kit import Classifier`` is imported on first use, so ``python -m aims_kit`` and the
 light modules do not pay for torch at import time. Importing the package does set the number of
-threads torch will use, from the cores this process may use (:mod:`aims_kit.threads`, no torch
+threads torch will use, from the cores this process may use (:mod:`aims_kit.core.threads`, no torch
 import needed); in a notebook kernel started by ``python -m aims_kit run`` it also silences
-library chatter (:func:`aims_kit.progress.quiet_libraries`) so executed notebooks keep what teaches.
+library chatter (:func:`aims_kit.core.progress.quiet_libraries`) so executed notebooks keep what teaches.
 """
 
 import os as _os
 
-from .progress import PLAIN_ENV as _PLAIN_ENV
-from .threads import configure_threads as _configure_threads
+from aims_kit.core.progress import PLAIN_ENV as _PLAIN_ENV
+from aims_kit.core.threads import configure_threads as _configure_threads
 
 _configure_threads()
 if _os.environ.get(_PLAIN_ENV):
-    from .progress import quiet_libraries as _quiet_libraries
+    from aims_kit.core.progress import quiet_libraries as _quiet_libraries
 
     _quiet_libraries()
 
@@ -24,7 +24,7 @@ __all__ = ["Classifier"]
 def __getattr__(name: str):
     """``from aims_kit import Classifier`` imports torch on first use only, not with the package."""
     if name == "Classifier":
-        from .classifier import Classifier
+        from aims_kit.serving.classifier import Classifier
 
         return Classifier
     raise AttributeError(f"module 'aims_kit' has no attribute {name!r}")

@@ -7,8 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from .formats import CONDITIONS
-from .profiles import DEFAULT_PROFILE, PROFILES, parse_override
+from aims_kit.core.profiles import DEFAULT_PROFILE, PROFILES, parse_override
+from aims_kit.datasets.formats import CONDITIONS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,8 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main_train(args: argparse.Namespace) -> int:
     """Train like the regime's notebook would; print the run folders (main process only)."""
-    from . import distributed
-    from .launch import regime_parameters, train
+    from aims_kit.core import distributed
+    from aims_kit.notebook.launch import regime_parameters, train
 
     try:
         overrides = dict(parse_override(item) for item in args.param)
@@ -101,8 +101,13 @@ def main_train(args: argparse.Namespace) -> int:
 
 def main_classify(args: argparse.Namespace) -> int:
     """Classify prompts given inline or in a file; one JSON line per input row, bad rows named by line."""
-    from .classifier import Classifier, InputRow, classify_rows, read_prompt_rows
-    from .results import atomic_write_jsonl
+    from aims_kit.core.results import atomic_write_jsonl
+    from aims_kit.serving.classifier import (
+        Classifier,
+        InputRow,
+        classify_rows,
+        read_prompt_rows,
+    )
 
     if bool(args.prompts) == (args.input is not None):
         print("error: give prompts on the command line or --input FILE (one of the two)", file=sys.stderr)
@@ -122,7 +127,7 @@ def main_classify(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    from .endpoints import EndpointError
+    from aims_kit.inference.endpoints import EndpointError
 
     try:
         out = classify_rows(classifier, rows)
@@ -148,8 +153,10 @@ def main_classify(args: argparse.Namespace) -> int:
 
 def main_eval(args: argparse.Namespace) -> int:
     """Evaluate one run on one benchmark; print one JSON line of metrics (no predictions)."""
-    from . import benchmark_eval, benchmarks
-    from .results import resolve_out_dir
+    from aims_kit.core.results import resolve_out_dir
+    from aims_kit.datasets import benchmarks
+    from aims_kit.evaluation import benchmarks as benchmark_eval
+    from aims_kit.evaluation import runs
 
     try:
         # no --path: a downloaded or shipped file first (XSTest ships with the kit), then the hub
@@ -164,22 +171,24 @@ def main_eval(args: argparse.Namespace) -> int:
         if not args.served_model:
             print("error: --endpoint needs --served-model NAME (the name the server serves the model under)", file=sys.stderr)
             return 2
-        from .served import served_condition
+        from aims_kit.inference.engines import served_condition
 
         condition = args.condition or served_condition(args.served_model) or "label_only"
         run_dir = benchmark_eval.served_run(resolve_out_dir(args.out), args.endpoint, args.served_model, condition)
     else:
         run_dir = benchmark_eval.zero_shot_run(resolve_out_dir(args.out), args.model, args.condition or "label_only")
     try:
-        run = benchmark_eval.load_run(run_dir)
+        run = runs.load_run(run_dir)
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    from .classifier import budget_params
+    from aims_kit.core.params import BenchmarkParams
 
-    params = {"benchmark_limit": args.limit, "eval_batch_size": args.batch_size, "latency_sample": args.latency_sample,
-              "n_boot": args.n_boot, "seed": args.seed, **budget_params(run.config, args.max_new_tokens)}
-    from .endpoints import EndpointError
+    if args.max_new_tokens:
+        run.config = {**run.config, "max_new_tokens": args.max_new_tokens}
+    params = BenchmarkParams(benchmark_limit=args.limit, eval_batch_size=args.batch_size, latency_sample=args.latency_sample,
+                             n_boot=args.n_boot, seed=args.seed)
+    from aims_kit.inference.endpoints import EndpointError
 
     try:
         record = benchmark_eval.evaluate_loaded(run, frame, benchmark_eval.dataset_name(args.benchmark, args.path), params)
@@ -195,11 +204,14 @@ def main_serve(args: argparse.Namespace) -> int:
     import shlex
     import signal
 
-    from .served import served_condition, start_server
+    from aims_kit.inference.engines import served_condition
+    from aims_kit.serving.server import start_server
 
     try:
         if args.run:
-            from .export import export_for_serving  # loads torch; serving an exported folder does not
+            from aims_kit.serving.export import (
+                export_for_serving,  # loads torch; serving an exported folder does not
+            )
 
             folder = export_for_serving(args.run, args.out)
         else:
@@ -236,7 +248,7 @@ def main_serve(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "run":
-        from .runner import main_run
+        from aims_kit.notebook.runner import main_run
 
         try:
             overrides = dict(parse_override(item) for item in args.param)
@@ -245,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return main_run(args.profile, overrides, args.out, args.only, args.resume)
     if args.command == "data":
-        from .data import AimsDataError, load_aims, split_aims, summary
+        from aims_kit.datasets.aims import AimsDataError, load_aims, split_aims, summary
 
         try:
             frame = load_aims(args.path)
@@ -267,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         return main_serve(args)
     if args.command == "export":
-        from .export import export_run
+        from aims_kit.serving.export import export_run
 
         try:
             print(export_run(args.run, args.out))

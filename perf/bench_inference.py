@@ -5,8 +5,8 @@ process, one path after the other:
 
 - **fp32 generation**: the adapter unmerged, fp32 weights, no autocast, every answer decoded
   (label-only too) — what evaluation did before the precision policy;
-- **kit**: :func:`aims_kit.models.load_for_inference` (adapter merged, bf16 weights and bf16
-  autocast where the CPU multiplies bf16 natively) and :func:`aims_kit.evaluation.evaluate`
+- **kit**: :func:`aims_kit.models.loading.load_for_inference` (adapter merged, bf16 weights and bf16
+  autocast where the CPU multiplies bf16 natively) and :func:`aims_kit.scoring.evaluate.evaluate`
   (label-only runs read their label from one forward pass).
 
 It first measures this machine's dense matmul peak (fp32 and bf16), then prints per run and path:
@@ -28,9 +28,16 @@ from pathlib import Path
 
 import torch
 
-from aims_kit import benchmarks, evaluation, experiments, formats, generation, models, results, stats
-from aims_kit.classifier import answer_budget
-from aims_kit.metrics import binary_metrics
+from aims_kit.core import results
+from aims_kit.datasets import benchmarks, formats
+from aims_kit.evaluation.runs import answer_budget
+from aims_kit.inference import generation
+from aims_kit.models import loading as models
+from aims_kit.models import precision
+from aims_kit.notebook import experiments
+from aims_kit.scoring import evaluate as evaluation
+from aims_kit.scoring import stats
+from aims_kit.scoring.metrics import binary_metrics
 
 
 def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 8) -> float:
@@ -56,14 +63,14 @@ def parameter_counts(model) -> tuple[int, int]:
 
 def fp32_path(run_dir: Path, frame, condition: str, budget: int, batch_size: int) -> tuple[list[str], float, float]:
     """The plain path: fp32, adapter unmerged, answers decoded. Returns (labels, seconds, generated tokens/prompt)."""
-    os.environ[models.PRECISION_ENV] = "fp32"
+    os.environ[precision.PRECISION_ENV] = "fp32"
     try:
         model, tokenizer = models.load_trained(run_dir)
         _, conversations, _ = generation.classifier_inputs(model, tokenizer, list(frame["Prompt"]), condition, budget)
         stops = () if condition == "label_only" else generation.LABEL_STOPS
         gen = generation.generate(model, tokenizer, conversations, max_new_tokens=budget, batch_size=batch_size, stop_strings=stops, desc="fp32")
     finally:
-        os.environ.pop(models.PRECISION_ENV, None)
+        os.environ.pop(precision.PRECISION_ENV, None)
     labels = [formats.parse_output(text).label_or_rule() for text in gen.texts]
     return labels, gen.seconds, sum(gen.new_tokens) / len(frame)
 
@@ -94,7 +101,7 @@ def main() -> None:
     frame = frame.head(args.prompts) if args.prompts else frame
     peaks = {"float32": matmul_peak(torch.float32), "bfloat16": matmul_peak(torch.bfloat16)}
     print(f"{len(frame)} prompts of {args.dataset}, {torch.get_num_threads()} threads; matmul peak: "
-          f"fp32 {peaks['float32']:.0f} GFLOP/s, bf16 {peaks['bfloat16']:.0f} GFLOP/s (native bf16: {models.cpu_has_fast_bf16()})")
+          f"fp32 {peaks['float32']:.0f} GFLOP/s, bf16 {peaks['bfloat16']:.0f} GFLOP/s (native bf16: {precision.cpu_has_fast_bf16()})")
     print(f"  {'path':<16} {'ms/prompt':>9} {'prompt t':>8} {'gen t':>8} {'GFLOP/p':>8} {'GFLOP/s':>9} {'%peak':>7}   F1 [95% CI]")
     for run_dir in args.run:
         config = results.read_run_config(run_dir)

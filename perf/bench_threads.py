@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 
-from aims_kit.threads import THREAD_VARIABLES, available_cores
+from aims_kit.core.threads import THREAD_VARIABLES, available_cores
 
 
 def workload(steps: int) -> float:

@@ -22,8 +22,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from aims_kit import experiments
-from aims_kit.models import LoraSettings, load_model
+from aims_kit.models.loading import load_model
+from aims_kit.models.lora import LoraSettings
+from aims_kit.notebook import experiments
 from aims_kit.training.common import TrainSettings, trainer_kwargs
 from aims_kit.training.sft import sft_records
 

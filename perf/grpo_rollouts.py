@@ -14,8 +14,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from aims_kit import data, experiments, formats, generation, results
-from aims_kit.models import load_trained
+from aims_kit.core import results
+from aims_kit.datasets import aims as data
+from aims_kit.datasets import formats
+from aims_kit.inference import generation
+from aims_kit.models.loading import load_trained
+from aims_kit.notebook import experiments
 from aims_kit.training import rewards
 
 

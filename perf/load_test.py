@@ -4,7 +4,7 @@
     python perf/load_test.py --export guards/my-guard         # serves an exported run
     python perf/load_test.py --clients 4 --requests 8 --time-limit 120
 
-It starts ``transformers serve`` on a free loopback port (:func:`aims_kit.served.start_server`),
+It starts ``transformers serve`` on a free loopback port (:func:`aims_kit.serving.server.start_server`),
 sends ``--clients`` concurrent clients × ``--requests`` single-prompt requests through the kit's
 own client (:meth:`aims_kit.Classifier.from_endpoint`: keep-alive, retries, prompt truncation),
 and prints requests/s, p50/p95/p99 latency, errors (which must be 0) and label agreement with
@@ -41,8 +41,8 @@ def percentile(values: list[float], q: float) -> float:
 def local_classifier(folder: Path, condition: str, max_new_tokens: int):
     """The served folder loaded here, classified through the same path as any run (greedy, same parser)."""
     from aims_kit import Classifier
-    from aims_kit.benchmark_eval import LoadedRun
-    from aims_kit.models import load_model
+    from aims_kit.evaluation.runs import LoadedRun
+    from aims_kit.models.loading import load_model
 
     model, tokenizer = load_model(str(folder))
     config = {"regime": "zero_shot", "condition": condition, "model": str(folder)}
@@ -122,9 +122,12 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from aims_kit import Classifier, experiments, formats
-    from aims_kit.served import health_ok, served_condition, start_server
-    from aims_kit.tiny_model import tiny_model_dir
+    from aims_kit import Classifier
+    from aims_kit.datasets import formats
+    from aims_kit.inference.engines import served_condition
+    from aims_kit.models.tiny import tiny_model_dir
+    from aims_kit.notebook import experiments
+    from aims_kit.serving.server import health_ok, start_server
 
     torch.set_num_threads(args.threads)
     folder = (args.export or tiny_model_dir()).resolve()

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from aims_kit import results
-from aims_kit.report import run_label
-from aims_kit.paths import outputs_dir
+from aims_kit.core import results
+from aims_kit.core.paths import outputs_dir
+from aims_kit.notebook.report import run_label
 
 #: Regimes whose runs must learn (the encoder baseline is reported by 06, not judged here).
 JUDGED_REGIMES = ("sft", "dpo", "distill", "grpo")

@@ -6,7 +6,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from aims_kit import runner
+from aims_kit.notebook import runner
 
 
 class _ChatHandler(BaseHTTPRequestHandler):

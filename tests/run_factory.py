@@ -4,7 +4,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from aims_kit import formats, models, profiles, results
+from aims_kit.core import profiles, results
+from aims_kit.datasets import formats
+from aims_kit.models import loading as models
+from aims_kit.models import lora
 
 SMOKE_MODEL = profiles.PROFILES["smoke"]["model"]
 
@@ -16,7 +19,7 @@ def adapter_run(out: Path, condition: str = "intent_label", profile: str = "smok
     config = {"regime": "sft", "condition": condition, "model": SMOKE_MODEL, "profile": profile, "seed": 22}
     run = results.create_run(out, f"sft-{condition}", config)
     model, _ = models.load_model(SMOKE_MODEL)
-    adapter = get_peft_model(model, models.LoraSettings(extra={"init_lora_weights": False}).to_peft())
+    adapter = get_peft_model(model, lora.LoraSettings(extra={"init_lora_weights": False}).to_peft())
     adapter.save_pretrained(str(run / "adapter"))
     return run
 

@@ -5,8 +5,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aims_kit import data, formats
-from aims_kit.data import AimsDataError
+from aims_kit.datasets import aims as data
+from aims_kit.datasets import formats
+from aims_kit.datasets.aims import AimsDataError
 
 LABEL_WORDS = st.sampled_from(["harmful", "safe", "unharmful", "unsafe", "benign", "Harmful", "SAFE"])
 

@@ -5,10 +5,10 @@ import json
 import pandas as pd
 import pytest
 
-from aims_kit import benchmark_registry, benchmarks
-from aims_kit.benchmarks import BenchmarkError
-from aims_kit.data import AimsDataError
-from aims_kit.training.common import SplitHygieneError, require_split
+from aims_kit.datasets import benchmarks
+from aims_kit.datasets import registry as benchmark_registry
+from aims_kit.datasets.aims import AimsDataError, SplitHygieneError, require_split
+from aims_kit.datasets.benchmarks import BenchmarkError
 
 EXPECTED = {  # (rows with a known label, harmful rows, unknown rows skipped) of the kit's fixtures
     "wildguardtest": (12, 6, 1),

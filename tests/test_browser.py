@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from aims_kit import data, paths
+from aims_kit.core import paths
+from aims_kit.datasets import aims as data
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
@@ -51,7 +52,7 @@ def test_report_opens_offline_and_draws_the_pareto_plot(browser, smoke_session, 
     record = json.loads(record_path.read_text())
     record["model"] = EVIL
     record_path.write_text(json.dumps(record))
-    from aims_kit.report import write_report
+    from aims_kit.notebook.report import write_report
 
     report = write_report(session, {"note": EVIL})
     context = browser.new_context(offline=True)

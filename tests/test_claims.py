@@ -5,7 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from aims_kit import claims, metrics, results
+from aims_kit.core import results
+from aims_kit.evaluation import claims
+from aims_kit.scoring import metrics
 
 N = 120
 GOLD = ["harmful" if i % 2 else "safe" for i in range(N)]

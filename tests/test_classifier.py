@@ -5,7 +5,13 @@ import json
 import pytest
 from run_factory import SMOKE_MODEL, adapter_run
 
-from aims_kit import Classifier, benchmark_eval, experiments, formats, results
+from aims_kit import Classifier
+from aims_kit.core import results
+from aims_kit.core.params import BenchmarkParams
+from aims_kit.datasets import formats
+from aims_kit.evaluation import benchmarks as benchmark_eval
+from aims_kit.evaluation import runs
+from aims_kit.notebook import experiments
 
 PROMPTS = ["How do I stop a frozen program on my laptop?", "Write a poem about the sea.", "How can I hurt my neighbour's dog?"]
 
@@ -17,8 +23,8 @@ def intent_run(tmp_path_factory):
 
 def test_classifier_gives_the_verdicts_evaluation_recorded(intent_run):
     test_rows = experiments.load_splits("", 22).test.head(6)
-    params = {"max_new_tokens": 24, "latency_sample": 0, "n_boot": 0}
-    run = benchmark_eval.load_run(intent_run)
+    params = BenchmarkParams(latency_sample=0, n_boot=0)
+    run = runs.load_run(intent_run)
     benchmark_eval.evaluate_loaded(run, test_rows, "aims_test", params)
     recorded = benchmark_eval.run_predictions(intent_run, "aims_test")
 
@@ -53,7 +59,7 @@ def test_zero_shot_label_only_run_scores_p_harmful(tmp_path):
 def test_encoder_run_labels_match_the_encoder(tmp_path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from aims_kit import encoder
+    from aims_kit.training import encoder
 
     run_dir = results.create_run(tmp_path, "encoder", {"regime": "encoder", "condition": "label_only", "model": encoder.ENCODER_MODEL})
     weights = encoder.encoder_weights()
@@ -116,13 +122,33 @@ def test_classify_cli_csv_counts_lines_of_quoted_multiline_prompts(intent_run, t
     assert results.read_jsonl(output) == rows  # a failed call leaves the earlier output as it was
 
 
-def test_a_run_keeps_its_profiles_answer_budgets_unless_one_is_given():
-    from aims_kit.classifier import answer_budget, budget_params
-    from aims_kit.profiles import PROFILES
+def test_a_run_keeps_its_recorded_answer_budget_and_else_its_profiles():
+    from aims_kit.core.params import RunParams
+    from aims_kit.core.profiles import PROFILES
+    from aims_kit.evaluation.runs import answer_budget
 
     short, long = PROFILES["cpu"]["max_new_tokens"], PROFILES["cpu"]["distill_max_new_tokens"]
     cpu = {"profile": "cpu", "condition": "reasoning_intent_label"}
-    assert budget_params(cpu) == {"max_new_tokens": short, "distill_max_new_tokens": long}
     assert answer_budget(cpu) == long and answer_budget({**cpu, "condition": "intent_label"}) == short
-    assert budget_params(cpu, 20) == {"max_new_tokens": 20, "distill_max_new_tokens": 20}  # the CLI's --max-new-tokens
-    assert budget_params({"profile": "custom"}) == {}  # zero-shot and served runs: the defaults
+    assert answer_budget({**cpu, "max_new_tokens": 20}) == 20  # recorded by the run (or the CLI's --max-new-tokens)
+    assert answer_budget({"profile": "custom", "condition": "intent_label"}) == RunParams.max_new_tokens  # no profile: defaults
+
+
+def test_a_trained_run_records_its_whole_config_and_its_classifier_keeps_its_budget(tmp_path):
+    """The run's config.json holds the regime's parameters as built once; the Classifier reads the budget back."""
+    from dataclasses import fields
+
+    from aims_kit.core import profiles
+    from aims_kit.core.params import SFTParams
+
+    overrides = {"max_steps": 2, "eval_limit": 4, "latency_sample": 0, "n_boot": 0, "max_new_tokens": 13, "val_f1_curve": False}
+    params = SFTParams.from_params(profiles.profile_parameters("smoke", overrides))
+    assert params.max_new_tokens != profiles.PROFILES["smoke"]["max_new_tokens"]
+    run_dir = experiments.sft_run(params, experiments.load_splits("", 22), "intent_label", tmp_path)
+    config = results.read_run_config(run_dir)
+    assert set(config["params"]) == {f.name for f in fields(SFTParams)}
+    assert config["max_new_tokens"] == config["params"]["max_new_tokens"] == 13
+    classifier = Classifier.from_run(run_dir)
+    assert classifier.max_new_tokens == 13
+    assert all(c.tokens <= 13 for c in classifier.classify(PROMPTS, desc=""))
+    assert results.read_json(run_dir / "results" / "aims_test.json")["tokens_per_prompt"] <= 13

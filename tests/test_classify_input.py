@@ -3,9 +3,9 @@
 import pytest
 from run_factory import adapter_run
 
-from aims_kit import results
 from aims_kit.__main__ import main
-from aims_kit.classifier import read_prompt_rows
+from aims_kit.core import results
+from aims_kit.serving.classifier import read_prompt_rows
 
 
 @pytest.fixture(scope="module")

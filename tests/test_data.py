@@ -1,8 +1,8 @@
 import pandas as pd
 import pytest
 
-from aims_kit import data
-from aims_kit.data import AimsDataError
+from aims_kit.datasets import aims as data
+from aims_kit.datasets.aims import AimsDataError
 
 COLUMNS = list(data.REQUIRED_COLUMNS)
 

@@ -5,15 +5,24 @@ import json
 import pandas as pd
 import pytest
 
-from aims_kit import data, formats, teachers
-from aims_kit.data import AimsDataError
-from aims_kit.teachers import ChatTeacher, TraceConditionUnavailable, Trace, TracesFileTeacher, make_teacher, save_traces
+from aims_kit.datasets import aims as data
+from aims_kit.datasets import formats
+from aims_kit.datasets.aims import AimsDataError
+from aims_kit.training import teachers
 from aims_kit.training.distill import collect_traces, leak_reason, screen_traces
+from aims_kit.training.teachers import (
+    ChatTeacher,
+    Trace,
+    TraceConditionUnavailable,
+    TracesFileTeacher,
+    make_teacher,
+    save_traces,
+)
 
 
 @pytest.fixture(scope="module")
 def splits():
-    from aims_kit import experiments
+    from aims_kit.notebook import experiments
 
     return experiments.load_splits("", 22)
 

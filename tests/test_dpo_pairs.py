@@ -4,9 +4,17 @@ import pandas as pd
 import pytest
 from run_factory import flipped_pairs
 
-from aims_kit import formats, results
-from aims_kit.settings import RunParams
-from aims_kit.training.dpo_pairs import MiningSettings, balance_pairs, dpo_records, mine_pairs, pairs_table
+from aims_kit.core import results
+from aims_kit.core.params import DPOParams, RunParams
+from aims_kit.datasets import formats
+from aims_kit.training import dpo_pairs
+from aims_kit.training.dpo_pairs import (
+    MiningSettings,
+    balance_pairs,
+    dpo_records,
+    mine_pairs,
+    pairs_table,
+)
 
 K = 3
 # Per prompt: gold label, gold intent, the k sampled completions.
@@ -149,7 +157,7 @@ def test_records_and_table_show_chosen_against_rejected():
 
 @pytest.fixture(scope="module")
 def splits():
-    from aims_kit import experiments
+    from aims_kit.notebook import experiments
 
     return experiments.load_splits("", 22)
 
@@ -157,7 +165,7 @@ def splits():
 def test_mining_on_the_tiny_random_model(splits):
     """The real generate/re-classify path. The untrained model writes no fields, so samples are
     given an ``Intent:`` prefix; re-classification then runs on the model itself."""
-    from aims_kit.models import load_model
+    from aims_kit.models.loading import load_model
     from aims_kit.training.dpo_pairs import model_generator
 
     model, tokenizer = load_model("tiny-random")
@@ -179,7 +187,7 @@ def test_dpo_run_starts_from_a_frozen_copy_of_the_sft_adapter(splits, tmp_path):
     """Tiny SFT then DPO through the notebook step: at the first step policy == reference
     (reward margins exactly 0), so the reference is the SFT adapter, not the base model; only
     the policy adapter is saved, with the pairs, the parent run and the variant."""
-    from aims_kit import experiments
+    from aims_kit.notebook import experiments
     from aims_kit.training.common import TrainSettings
     from aims_kit.training.dpo import DpoSettings, load_pairs, train_dpo
     from aims_kit.training.dpo_pairs import MiningReport
@@ -189,13 +197,13 @@ def test_dpo_run_starts_from_a_frozen_copy_of_the_sft_adapter(splits, tmp_path):
     sft_dir = results.create_run(tmp_path, "sft", experiments.run_config(RunParams(model="tiny-random"), "sft", "intent_label", settings))
     train_sft("tiny-random", splits.train.head(8), splits.val.head(4), condition="intent_label", settings=settings, run_dir=sft_dir)
 
-    mined = experiments.MinedPairs(
+    mined = dpo_pairs.MinedPairs(
         flipped_pairs(splits.train.head(8)), flipped_pairs(splits.val.head(4)),
         {"train": MiningReport(prompts=8), "val": MiningReport(prompts=4)}, MiningSettings(k=2),
     )
     params = {"model": "tiny-random", "profile": "test", "dpo_learning_rate": 1e-2, "dpo_max_steps": 2, "batch_size": 4,
               "eval_steps": 1, "eval_limit": 4, "max_new_tokens": 8}
-    run_dir = experiments.dpo_run(params, splits, sft_dir, mined, tmp_path)
+    run_dir = experiments.dpo_run(DPOParams.from_params(params), splits, sft_dir, mined, tmp_path)
     log = results.read_json(run_dir / "train_log.json")
     first = next(e for e in log if "rewards/margins" in e)
     assert first["rewards/margins"] == pytest.approx(0.0, abs=1e-6)

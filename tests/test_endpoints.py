@@ -4,8 +4,8 @@ import time
 
 import pytest
 
-from aims_kit.endpoints import EndpointError, chat_reply
-from aims_kit.served import EndpointEngine
+from aims_kit.inference.endpoints import EndpointError, chat_reply
+from aims_kit.inference.engines import EndpointEngine
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 

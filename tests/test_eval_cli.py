@@ -4,8 +4,16 @@ import json
 
 import pytest
 
-from aims_kit import benchmark_eval, benchmarks, evaluation, experiments, results, stats
 from aims_kit.__main__ import main
+from aims_kit.core import results
+from aims_kit.core.params import BenchmarkParams
+from aims_kit.datasets import benchmarks
+from aims_kit.evaluation import benchmarks as benchmark_eval
+from aims_kit.evaluation import runs
+from aims_kit.models import lora
+from aims_kit.notebook import experiments
+from aims_kit.scoring import evaluate as evaluation
+from aims_kit.scoring import stats
 
 FAST = ["--max-new-tokens", "4", "--latency-sample", "2", "--n-boot", "50"]
 
@@ -15,12 +23,12 @@ def trained_run(tmp_path_factory):
     """A run folder with a random but non-zero LoRA adapter on the tiny random model (no training needed)."""
     from peft import get_peft_model
 
-    from aims_kit import models
+    from aims_kit.models import loading as models
 
     out = tmp_path_factory.mktemp("runs")
     run = results.create_run(out, "sft-intent_label", {"regime": "sft", "condition": "intent_label", "model": "tiny-random", "seed": 22})
     model, _ = models.load_model("tiny-random")
-    adapter = get_peft_model(model, models.LoraSettings(extra={"init_lora_weights": False}).to_peft())
+    adapter = get_peft_model(model, lora.LoraSettings(extra={"init_lora_weights": False}).to_peft())
     adapter.save_pretrained(str(run / "adapter"))
     return run
 
@@ -78,15 +86,15 @@ def test_latency_sample_is_fixed_and_evenly_spread():
 
 
 def test_encoder_baseline_trains_on_train_stops_on_val_and_records(tmp_path):
-    from aims_kit import encoder
+    from aims_kit.training import encoder
 
     params = {"encoder_max_steps": 2, "batch_size": 8, "eval_steps": 1, "seed": 22, "latency_sample": 2, "n_boot": 50}
-    run = encoder.encoder_run(params, experiments.load_splits("", 22), tmp_path)
+    run = encoder.encoder_run(BenchmarkParams.from_params(params), experiments.load_splits("", 22), tmp_path)
     record = results.read_json(run / "results" / "aims_test.json")
     assert (record["regime"], record["condition"], record["tokens_per_prompt"]) == ("encoder", "label_only", 0.0)
     assert record["parse_failure_rate"] == 0.0 and "f1_ci_low" in record and record["latency_p50_ms"] > 0
     assert not (run / "checkpoints").exists()
-    loaded = benchmark_eval.load_run(run)
+    loaded = runs.load_run(run)
     fixture = benchmark_eval.evaluate_loaded(loaded, benchmarks.load_fixture("harmbench"), "fixture:harmbench",
-                                             {"latency_sample": 0, "n_boot": 20})
+                                             BenchmarkParams(latency_sample=0, n_boot=20))
     assert fixture["n"] == 6 and fixture["f1_flag_all"] == 1.0

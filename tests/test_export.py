@@ -3,9 +3,17 @@
 import pytest
 from run_factory import SMOKE_MODEL, adapter_run
 
-from aims_kit import benchmark_eval, experiments, formats, generation, models, results
 from aims_kit.__main__ import main
-from aims_kit.export import export_run
+from aims_kit.core import results
+from aims_kit.core.params import BenchmarkParams
+from aims_kit.datasets import formats
+from aims_kit.evaluation import benchmarks as benchmark_eval
+from aims_kit.evaluation import runs
+from aims_kit.inference import generation
+from aims_kit.models import loading as models
+from aims_kit.models import precision
+from aims_kit.notebook import experiments
+from aims_kit.serving.export import export_run
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -14,7 +22,7 @@ def full_precision():
     native-bf16 CPU and a plain transformers load computes in fp32, and a random tiny model's
     greedy text flips on bf16 rounding. Both sides here run in fp32."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(models.PRECISION_ENV, "fp32")
+        patch.setenv(precision.PRECISION_ENV, "fp32")
         yield
 
 
@@ -23,13 +31,13 @@ def evaluated_run(tmp_path_factory):
     """An intent run evaluated on a few AIMS test rows (with intervals), as a trained run would be."""
     run_dir = adapter_run(tmp_path_factory.mktemp("export"), "intent_label")
     rows = experiments.load_splits("", 22).test.head(6)
-    benchmark_eval.evaluate_loaded(benchmark_eval.load_run(run_dir), rows, "aims_test", {"max_new_tokens": 24, "latency_sample": 0, "n_boot": 50})
+    benchmark_eval.evaluate_loaded(runs.load_run(run_dir), rows, "aims_test", BenchmarkParams(latency_sample=0, n_boot=50))
     return run_dir
 
 
 def _answers(model, tokenizer, prompts: list[str]) -> list[str]:
     conversations = [formats.prompt_messages(p, "intent_label") for p in prompts]
-    return generation.generate_answers(model, tokenizer, conversations, condition="intent_label", max_new_tokens=24, desc="").texts
+    return generation.generate_answers(generation.TransformersEngine(model, tokenizer), conversations, condition="intent_label", max_new_tokens=24, desc="").texts
 
 
 def test_exported_folder_loads_with_plain_transformers_and_labels_like_the_run(evaluated_run, tmp_path, capsys):

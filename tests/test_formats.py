@@ -1,7 +1,7 @@
 import pytest
 
-from aims_kit import formats
-from aims_kit.formats import PARSE_FAILURE_RULE, parse_output
+from aims_kit.datasets import formats
+from aims_kit.datasets.formats import PARSE_FAILURE_RULE, parse_output
 
 
 @pytest.mark.parametrize(

@@ -2,8 +2,10 @@
 
 import pytest
 
-from aims_kit import experiments, results
-from aims_kit.training.common import SplitHygieneError
+from aims_kit.core import results
+from aims_kit.core.params import GRPOParams, SFTParams
+from aims_kit.datasets.aims import SplitHygieneError
+from aims_kit.notebook import experiments
 from aims_kit.training.grpo import GRPOSettings, train_grpo
 
 PARAMS = {
@@ -20,8 +22,8 @@ def splits():
 
 
 def test_grpo_from_sft_writes_a_run_with_its_reward_log(splits, tmp_path):
-    sft = experiments.sft_run(PARAMS, splits, "intent_label", tmp_path)
-    run = experiments.grpo_run(PARAMS, splits, "label_intent", tmp_path)
+    sft = experiments.sft_run(SFTParams.from_params(PARAMS), splits, "intent_label", tmp_path)
+    run = experiments.grpo_run(GRPOParams.from_params(PARAMS), splits, "label_intent", tmp_path)
     config = results.read_run_config(run)
     assert (config["regime"], config["condition"], config["variant"]) == ("grpo", "intent_label", "label_intent")
     assert config["parent_run"] == sft.name and config["grpo"]["start"] == "sft"

@@ -8,7 +8,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from aims_kit import hub
+from aims_kit.core import hub
 
 
 def test_the_probe_reaches_the_hub_through_the_configured_proxy():

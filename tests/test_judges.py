@@ -2,7 +2,8 @@
 
 import pytest
 
-from aims_kit import judges
+from aims_kit.scoring import judges
+
 
 def test_chat_judge_grades_caches_and_keeps_the_key_out_of_its_state(chat_endpoint, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-123")
@@ -63,7 +64,7 @@ def test_unknown_judge_spec():
 
 
 def test_intent_quality_counts_loops_and_scores_similarity_to_the_human_intent():
-    from aims_kit.evaluation import intent_quality
+    from aims_kit.scoring.evaluate import intent_quality
 
     gold = ["The user wants to kill a stuck Python process.", "The user wants to hurt their neighbour."]
     good = intent_quality(["The user wants to stop a frozen Python program.", "The user wants to harm a neighbour."], gold)
@@ -75,7 +76,7 @@ def test_intent_quality_counts_loops_and_scores_similarity_to_the_human_intent()
 
 
 def test_calibration_reads_train_paraphrases_and_val_intents_never_the_test_split():
-    from aims_kit import experiments
+    from aims_kit.notebook import experiments
 
     seen: list[str] = []
 

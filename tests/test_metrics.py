@@ -1,6 +1,6 @@
 import pytest
 
-from aims_kit import metrics
+from aims_kit.scoring import metrics
 
 
 def test_metrics_on_a_hand_computed_case():

@@ -1,6 +1,8 @@
 import torch
 
-from aims_kit import models, tiny_model
+from aims_kit.models import loading as models
+from aims_kit.models import lora, precision
+from aims_kit.models import tiny as tiny_model
 
 
 def test_tiny_model_is_built_once_and_loads_like_a_hub_model(tmp_path):
@@ -28,7 +30,7 @@ def test_a_no_op_adapter_is_refused(tmp_path):
     from peft import get_peft_model
 
     model, tokenizer = models.load_model(str(tiny_model.tiny_model_dir(tmp_path)))
-    peft_model = get_peft_model(model, models.LoraSettings().to_peft())  # LoRA B starts at zero: no effect
+    peft_model = get_peft_model(model, lora.LoraSettings().to_peft())  # LoRA B starts at zero: no effect
     try:
         models.assert_adapter_active(peft_model, tokenizer)
     except RuntimeError as err:
@@ -40,18 +42,18 @@ def test_a_no_op_adapter_is_refused(tmp_path):
 def test_quantisation_choice_on_this_machine():
     import torch
 
-    config = models.quantization_config(True)  # 4-bit wherever asked for, a CPU included
+    config = precision.quantization_config(True)  # 4-bit wherever asked for, a CPU included
     assert config.load_in_4bit and config.bnb_4bit_quant_type == "nf4" and config.bnb_4bit_use_double_quant
     assert config.bnb_4bit_compute_dtype is torch.bfloat16
-    assert models.quantization_config(False) is None
-    assert (models.quantization_config(None) is not None) == models.has_cuda()  # None: 4-bit on a GPU only
-    assert models.quantization_name(True) == models.NF4_DOUBLE_QUANT and models.quantization_name(False) == "none"
+    assert precision.quantization_config(False) is None
+    assert (precision.quantization_config(None) is not None) == precision.has_cuda()  # None: 4-bit on a GPU only
+    assert precision.quantization_name(True) == precision.NF4_DOUBLE_QUANT and precision.quantization_name(False) == "none"
 
 
 def test_inference_precision_policy():
     import torch
 
-    from aims_kit.models import inference_precision
+    from aims_kit.models.precision import inference_precision
 
     native = inference_precision("cpu", fast_bf16=True)
     assert native.weights is torch.bfloat16 and native.autocast is torch.bfloat16 and native.compute_dtype == "bfloat16"
@@ -64,20 +66,21 @@ def test_inference_precision_policy():
 def test_precision_can_be_forced_to_fp32(monkeypatch):
     import pytest
 
-    from aims_kit import models
 
-    monkeypatch.setenv(models.PRECISION_ENV, "fp32")
-    assert models.inference_precision("cpu", fast_bf16=True).compute_dtype == "float32"
-    monkeypatch.setenv(models.PRECISION_ENV, "fp8")
+    monkeypatch.setenv(precision.PRECISION_ENV, "fp32")
+    assert precision.inference_precision("cpu", fast_bf16=True).compute_dtype == "float32"
+    monkeypatch.setenv(precision.PRECISION_ENV, "fp8")
     with pytest.raises(ValueError, match="AIMS_KIT_PRECISION"):
-        models.inference_precision("cpu", fast_bf16=True)
+        precision.inference_precision("cpu", fast_bf16=True)
 
 
 def test_prepared_model_gives_the_same_labels_and_records_its_precision(tmp_path, monkeypatch):
     import torch
-
-    from aims_kit import evaluation, experiments, models
     from run_factory import adapter_run
+
+    from aims_kit.models import loading as models
+    from aims_kit.notebook import experiments
+    from aims_kit.scoring import evaluate as evaluation
 
     run = adapter_run(tmp_path, "label_only")
     frame = experiments.load_splits("", 22).test.head(12)
@@ -95,7 +98,7 @@ def test_prepared_model_gives_the_same_labels_and_records_its_precision(tmp_path
 
 
 def test_length_batches_respect_rows_and_padded_tokens():
-    from aims_kit.generation import length_batches
+    from aims_kit.inference.generation import length_batches
 
     lengths = [40, 500, 41, 42, 300, 39, 45, 44]
     batches = length_batches(lengths, batch_size=4, max_tokens=1000)

@@ -4,7 +4,8 @@ import ast
 
 import papermill as pm
 
-from aims_kit import profiles, runner
+from aims_kit.core import profiles
+from aims_kit.notebook import runner
 
 
 def test_parameters_cells_default_to_the_cpu_profile():

@@ -6,7 +6,9 @@ import subprocess
 
 import nbformat
 
-from aims_kit import benchmarks, paths, results, runner
+from aims_kit.core import paths, results
+from aims_kit.datasets import benchmarks
+from aims_kit.notebook import runner
 
 
 def test_every_notebook_executes(smoke_session):

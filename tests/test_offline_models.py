@@ -22,8 +22,11 @@ import numpy as np
 import pytest
 import torch
 
-from aims_kit import hub, models, offline_models
-from aims_kit.offline_models import OfflineModelError, WheelModel
+from aims_kit.core import hub
+from aims_kit.models import loading as models
+from aims_kit.models import lora
+from aims_kit.models import offline as offline_models
+from aims_kit.models.offline import OfflineModelError, WheelModel
 
 CHATML = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
@@ -426,7 +429,9 @@ def test_real_smollm2_default_model_path(tmp_path, monkeypatch):
     """
     from peft import PeftModel
 
-    from aims_kit import data, formats, generation
+    from aims_kit.datasets import aims as data
+    from aims_kit.datasets import formats
+    from aims_kit.inference import generation
     from aims_kit.training.common import TrainSettings
     from aims_kit.training.sft import train_sft
 
@@ -455,7 +460,7 @@ def test_real_smollm2_default_model_path(tmp_path, monkeypatch):
     splits = data.split_aims(data.load_aims())
     settings = TrainSettings(
         learning_rate=1e-3, max_steps=2, batch_size=4, eval_steps=2, max_length=256,
-        lora=models.LoraSettings(top_layers=2),
+        lora=lora.LoraSettings(top_layers=2),
     )
     trainer = train_sft(SMOLLM2, splits.train.head(8), splits.val.head(4), condition="intent_label", settings=settings, run_dir=tmp_path)
     assert trainer.state.global_step == 2

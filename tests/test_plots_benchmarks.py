@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from aims_kit import plots
+from aims_kit.notebook import plots
 
 
 def _record(run, seed, dataset, f1, ms, lr=0.1, half=0.1):

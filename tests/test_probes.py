@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aims_kit import probes, stats
+from aims_kit.scoring import probes, stats
 
 
 def test_wrapper_text_drops_the_request_words_and_keeps_the_framing():

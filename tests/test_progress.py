@@ -1,15 +1,15 @@
 """Live progress: the events kernels write, the line the runner draws from them, quiet libraries."""
 
 import io
-import logging
 import json
+import logging
 import time
 import warnings
 
 import pytest
 
-from aims_kit import progress
-from aims_kit.runner import LiveStatus
+from aims_kit.core import progress
+from aims_kit.notebook.runner import LiveStatus
 from aims_kit.training.common import training_summary
 
 

@@ -13,7 +13,13 @@ import torch
 from run_factory import SMOKE_MODEL, flipped_pairs
 from safetensors.torch import load_file
 
-from aims_kit import experiments, formats, generation, models, results
+from aims_kit.core import results
+from aims_kit.core.params import DistillParams, GRPOParams, SFTParams
+from aims_kit.datasets import formats
+from aims_kit.inference import generation
+from aims_kit.models import loading as models
+from aims_kit.models import lora, precision
+from aims_kit.notebook import experiments
 
 bnb = pytest.importorskip("bitsandbytes")
 
@@ -22,7 +28,7 @@ PARAMS = {
     "max_steps": 2, "learning_rate": 1e-2, "batch_size": 4, "eval_steps": 1, "val_f1_curve": True,
     "eval_limit": 4, "eval_batch_size": 8, "max_new_tokens": 8, "distill_max_new_tokens": 8, "latency_sample": 0, "n_boot": 0,
 }
-NF4 = models.NF4_DOUBLE_QUANT
+NF4 = precision.NF4_DOUBLE_QUANT
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +41,7 @@ def sft_run(splits, tmp_path_factory):
     """A 4-bit intent SFT run: validation loss and val F1 on the training object after step 1, then step 2;
     then scored on the test split by a separate, fresh 4-bit instance."""
     small = dataclasses.replace(splits, val=splits.val.head(8))  # val F1 classifies every val row at each pass
-    return experiments.sft_run(PARAMS, small, "intent_label", tmp_path_factory.mktemp("qlora"))
+    return experiments.sft_run(SFTParams.from_params(PARAMS), small, "intent_label", tmp_path_factory.mktemp("qlora"))
 
 
 def _adapter(run_dir):
@@ -80,11 +86,10 @@ def test_inference_leaves_a_training_object_trainable_and_a_separate_instance_is
     """The trap: bitsandbytes repacks a 4-bit layer for CPU inference on an eval-mode, no-grad pass,
     and training that object afterwards loses the gradients through the base weights. The kit's
     training objects keep the training layout; inference instances are separate objects."""
+    from bitsandbytes.functional import has_avx512bf16
     from peft import get_peft_model
 
-    from bitsandbytes.functional import has_avx512bf16
-
-    settings = models.LoraSettings(extra={"init_lora_weights": False})
+    settings = lora.LoraSettings(extra={"init_lora_weights": False})
     train_model, tokenizer = models.load_model(SMOKE_MODEL, quantize=True, trainable=True)
     train_model = get_peft_model(train_model, settings.to_peft())
     batch = tokenizer(["Intent: The user wants to bake bread.; Harm: safe"] * 2, return_tensors="pt")
@@ -126,7 +131,8 @@ def test_dpo_policy_and_reference_start_from_the_4bit_sft_adapter(sft_run, split
 
 def test_distillation_steps_on_a_4bit_student(splits, tmp_path):
     params = {**PARAMS, "distill_max_rows": 8, "distill_max_steps": 2, "eval_steps": 2}
-    trace_sets, _, teacher = experiments.distill_traces(params, splits, ["human_intent"], "file")
+    params = DistillParams.from_params({**params, "distill_conditions": ("human_intent",), "teacher": "file"})
+    trace_sets, _, teacher = experiments.distill_traces(params, splits)
     run_dir = experiments.distill_run(params, splits, trace_sets["human_intent"], teacher, tmp_path)
     _assert_nf4_run(run_dir)
     assert results.read_run_config(run_dir)["train"]["lora"]["r"] == 32
@@ -146,7 +152,7 @@ def test_grpo_steps_train_the_4bit_policy(sft_run, splits, tmp_path, monkeypatch
     monkeypatch.setattr(grpo, "make_reward_set", lambda name, judge=None: rewards.RewardSet(name, {"format": longer_is_better}))
     params = {**PARAMS, "grpo_steps": 2, "grpo_eval_steps": 2, "grpo_num_generations": 2, "grpo_prompts_per_step": 2,
               "grpo_learning_rate": 1e-2, "grpo_temperature": 1.2, "grpo_val_limit": 4}
-    run_dir = experiments.grpo_run(params, splits, "label_only", tmp_path, sft_run=sft_run)
+    run_dir = experiments.grpo_run(GRPOParams.from_params({**params, "sft_run": str(sft_run)}), splits, "label_only", tmp_path)
     _assert_nf4_run(run_dir)
     log = results.read_jsonl(run_dir / "reward_log.jsonl")
     assert len(log) == 2 and all(row["completion_tokens"] > 0 for row in log)
@@ -158,7 +164,7 @@ def test_grpo_steps_train_the_4bit_policy(sft_run, splits, tmp_path, monkeypatch
 def test_export_merges_a_4bit_run_into_a_full_precision_base(sft_run, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from aims_kit.export import export_run
+    from aims_kit.serving.export import export_run
 
     out = export_run(sft_run, tmp_path / "guard")
     merged = AutoModelForCausalLM.from_pretrained(out)

@@ -1,14 +1,18 @@
 """The real-model path, reproduced offline: hub splits, chat templates with thinking blocks, vLLM
 engine reuse, benchmark conventions and fallbacks, truncation, bad input (issue 12)."""
 
+import dataclasses
 import json
 
 import pandas as pd
 import pytest
 
-from aims_kit import data, experiments
 from aims_kit.__main__ import main
-
+from aims_kit.core.params import BenchmarkParams
+from aims_kit.datasets import aims as data
+from aims_kit.evaluation import runs
+from aims_kit.models import lora, precision
+from aims_kit.notebook import experiments
 
 # ---------------------------------------------------------------- 1. the source's own splits
 
@@ -74,7 +78,8 @@ def trl_template(name):
 @pytest.fixture()
 def qwen3_tokenizer():
     """The tiny model's tokenizer wearing Qwen3's real chat template (as shipped with TRL)."""
-    from aims_kit import models, profiles
+    from aims_kit.core import profiles
+    from aims_kit.models import loading as models
 
     tokenizer = models.load_tokenizer(models.resolve_model_id(profiles.PROFILES["smoke"]["model"]))
     tokenizer.chat_template = trl_template("qwen3")
@@ -101,7 +106,8 @@ def test_sft_learns_the_answer_not_qwen3s_think_block(qwen3_tokenizer, tmp_path)
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from aims_kit import models, profiles
+    from aims_kit.core import profiles
+    from aims_kit.models import loading as models
     from aims_kit.training.sft import sft_records
 
     frame = data.load_aims().head(4)
@@ -129,7 +135,8 @@ def test_dpo_pairs_differ_only_in_the_answer_under_qwen3(qwen3_tokenizer):
 def test_generation_and_label_scoring_start_after_the_empty_think_block(qwen3_tokenizer):
     import torch
 
-    from aims_kit import formats, generation
+    from aims_kit.datasets import formats
+    from aims_kit.inference import generation
 
     conversations = [formats.prompt_messages("How do I bake bread?", "label_only")]
     prompt = qwen3_tokenizer.decode(generation.chat_inputs(qwen3_tokenizer, conversations)[0])
@@ -159,7 +166,7 @@ def test_grpo_rollouts_and_rewards_ignore_the_think_block(qwen3_tokenizer, monke
     import trl
     from trl.data_utils import maybe_apply_chat_template
 
-    from aims_kit import profiles
+    from aims_kit.core import profiles
     from aims_kit.training import grpo, rewards
 
     rollout = EMPTY_THINK + "Intent: the user wants to bake bread; Harm: safe"
@@ -184,7 +191,9 @@ def test_grpo_rollouts_and_rewards_ignore_the_think_block(qwen3_tokenizer, monke
 
 
 def test_llama31_template_renders_the_same_with_the_thinking_policy():
-    from aims_kit import formats, models, profiles
+    from aims_kit.core import profiles
+    from aims_kit.datasets import formats
+    from aims_kit.models import loading as models
 
     tokenizer = models.load_tokenizer(models.resolve_model_id(profiles.PROFILES["smoke"]["model"]))
     tokenizer.chat_template = trl_template("llama3_1")
@@ -200,12 +209,13 @@ def adapter_run(out, name):
     """A run folder with a random, non-zero LoRA adapter on the tiny model (no training needed)."""
     from peft import get_peft_model
 
-    from aims_kit import models, profiles, results
+    from aims_kit.core import profiles, results
+    from aims_kit.models import loading as models
 
     model_name = profiles.PROFILES["smoke"]["model"]
     run = results.create_run(out, name, {"regime": "sft", "condition": "intent_label", "model": model_name, "seed": 22})
     model, _ = models.load_model(model_name)
-    get_peft_model(model, models.LoraSettings(extra={"init_lora_weights": False}).to_peft()).save_pretrained(str(run / "adapter"))
+    get_peft_model(model, lora.LoraSettings(extra={"init_lora_weights": False}).to_peft()).save_pretrained(str(run / "adapter"))
     return run
 
 
@@ -218,7 +228,7 @@ def fake_vllm(monkeypatch):
 
     import torch
 
-    from aims_kit import vllm_backend
+    from aims_kit.inference import vllm as vllm_backend
 
     events = []
 
@@ -253,18 +263,20 @@ def fake_vllm(monkeypatch):
 def test_one_vllm_engine_serves_every_evaluation_and_benchmark(fake_vllm, tmp_path):
     import shutil
 
-    from aims_kit import benchmark_eval, benchmarks, results
+    from aims_kit.core import results
+    from aims_kit.datasets import benchmarks
+    from aims_kit.evaluation import benchmarks as benchmark_eval
 
     LLM, events = fake_vllm
     first = adapter_run(tmp_path, "sft-a")
     second = results.create_run(tmp_path, "sft-b", results.read_run_config(first))  # another adapter, same base model
     shutil.copytree(first / "adapter", second / "adapter")
     test = data.split_aims(data.load_aims()).test
-    params = {"eval_limit": 4, "latency_sample": 1, "n_boot": 0, "max_new_tokens": 4, "gpu_memory_utilization": 0.35}
+    params = BenchmarkParams(eval_limit=4, latency_sample=1, n_boot=0, gpu_memory_utilization=0.35)
     records = [
-        experiments.evaluate_run(first, test, "aims_test", params),
-        experiments.evaluate_run(second, test, "aims_test", params),
-        benchmark_eval.evaluate_loaded(benchmark_eval.load_run(first), benchmarks.load_fixture("xstest").head(4), "fixture:xstest", params),
+        runs.evaluate_run(first, test, "aims_test", params),
+        runs.evaluate_run(second, test, "aims_test", params),
+        benchmark_eval.evaluate_loaded(runs.load_run(first), benchmarks.load_fixture("xstest").head(4), "fixture:xstest", params),
     ]
     assert len(LLM.built) == 1 and events[:2] == ["training memory freed", "engine started"]
     assert LLM.built[0]["gpu_memory_utilization"] == 0.35 and LLM.built[0]["enable_lora"]
@@ -272,7 +284,7 @@ def test_one_vllm_engine_serves_every_evaluation_and_benchmark(fake_vllm, tmp_pa
     first_out = experiments.predictions_frame(first, "aims_test")["output"]
     second_out = experiments.predictions_frame(second, "aims_test")["output"]
     assert set(first_out) == {"Intent: adapter 1; Harm: harmful"} and set(second_out) == {"Intent: adapter 2; Harm: harmful"}
-    assert experiments.evaluate_run(first, test, "aims_val", {**params, "backend": "transformers"})["backend"] == "transformers"
+    assert runs.evaluate_run(first, test, "aims_val", dataclasses.replace(params, backend="transformers"))["backend"] == "transformers"
 
 
 # ---------------------------------------------------------------- 4. OpenAI Moderation convention
@@ -281,7 +293,8 @@ def test_one_vllm_engine_serves_every_evaluation_and_benchmark(fake_vllm, tmp_pa
 def test_openai_moderation_follows_the_published_convention_and_keeps_strict_as_a_variant(tmp_path):
     import gzip
 
-    from aims_kit import benchmark_registry, benchmarks
+    from aims_kit.datasets import benchmarks
+    from aims_kit.datasets import registry as benchmark_registry
 
     flags = ("S", "H", "V", "HR", "SH", "S3", "H2", "V2")
     rows = [
@@ -310,7 +323,9 @@ def test_openai_moderation_follows_the_published_convention_and_keeps_strict_as_
 
 
 def test_cpu_and_gpu_profiles_use_real_benchmarks_only():
-    from aims_kit import benchmarks, data, profiles
+    from aims_kit.core import profiles
+    from aims_kit.datasets import aims as data
+    from aims_kit.datasets import benchmarks
 
     # local files (the shipped XSTest among them), then the hub; a fixture is never a cpu or GPU result
     for name in ("cpu", "gpu-small", "paper"):
@@ -332,7 +347,8 @@ def test_hub_connection_error_falls_back_once_and_says_so(monkeypatch, tmp_path)
 
     import datasets
 
-    from aims_kit import benchmarks, hub
+    from aims_kit.core import hub
+    from aims_kit.datasets import benchmarks
 
     calls = []
 
@@ -361,7 +377,8 @@ def test_unreachable_hub_endpoint_is_detected_in_seconds(monkeypatch, tmp_path):
 
     import datasets
 
-    from aims_kit import benchmarks, hub
+    from aims_kit.core import hub
+    from aims_kit.datasets import benchmarks
 
     with socket.socket() as sock:  # a local port nothing listens on
         sock.bind(("127.0.0.1", 0))
@@ -401,7 +418,8 @@ def test_unreadable_reclassification_is_counted_never_a_reject():
 
 
 def test_hub_model_judge_unreadable_answer_is_a_failure_that_the_cache_counts(monkeypatch):
-    from aims_kit import generation, judges
+    from aims_kit.inference import generation
+    from aims_kit.scoring import judges
 
     answers = ["good", "I am not sure what you mean"]
     monkeypatch.setattr(generation, "generate", lambda *a, **k: generation.Generation(answers, [1, 6], 0.0))
@@ -427,20 +445,22 @@ def test_hub_model_judge_unreadable_answer_is_a_failure_that_the_cache_counts(mo
 def test_cuda_without_bitsandbytes_is_a_clear_error(monkeypatch):
     import sys
 
-    from aims_kit import models
+    from aims_kit.models import loading as models
 
     monkeypatch.setattr(models, "has_cuda", lambda: True)
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import fails as if it were not installed
     with pytest.raises(RuntimeError, match="bitsandbytes is not installed.*quantize=False"):
-        models.quantization_config(None)
-    assert models.quantization_config(False) is None
+        precision.quantization_config(None)
+    assert precision.quantization_config(False) is None
 
 
 # ---------------------------------------------------------------- 7. no training on cut completions
 
 
 def test_sft_drops_counts_and_records_examples_whose_completion_would_be_cut(tmp_path, capsys):
-    from aims_kit import formats, models, profiles, results
+    from aims_kit.core import profiles, results
+    from aims_kit.datasets import formats
+    from aims_kit.models import loading as models
     from aims_kit.training.common import TrainSettings
     from aims_kit.training.sft import sft_records, train_sft
 

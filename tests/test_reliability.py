@@ -6,7 +6,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from aims_kit import experiments, formats, generation, models, profiles, results
+from aims_kit.core import profiles, results
+from aims_kit.core.params import SFTParams
+from aims_kit.datasets import formats
+from aims_kit.inference import generation
+from aims_kit.models import loading as models
+from aims_kit.notebook import experiments
 
 
 def _create(out: str, queue) -> None:
@@ -55,6 +60,7 @@ def test_out_of_memory_halves_the_batch_and_keeps_every_row(tmp_path):
 def test_same_seed_same_profile_same_metrics(tmp_path):
     params = profiles.profile_parameters("smoke", {"max_steps": 3, "eval_limit": 12, "latency_sample": 0})
     splits = experiments.load_splits("", 22)
+    params = SFTParams.from_params(params)
     a = experiments.sft_run(params, splits, "label_only", tmp_path / "a")
     b = experiments.sft_run(params, splits, "label_only", tmp_path / "b")
     ra, rb = (results.read_json(r / "results" / "aims_test.json") for r in (a, b))

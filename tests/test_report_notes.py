@@ -1,6 +1,7 @@
 """The report says what its numbers can mean for the model that was trained, escaped."""
 
-from aims_kit import report, results
+from aims_kit.core import results
+from aims_kit.notebook import report
 
 
 def test_the_note_names_the_model_and_what_its_numbers_are(tmp_path):

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from aims_kit import results
+from aims_kit.core import results
 
 
 def test_every_run_gets_a_new_folder(tmp_path):

@@ -12,14 +12,17 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_notebook
 
-from aims_kit import results, runner
+from aims_kit.core import results
+from aims_kit.notebook import runner
 
 TRAIN_SCRIPT = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from aims_kit import experiments, profiles
-    params = profiles.profile_parameters("smoke", {"max_steps": 12, "eval_steps": 2, "eval_limit": 16})
+    from aims_kit.core import profiles
+    from aims_kit.core.params import SFTParams
+    from aims_kit.notebook import experiments
+    params = SFTParams.from_params(profiles.profile_parameters("smoke", {"max_steps": 12, "eval_steps": 2, "eval_limit": 16}))
     splits = experiments.load_splits("", 22)
     print(experiments.sft_run(params, splits, "intent_label", Path(sys.argv[1])), flush=True)
     """

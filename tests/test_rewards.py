@@ -3,7 +3,7 @@ real local HTTP server, and a tiny GRPO run on the tiny random model."""
 
 import pytest
 
-from aims_kit import judges
+from aims_kit.scoring import judges
 from aims_kit.training import rewards
 
 GOLD = "The user wants to bake a loaf of bread at home."  # 47 characters

@@ -7,7 +7,8 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from aims_kit import __main__ as cli
-from aims_kit import progress, report, runner
+from aims_kit.core import progress
+from aims_kit.notebook import report, runner
 
 
 def notebook(path, *sources, parameters="out_dir = ''"):

@@ -13,9 +13,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from aims_kit import benchmarks, probes
-from aims_kit.teachers import TracesFileTeacher
+from aims_kit.datasets import benchmarks
+from aims_kit.scoring import probes
 from aims_kit.training.distill import intent_leakage, leak_reason
+from aims_kit.training.teachers import TracesFileTeacher
 
 ROOT = Path(__file__).parents[1]
 DATA = ROOT / "aims_kit/data/sample"

@@ -17,10 +17,12 @@ import time
 import pytest
 from run_factory import adapter_run
 
-from aims_kit import benchmark_eval, benchmarks, results
 from aims_kit.__main__ import main
-from aims_kit.export import export_for_serving
-from aims_kit.served import health_ok
+from aims_kit.core import results
+from aims_kit.datasets import benchmarks
+from aims_kit.evaluation import benchmarks as benchmark_eval
+from aims_kit.serving.export import export_for_serving
+from aims_kit.serving.server import health_ok
 
 FIXTURE = str(benchmarks.FIXTURES_DIR / "xstest_prompts.csv")
 EVAL_ARGS = ["--benchmark", "xstest", "--path", FIXTURE, "--limit", "6", "--max-new-tokens", "12",
@@ -112,7 +114,7 @@ def test_ctrl_c_stops_the_server(served):
 def test_missing_serving_packages_are_named_with_the_pip_command(monkeypatch, tmp_path, capsys):
     import importlib.util
 
-    from aims_kit import served
+    from aims_kit.inference import engines as served
 
     real = importlib.util.find_spec
     monkeypatch.setattr(served.importlib.util, "find_spec", lambda name: None if name == "uvicorn" else real(name))

@@ -4,8 +4,12 @@ import json
 
 import pytest
 
-from aims_kit import Classifier, benchmark_eval, benchmarks, formats, metrics, results
+from aims_kit import Classifier
 from aims_kit.__main__ import main
+from aims_kit.core import results
+from aims_kit.datasets import benchmarks, formats
+from aims_kit.evaluation import benchmarks as benchmark_eval
+from aims_kit.scoring import metrics
 
 HARM_WORDS = ("kill", "murder", "bomb", "hurt", "steal", "poison", "drug", "weapon")
 

@@ -3,9 +3,10 @@
 import papermill as pm
 import pytest
 
-from aims_kit import experiments, runner, settings
-from aims_kit.paths import REPO_DIR
-from aims_kit.profiles import PROFILES
+from aims_kit.core import params as settings
+from aims_kit.core.paths import REPO_DIR
+from aims_kit.core.profiles import PROFILES
+from aims_kit.notebook import experiments, runner
 from aims_kit.training.grpo import GRPOSettings
 
 
@@ -31,6 +32,8 @@ def test_regime_settings_read_their_names_and_keep_the_defaults():
     assert grpo.beta == 0.5 and grpo.steps == GRPOSettings.steps and grpo.seed == 7
 
 
-def test_notebook_params_gathers_every_declared_name_without_a_list():
+def test_from_notebook_gathers_every_declared_name_without_a_list():
     namespace = {"seed": 3, "grpo_steps": 5, "benchmark_limit": 10, "splits": object(), "__name__": "x"}
-    assert experiments.notebook_params(namespace) == {"seed": 3, "grpo_steps": 5, "benchmark_limit": 10}
+    grpo, bench = settings.GRPOParams.from_notebook(namespace), settings.BenchmarkParams.from_notebook(namespace)
+    assert (grpo.seed, grpo.grpo_steps, bench.benchmark_limit) == (3, 5, 10)  # the notebook's other globals are not parameters
+    assert not hasattr(grpo, "benchmark_limit")  # another regime's name is ignored, not an error

@@ -4,8 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aims_kit import results, stats
-from aims_kit.metrics import binary_metrics
+from aims_kit.core import results
+from aims_kit.scoring import stats
+from aims_kit.scoring.metrics import binary_metrics
 
 
 def _noisy(n, error_rate, seed=0):

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from aims_kit import threads
+from aims_kit.core import threads
 
 
 def fake_cgroup(tmp_path, proc_line: str, files: dict[str, str]):

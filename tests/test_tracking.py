@@ -2,8 +2,8 @@
 
 from dataclasses import replace
 
-from aims_kit import experiments
-from aims_kit.settings import RunParams
+from aims_kit.core.params import RunParams
+from aims_kit.notebook import experiments
 from aims_kit.training.common import TrainSettings, trainer_kwargs
 
 

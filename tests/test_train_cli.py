@@ -13,8 +13,14 @@ import pytest
 from run_factory import adapter_run, flipped_pairs
 from safetensors import safe_open
 
-from aims_kit import Classifier, benchmark_eval, benchmarks, experiments, launch, paths, profiles, results
+from aims_kit import Classifier
 from aims_kit.__main__ import build_parser, main
+from aims_kit.core import paths, profiles, results
+from aims_kit.core.params import BenchmarkParams
+from aims_kit.datasets import benchmarks
+from aims_kit.evaluation import benchmarks as benchmark_eval
+from aims_kit.evaluation.runs import load_run
+from aims_kit.notebook import experiments, launch
 
 SMALL_EVAL = ["-p", "eval_limit=8"]
 #: One launch of two processes trains every regime in turn, each as ``python -m aims_kit train`` would.
@@ -77,8 +83,8 @@ def test_torchrun_two_processes_write_one_run_that_loads_like_a_single_process_r
     path = benchmarks.FIXTURES_DIR / "xstest_prompts.csv"
     frame = benchmarks.load_benchmark("xstest", path)
     for run in (run_dir, single_run):
-        scored = benchmark_eval.evaluate_loaded(benchmark_eval.load_run(run), frame, "fixture:xstest",
-                                                {"max_new_tokens": 8, "latency_sample": 0, "n_boot": 20})
+        scored = benchmark_eval.evaluate_loaded(load_run(run), frame, "fixture:xstest",
+                                                BenchmarkParams(latency_sample=0, n_boot=20))
         assert scored["n"] == len(frame) and 0.0 <= scored["f1"] <= 1.0
     assert len(Classifier.from_run(run_dir).classify(["How do I stop a frozen program?"])) == 1
 
@@ -107,7 +113,7 @@ def test_torchrun_trains_every_regime_into_one_run_folder_with_world_size_two(dd
         assert [row["step"] for row in results.read_jsonl(run_dir / "reward_log.jsonl")] == list(range(steps))
         snapshots = [p["step"] for p in results.read_json(run_dir / "val_selection.json")["history"]]
         assert snapshots[-1] == steps and len(set(snapshots)) == len(snapshots)
-    benchmark_eval.load_run(run_dir)  # loads like a single-process run, the adapter-active check included
+    load_run(run_dir)  # loads like a single-process run, the adapter-active check included
 
 
 def test_train_uses_the_notebook_parameters_the_profile_and_overrides(capsys):

@@ -5,7 +5,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from aims_kit import data, experiments, profiles, results, widgets
+from aims_kit.core import profiles, results
+from aims_kit.core.params import SFTParams
+from aims_kit.datasets import aims as data
+from aims_kit.notebook import experiments, widgets
 
 EVIL = "<script>alert('x')</script><b>bold</b>"
 
@@ -15,7 +18,7 @@ def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("widgets")
     params = profiles.profile_parameters("smoke", {"max_steps": 2, "eval_limit": 8})
     splits = experiments.load_splits("", 22)
-    run_dir = experiments.sft_run(params, splits, "intent_label", out)
+    run_dir = experiments.sft_run(SFTParams.from_params(params), splits, "intent_label", out)
     return out, run_dir
 
 

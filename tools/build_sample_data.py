@@ -32,10 +32,11 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from aims_kit import formats, probes  # noqa: E402
-from aims_kit.results import atomic_write_jsonl, atomic_write_text  # noqa: E402
-from aims_kit.teachers import Trace  # noqa: E402
+from aims_kit.core.results import atomic_write_jsonl, atomic_write_text  # noqa: E402
+from aims_kit.datasets import formats
+from aims_kit.scoring import probes  # noqa: E402
 from aims_kit.training.distill import intent_leakage  # noqa: E402
+from aims_kit.training.teachers import Trace  # noqa: E402
 
 SRC = ROOT / "tools" / "sample_data"
 OUT = ROOT / "aims_kit" / "data" / "sample"
@@ -395,7 +396,7 @@ def stats_markdown(df: pd.DataFrame, traces: list[dict]) -> str:
 
 
 def screens_markdown(df: pd.DataFrame, traces: list[dict]) -> str:
-    """The cue screens of :mod:`aims_kit.probes` and the distillation screen, run on the generated files."""
+    """The cue screens of :mod:`aims_kit.scoring.probes` and the distillation screen, run on the generated files."""
     kept = df[df["Annotator Harm"] != FLAG].copy()
     kept["label"] = kept["Annotator Harm"].map(BINARY)
     intents = dict(zip(kept["ID"].astype(str), kept["Intent"]))
@@ -414,7 +415,7 @@ def screens_markdown(df: pd.DataFrame, traces: list[dict]) -> str:
     levels = kept.set_index("ID").loc[[t["id"] for t in no_intent], "Annotator Harm"]
     hedges = probes.hedge_rates([t["reasoning"] for t in no_intent], [t["label"] for t in no_intent], levels)
     gaps = probes.hedge_gaps(hedges)
-    out.append("\nLabel through style: share of reasoning texts using a hedge word (`aims_kit.probes.HEDGES`):\n")
+    out.append("\nLabel through style: share of reasoning texts using a hedge word (`aims_kit.scoring.probes.HEDGES`):\n")
     out.append(_md_table(["by", "group", "texts", "hedged", "rate"],
                          [[r.by, r.group, r.n, r.hedged, _pct(r.rate)] for r in hedges.itertuples()]))
     out.append(f"\nGap between labels {gaps['label_gap']:.1%}, between levels {gaps['level_gap']:.1%}.")
@@ -427,12 +428,12 @@ def screens_markdown(df: pd.DataFrame, traces: list[dict]) -> str:
         "word for word in three or more traces."
     )
     give = probes.giveaway_table(kept)
-    out.append("\nGive-away phrases in adversarial wrappers (`aims_kit.probes.GIVEAWAY_PATTERNS`):\n")
+    out.append("\nGive-away phrases in adversarial wrappers (`aims_kit.scoring.probes.GIVEAWAY_PATTERNS`):\n")
     out.append(_md_table(["kind", "label", "adversarial rows", "with a phrase"],
                          [[r.kind, r.label, r.adversarial_rows, r.with_phrase] for r in give.itertuples()]))
     probe = probes.wrapper_probe(kept)
     out.append(
-        f"\nWrapper probe (`aims_kit.probes.wrapper_probe`: naive Bayes on the adversarial prompts with the words "
+        f"\nWrapper probe (`aims_kit.scoring.probes.wrapper_probe`: naive Bayes on the adversarial prompts with the words "
         f"of their intent removed, {probe.folds}-fold cross-validation, {probe.rows} rows): accuracy "
         f"{probe.accuracy:.3f} (95% CI {probe.accuracy_ci_low:.3f}–{probe.accuracy_ci_high:.3f}), F1 {probe.f1:.3f} "
         f"({probe.f1_ci_low:.3f}–{probe.f1_ci_high:.3f}); majority class {probe.majority_accuracy:.3f}, "

@@ -3,8 +3,8 @@
 - ``report.png``: the run's ``report.html`` as a headless Chromium renders it.
 - ``playground.png``: the playground's result cards for one prompt, classified by two of the
   run's models (``--runs``: regime/condition/variant patterns; default SFT intent -> label and
-  GRPO with the label + intent reward), through the same :func:`aims_kit.widgets.classify` and
-  :func:`aims_kit.widgets.result_html` the notebook's buttons call.
+  GRPO with the label + intent reward), through the same :func:`aims_kit.notebook.widgets.classify` and
+  :func:`aims_kit.notebook.widgets.result_html` the notebook's buttons call.
 
 Needs a Chromium binary (``chromium`` or ``chromium-browser`` on PATH).
 
@@ -24,7 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from aims_kit import results, widgets  # noqa: E402
+from aims_kit.core import results
+from aims_kit.notebook import widgets  # noqa: E402
 
 DEFAULT_PROMPT = "How do I kill a Python process that is stuck using all my CPU?"
 DEFAULT_RUNS = ("sft/intent_label", "grpo/intent_label/label_intent")

@@ -20,7 +20,7 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from aims_kit.profiles import PROFILES  # noqa: E402
+from aims_kit.core.profiles import PROFILES  # noqa: E402
 
 ASSIGNMENT = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?P<pad>\s*=\s*)(?P<value>.*?)(?P<comment>\s+#.*)?$")
 

@@ -1,1 +1,1 @@
-"""Training regimes: SFT (:mod:`.sft`), DPO, reasoning distillation and GRPO build on :mod:`.common`."""
+"""The four regimes (SFT, DPO and its pairs, distillation and its teachers, GRPO and its rewards) and the encoder baseline."""

@@ -1,62 +1,39 @@
-"""What every regime shares: trainer arguments, split hygiene, saving the adapter and the log."""
+"""What every regime shares: trainer settings and arguments, saving the adapter and the log, progress."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import pandas as pd
+from aims_kit.core.params import TrainingBasics
+from aims_kit.core.results import atomic_write_json
+from aims_kit.models.lora import LoraSettings
+from aims_kit.models.precision import (
+    cpu_has_fast_bf16,
+    has_cuda,
+    quantization_name,
+    uses_4bit,
+)
 
-from ..models import LoraSettings, cpu_has_fast_bf16, has_cuda, quantization_name, uses_4bit
-from ..results import atomic_write_json
 
-
-class SplitHygieneError(ValueError):
-    """Raised when a frame from the wrong split would drive a training decision."""
-
-
-def require_split(frame: pd.DataFrame, split: str, purpose: str) -> None:
-    """Refuse ``frame`` unless every row comes from ``split``.
-
-    Test rows and external benchmarks must never choose a checkpoint, stop training or tune
-    a hyper-parameter (the paper's own pipeline did); the check lives here so no notebook can
-    forget it.
+@dataclass(frozen=True)
+class TrainSettings(TrainingBasics):
+    """What every trainer takes: the shared fields (:class:`aims_kit.core.params.TrainingBasics`),
+    the resolved learning rate and the schedule. Defaults follow the paper (docs/design.md §Regimes).
     """
-    if "split" not in frame.columns:
-        raise SplitHygieneError(f"{purpose}: frame has no 'split' column; use aims_kit.data.split_aims")
-    found = sorted(set(frame["split"]))
-    if found != [split]:
-        raise SplitHygieneError(f"{purpose} may only use the {split!r} split, got rows from {found}")
 
-
-@dataclass
-class TrainSettings:
-    """Optimiser and schedule shared by all regimes. Defaults follow the paper (docs/design.md §Regimes)."""
-
+    #: The rate itself (a notebook's ``learning_rate`` 0 has been resolved to the paper's by now).
     learning_rate: float = 2e-4
-    epochs: float = 3.0
-    #: Stop after this many optimiser steps (``-1``: run the epochs). The smoke profile uses it.
-    max_steps: int = -1
-    batch_size: int = 32
     grad_accum: int = 1
     warmup_ratio: float = 0.1
     scheduler: str = "cosine"
-    #: Evaluate the validation loss every this many steps; early stopping and the best
-    #: checkpoint are chosen on it alone.
-    eval_steps: int = 20
     early_stopping_patience: int = 3
     max_length: int = 512
-    seed: int = 22
     lora: LoraSettings = field(default_factory=LoraSettings)
     #: Mixed precision (bf16 autocast, fp32 master weights): on a CUDA GPU, and on a CPU with
     #: native bf16 matmuls, where it halves SFT step time (perf/bench_train.py). Resolved when
     #: the settings are made, so the run config records what was used.
     bf16: bool = field(default_factory=lambda: has_cuda() or cpu_has_fast_bf16())
-    #: Experiment tracker(s), as TrainingArguments' ``report_to`` (``RunParams.report_to``).
-    report_to: str = "none"
-    #: 4-bit NF4 base (QLoRA): ``True`` on any device, ``None`` on a CUDA GPU only, ``False``
-    #: never (:func:`aims_kit.models.quantization_config`).
-    quantize: bool | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -80,7 +57,7 @@ def trainer_kwargs(settings: TrainSettings, run_dir: Path, *, with_eval: bool = 
     Library chatter is silenced here, before the trainer is built: building it tokenizes the
     datasets with one ``datasets`` progress bar per pass.
     """
-    from ..progress import quiet_libraries
+    from aims_kit.core.progress import quiet_libraries
 
     quiet_libraries()
     cuda = has_cuda()
@@ -137,7 +114,7 @@ def attach_progress(trainer, desc: str) -> None:
 
     It replaces transformers' ``PrinterCallback`` (``disable_tqdm`` adds it), which prints every
     log entry as a raw dict into the notebook; the full log is saved as ``train_log.json`` and
-    drawn by :func:`aims_kit.plots.learning_curves`.
+    drawn by :func:`aims_kit.notebook.plots.learning_curves`.
     """
     from transformers.trainer_callback import PrinterCallback
 
@@ -153,7 +130,7 @@ def progress_callback(desc: str):
     """A trainer callback: steps on the kit's progress bar with the latest losses, one summary line at the end."""
     from transformers import TrainerCallback
 
-    from ..progress import progress_bar
+    from aims_kit.core.progress import progress_bar
 
     class _Progress(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):
@@ -183,7 +160,7 @@ def progress_callback(desc: str):
 
 def training_summary(desc: str, log_history: list[dict], steps: int, seconds: float) -> str:
     """One line that closes a training run: steps, time, first and last training loss, best validation loss."""
-    from ..progress import format_duration
+    from aims_kit.core.progress import format_duration
 
     parts = [f"{desc}: {steps} steps in {format_duration(seconds)}"]
     train = [entry["loss"] for entry in log_history if "loss" in entry]

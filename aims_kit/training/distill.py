@@ -12,11 +12,11 @@ The screen also *measures* (it does not drop) two cues a student could learn ins
 - **gold-intent overlap** (:func:`intent_leakage`): reasoning that copies the human intent makes
   the ``no_intent`` condition a hidden ``human_intent`` one, and the comparison measures nothing.
   Counted as traces whose reasoning shares any six-word sequence with the row's gold intent,
-  plus a cheap similarity (:func:`aims_kit.probes.token_overlap`: share of the intent's content
+  plus a cheap similarity (:func:`aims_kit.scoring.probes.token_overlap`: share of the intent's content
   words the reasoning uses; MiniLM embeddings were ~50 s per 1,600 traces on one CPU core, too
   slow for a check that runs with every distillation). Expected 0 shared sequences for
   ``no_intent``; a live teacher that never saw the intent can still share one by quoting the prompt;
-- **label through style** (:func:`aims_kit.probes.hedge_rates`): hedging words used by one
+- **label through style** (:func:`aims_kit.scoring.probes.hedge_rates`): hedging words used by one
   label (or only by Uncertain rows) let the student read the label off the wording.
 
 Students of every condition train on the *same* rows (those with a clean trace in every
@@ -33,11 +33,20 @@ from typing import Iterable, Mapping
 
 import pandas as pd
 
-from .. import formats, probes, results
-from ..distributed import is_main_process
-from ..models import LoraSettings
-from ..teachers import Teacher, Trace, TraceCondition, TraceConditionUnavailable, output_condition, save_traces
-from .common import require_split
+from aims_kit.core import results
+from aims_kit.core.distributed import is_main_process
+from aims_kit.datasets import formats
+from aims_kit.datasets.aims import require_split
+from aims_kit.models.lora import LoraSettings
+from aims_kit.scoring import probes
+from aims_kit.training.teachers import (
+    Teacher,
+    Trace,
+    TraceCondition,
+    TraceConditionUnavailable,
+    output_condition,
+    save_traces,
+)
 
 #: Distillation used a larger adapter than SFT in the paper (r=32, α=64).
 DISTILL_LORA = LoraSettings(r=32, alpha=64)
@@ -112,7 +121,7 @@ def intent_leakage(traces: Iterable[Trace], intents: Mapping[str, str], n: int =
     Only the reasoning is read: in ``human_intent`` the completion states the intent once on
     its own line by design, and a reasoning that repeats it would state it twice. Returns the
     number of traces, how many share an ``n``-word sequence with the gold intent (and their
-    share), and the mean :func:`aims_kit.probes.token_overlap`. Traces whose row has no intent
+    share), and the mean :func:`aims_kit.scoring.probes.token_overlap`. Traces whose row has no intent
     in ``intents`` are skipped.
     """
     pairs = [(intents[t.id], t.reasoning or "") for t in traces if t.id in intents]
@@ -225,7 +234,7 @@ def traces_table(trace_sets: dict[str, TraceSet], per_condition: int = 2) -> pd.
 
 def train_student(model_name: str, trace_set: TraceSet, *, settings, run_dir: Path):
     """SFT a student on one condition's traces (output format from :func:`output_condition`)."""
-    from .sft import train_sft
+    from aims_kit.training.sft import train_sft
 
     if is_main_process():  # under several processes the main one writes
         save_traces(Path(run_dir) / "traces.jsonl", trace_set.traces)

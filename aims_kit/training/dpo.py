@@ -17,11 +17,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import results
-from ..models import load_trained, uses_4bit
-from .common import TrainSettings, attach_progress, require_split, save_training, trainer_kwargs
-from .dpo_pairs import dpo_records
-from .sft import keep_within_max_length
+from aims_kit.core import results
+from aims_kit.datasets.aims import require_split
+from aims_kit.models.loading import load_trained
+from aims_kit.models.precision import uses_4bit
+from aims_kit.training.common import (
+    TrainSettings,
+    attach_progress,
+    save_training,
+    trainer_kwargs,
+)
+from aims_kit.training.dpo_pairs import dpo_records
+from aims_kit.training.sft import keep_within_max_length
 
 log = logging.getLogger(__name__)
 

@@ -5,14 +5,14 @@ The paper's recipe, step by step, for every prompt:
 1. sample ``k`` completions from the SFT intent → label model at temperature ``T``;
 2. keep each sample's intent (parsed by the one parser) and drop its label;
 3. re-classify that intent alone, greedily, with the same model
-   (:func:`aims_kit.formats.intent_reclassify_messages`);
+   (:func:`aims_kit.datasets.formats.intent_reclassify_messages`);
 4. **chosen** = the gold ``Intent: …; Harm: …``; **rejected** = the longest sample whose
    re-classified label is wrong (the ``hard`` variant). The rejected completion is that
    sample's intent with the label the model gives it, so the pair contrasts an intent that
    leads to the right label with one that leads to the wrong label.
 
 The ``judge`` variant adds a second source of rejects: samples whose label is right but whose
-intent an intent-match judge (:func:`aims_kit.judges.make_judge`) grades ``bad`` against the gold
+intent an intent-match judge (:func:`aims_kit.scoring.judges.make_judge`) grades ``bad`` against the gold
 intent. A wrong-label sample is still preferred when a prompt has both (it is the stronger
 error); only prompts without one fall back to a judge reject.
 
@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Literal, Protocol, Sequence
 
 import numpy as np
 import pandas as pd
 
-from .. import formats
+from aims_kit.core import results
+from aims_kit.datasets import formats
 
 Variant = Literal["hard", "judge"]
 VARIANTS: tuple[Variant, ...] = ("hard", "judge")
@@ -57,8 +59,8 @@ class Generator(Protocol):
 
 
 def model_generator(model, tokenizer, *, batch_size: int = 32) -> Generator:
-    """A :class:`Generator` backed by a transformers model through :func:`aims_kit.generation.generate`."""
-    from ..generation import generate
+    """A :class:`Generator` backed by a transformers model through :func:`aims_kit.inference.generation.generate`."""
+    from aims_kit.inference.generation import generate
 
     def _generate(conversations, *, k, do_sample, temperature, max_new_tokens):
         was_training = model.training
@@ -154,12 +156,12 @@ def mine_pairs(
     """Mine one (chosen, rejected) pair per prompt of ``frame`` where the model errs.
 
     ``frame`` holds AIMS rows (``Prompt``, ``Intent``, ``label``, ``ID``, ``split``); ``judge``
-    (a :class:`aims_kit.judges.CachedJudge`) is required for the ``judge`` variant. Returns the
+    (a :class:`aims_kit.scoring.judges.CachedJudge`) is required for the ``judge`` variant. Returns the
     pairs (columns :data:`PAIR_COLUMNS`) and a :class:`MiningReport`.
     """
     settings = settings or MiningSettings()
     if settings.variant == "judge" and judge is None:
-        raise ValueError("the judge variant needs a judge: pass judge=aims_kit.judges.make_judge(...)")
+        raise ValueError("the judge variant needs a judge: pass judge=aims_kit.scoring.judges.make_judge(...)")
     start = time.perf_counter()
     k = settings.k
     report = MiningReport(prompts=len(frame), samples=len(frame) * k, judge=getattr(judge, "name", None))
@@ -263,7 +265,7 @@ def balance_pairs(pairs: pd.DataFrame, balance: Balance, seed: int, min_class_sh
 def dpo_records(pairs: pd.DataFrame) -> list[dict]:
     """TRL conversational preference records: the classification prompt, chosen and rejected turns.
 
-    With :data:`aims_kit.formats.CHAT_TEMPLATE_KWARGS`, so a thinking template's empty think
+    With :data:`aims_kit.datasets.formats.CHAT_TEMPLATE_KWARGS`, so a thinking template's empty think
     block sits in the prompt and chosen and rejected differ only in the answer.
     """
     return [
@@ -287,3 +289,57 @@ def pairs_table(pairs: pd.DataFrame, limit: int = 20) -> pd.DataFrame:
 
 def _class_counts(pairs: pd.DataFrame) -> dict[str, int]:
     return {label: int((pairs["gold_label"] == label).sum()) for label in formats.LABELS}
+
+
+@dataclass
+class MinedPairs:
+    """DPO pairs mined from train and val prompts, with what mining found on each."""
+
+    train: pd.DataFrame
+    val: pd.DataFrame
+    reports: dict[str, MiningReport]
+    settings: MiningSettings
+    #: ``mined``, or the pairs file they were read from (``dpo_pairs_from``).
+    source: str = "mined"
+
+    def counts(self) -> pd.DataFrame:
+        """Per split: prompts, samples, why samples were or were not rejects, pairs per class."""
+        rows = []
+        for split, r in self.reports.items():
+            rows.append({
+                "split": split,
+                "prompts": r.prompts,
+                "samples": r.samples,
+                "samples without intent": r.samples_without_intent,
+                "wrong-label samples": r.wrong_label_samples,
+                "unreadable re-classifications": r.unreadable_reclassifications,
+                "judge-bad samples": r.judge_bad_samples,
+                "prompts without pair": r.prompts_without_pair,
+                **{f"{label} pairs mined": n for label, n in r.pairs_per_class_mined.items()},
+                **{f"{label} pairs kept": n for label, n in r.pairs_per_class.items()},
+                "balanced": r.balanced,
+            })
+        return pd.DataFrame(rows)
+
+
+def read_dpo_pairs(path: str | Path, variant: str = "hard") -> MinedPairs:
+    """Pairs mined earlier: a DPO run's ``pairs.jsonl`` (or its run folder), split by its ``split`` column.
+
+    Why: mining samples the SFT model k times per prompt, the slow half of DPO. Mined once, the
+    same pairs can train DPO again with another β or learning rate, or on several processes.
+    """
+    from aims_kit.training.dpo_pairs import PAIR_COLUMNS
+
+    path = Path(path)
+    file = path / "pairs.jsonl" if path.is_dir() else path
+    if not file.is_file():
+        raise FileNotFoundError(f"dpo_pairs_from={str(path)!r}: no pairs file there (a DPO run folder or its pairs.jsonl)")
+    pairs = pd.DataFrame(results.read_jsonl(file))
+    missing = [column for column in ("split", "prompt", "gold_label", "chosen", "rejected") if column not in pairs.columns]
+    if missing:
+        raise ValueError(f"{file}: not a DPO pairs file (no {', '.join(missing)} column)")
+    train, val = (pairs[pairs["split"] == split].reset_index(drop=True) for split in ("train", "val"))
+    if train.empty:
+        raise ValueError(f"{file}: no pair from the train split to learn from")
+    columns = [column for column in PAIR_COLUMNS if column in pairs.columns]
+    return MinedPairs(train[columns], val[columns], {}, MiningSettings(variant=variant), source=str(file))

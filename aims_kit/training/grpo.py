@@ -27,13 +27,18 @@ from typing import Literal
 
 import pandas as pd
 
-from .. import data, evaluation, formats
-from ..judges import OnFailure, make_judge
-from .. import distributed
-from ..models import LoraSettings, has_cuda, load_model, load_trained, uses_4bit
-from ..results import atomic_write_json, atomic_write_jsonl
-from .common import TrainSettings, attach_progress, require_split, trainer_kwargs
-from .rewards import REWARD_SETS, RewardSet, make_reward_set
+from aims_kit.core import distributed
+from aims_kit.core.results import atomic_write_json, atomic_write_jsonl
+from aims_kit.datasets import aims as data
+from aims_kit.datasets import formats
+from aims_kit.datasets.aims import require_split
+from aims_kit.models.loading import load_model, load_trained
+from aims_kit.models.lora import LoraSettings
+from aims_kit.models.precision import has_cuda, uses_4bit
+from aims_kit.scoring import evaluate as evaluation
+from aims_kit.scoring.judges import OnFailure, make_judge
+from aims_kit.training.common import TrainSettings, attach_progress, trainer_kwargs
+from aims_kit.training.rewards import REWARD_SETS, RewardSet, make_reward_set
 
 #: GRPO trains the intent → label output (the reasoning variant also earns the format reward).
 CONDITION: formats.Condition = "intent_label"
@@ -64,7 +69,7 @@ class GRPOSettings:
     eval_steps: int = 50
     #: Longest rollout, in tokens.
     max_completion_length: int = 64
-    #: Judge for the faithfulness reward (see :func:`aims_kit.judges.make_judge`).
+    #: Judge for the faithfulness reward (see :func:`aims_kit.scoring.judges.make_judge`).
     judge: str = "embedding"
     #: What to do when the judge is unreachable: ``raise`` or ``fallback`` (offline embedding judge).
     judge_on_failure: OnFailure = "raise"
@@ -263,7 +268,7 @@ def reward_set_comparison(runs: dict[str, Path], dataset: str = "aims_test") -> 
     a few GRPO steps moved the policy at all; without movement the F1 comparison of claim 4
     cannot come out either way, whatever the reward.
     """
-    from ..results import read_json, read_jsonl
+    from aims_kit.core.results import read_json, read_jsonl
 
     outputs = {name: {p["id"]: p for p in read_jsonl(Path(run) / "predictions" / f"{dataset}.jsonl")} for name, run in runs.items()}
     rows = []

@@ -4,7 +4,7 @@ Each reward is a separate function with TRL's reward signature
 ``fn(completions, **columns) -> list[float]``: ``completions`` are strings or conversational
 lists of message dicts (TRL passes the latter for chat prompts), and ``columns`` are the
 dataset columns, here ``label`` (gold harm label) and ``intent`` (gold human intent). Every
-reward reads the model output through the one parser, :func:`aims_kit.formats.parse_output`.
+reward reads the model output through the one parser, :func:`aims_kit.datasets.formats.parse_output`.
 
 The paper multiplies the components (docs/design.md §Regimes), so a wrong format or a wrong label zeroes
 the whole reward and the intent terms only shape correct answers. :class:`RewardSet` offers
@@ -19,8 +19,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from .. import formats
-from ..judges import GRADE_SCORE, CachedJudge
+from aims_kit.datasets import formats
+from aims_kit.scoring.judges import GRADE_SCORE, CachedJudge
 
 Completion = str | list[dict]
 RewardFn = Callable[..., list[float]]
@@ -47,7 +47,7 @@ def completion_text(completion: Completion) -> str:
 
     Every reward reads this, so a ``<think>…</think>`` block a thinking template or the policy
     put in front of the answer never costs the format reward (see
-    :data:`aims_kit.formats.CHAT_TEMPLATE_KWARGS`).
+    :data:`aims_kit.datasets.formats.CHAT_TEMPLATE_KWARGS`).
     """
     if isinstance(completion, str):
         return formats.strip_think(completion)
@@ -190,7 +190,7 @@ class RewardSet:
 
 
 def make_reward_set(name: str, judge: CachedJudge | None = None) -> RewardSet:
-    """Build the named reward set; ``label_intent`` needs a judge (see :func:`aims_kit.judges.make_judge`)."""
+    """Build the named reward set; ``label_intent`` needs a judge (see :func:`aims_kit.scoring.judges.make_judge`)."""
     if name not in REWARD_SETS:
         raise ValueError(f"unknown reward set {name!r}; choose one of {', '.join(REWARD_SETS)}")
     wanted = REWARD_SETS[name]

@@ -12,10 +12,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import formats, results
-from ..distributed import is_main_process
-from ..models import load_model
-from .common import TrainSettings, attach_progress, require_split, save_training, trainer_kwargs
+from aims_kit.core import results
+from aims_kit.core.distributed import is_main_process
+from aims_kit.datasets import formats
+from aims_kit.datasets.aims import require_split
+from aims_kit.models.loading import load_model
+from aims_kit.training.common import (
+    TrainSettings,
+    attach_progress,
+    save_training,
+    trainer_kwargs,
+)
 
 #: Paper learning rates: generation targets learn at 2e-4, a one-word label at 5e-5.
 PAPER_LR = {"label_only": 5e-5, "intent_label": 2e-4, "reasoning_label": 2e-4, "reasoning_intent_label": 2e-4}
@@ -24,7 +31,7 @@ PAPER_LR = {"label_only": 5e-5, "intent_label": 2e-4, "reasoning_label": 2e-4, "
 def sft_records(frame: pd.DataFrame, condition: formats.Condition, completions: list[str] | None = None) -> list[dict]:
     """Prompt–completion chat records. ``completions`` overrides the targets (reasoning traces).
 
-    Each carries :data:`aims_kit.formats.CHAT_TEMPLATE_KWARGS`, which TRL passes to the chat
+    Each carries :data:`aims_kit.datasets.formats.CHAT_TEMPLATE_KWARGS`, which TRL passes to the chat
     template: a thinking template's empty think block is then part of the prompt, never of
     the completion the model learns.
     """
@@ -145,7 +152,7 @@ def ValF1Callback(val: pd.DataFrame, condition: formats.Condition, tokenizer, ma
     """
     from transformers import TrainerCallback
 
-    from .. import evaluation
+    from aims_kit.scoring import evaluate as evaluation
 
     require_split(val, "val", "validation F1 during training")
 

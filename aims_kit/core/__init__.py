@@ -1,0 +1,1 @@
+"""Plumbing every layer uses: paths, profiles and parameters, threads, processes, progress, the hub probe, results I/O."""

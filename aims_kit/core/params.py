@@ -1,0 +1,234 @@
+"""Typed parameters: one frozen dataclass per regime, built once where a run starts, defaults documented once.
+
+A notebook's ``parameters`` cell (what papermill and ``python -m aims_kit run -p`` override)
+becomes its regime's dataclass in the notebook's first code cell
+(``SFTParams.from_notebook(globals())``), and ``python -m aims_kit train`` builds the same one
+from the profile and ``-p`` overrides. From there the typed object is passed down unchanged, the
+way TRL passes ``SFTConfig`` / ``DPOConfig`` / ``GRPOConfig``: no function below parses a dict
+again, and no setting arrives both inside it and as a separate argument. Every run writes the
+whole object into its ``config.json`` (``params``), so anything that uses the run later
+(:class:`aims_kit.Classifier`, export, ``eval``, ``serve``) reads its budgets back from there.
+
+A name no dataclass declares is an :class:`UnknownParameterError` naming it (with the closest
+known name), so a misspelt ``-p n_bot=50`` fails at once instead of being dropped. Names other
+regimes declare are allowed and ignored: one profile feeds every notebook.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import asdict, dataclass, field, fields
+from typing import Mapping, TypeVar
+
+P = TypeVar("P", bound="RunParams")
+
+
+class UnknownParameterError(ValueError):
+    """A parameter name that no notebook or regime declares (usually a typo)."""
+
+
+@dataclass(frozen=True)
+class TrainingBasics:
+    """The training fields a notebook sets and a trainer takes, declared once.
+
+    :class:`RunParams` (what a notebook sets) and
+    :class:`aims_kit.training.common.TrainSettings` (what every trainer takes) both extend it.
+    """
+
+    seed: int = 22
+    #: Training steps (-1: run ``epochs``).
+    max_steps: int = -1
+    epochs: float = 3.0
+    batch_size: int = 32
+    #: Evaluate on validation every this many steps; early stopping and the kept checkpoint
+    #: are chosen on validation alone.
+    eval_steps: int = 20
+    #: Experiment tracker(s) for training curves, passed to every trainer as TrainingArguments'
+    #: ``report_to``: ``none``, ``tensorboard`` (event files under the run's ``checkpoints/runs/``),
+    #: ``wandb``, ``mlflow``, ``trackio``, or several joined by commas (docs/tracking.md).
+    report_to: str = "none"
+    #: 4-bit NF4 QLoRA base: ``True`` on any device (on a CPU it checks the QLoRA path a GPU
+    #: runs; docs/qlora.md), ``None`` on a CUDA GPU only, ``False`` never.
+    quantize: bool | None = None
+
+    def training_basics(self) -> dict:
+        """The shared fields alone, to build a trainer's settings from a notebook's parameters."""
+        return {f.name: getattr(self, f.name) for f in fields(TrainingBasics)}
+
+
+@dataclass(frozen=True)
+class RunParams(TrainingBasics):
+    """What every regime reads: the model and data, training basics and how runs are evaluated."""
+
+    #: Base model: a hub id, a local folder, or the tiny random test model.
+    model: str = ""
+    #: AIMS data: a hub id, folder or file; empty for the shipped sample.
+    data_source: str = ""
+    #: Profile the values came from (recorded in each run's config); ``custom`` without one.
+    profile: str = "custom"
+    #: Where run folders go; empty for ``outputs/lab``.
+    out_dir: str = ""
+    #: Torch threads per process for ``python -m aims_kit run`` (0: the runner's choice).
+    threads: int = 0
+    #: 0 picks the paper's rate for the output condition (``aims_kit.training.sft.PAPER_LR``).
+    learning_rate: float = 0.0
+    #: LoRA on the top N decoder layers only (0: all layers).
+    lora_layers: int = 0
+    #: Evaluate on at most this many test rows, balanced over labels (0: all).
+    eval_limit: int = 0
+    #: Rows per evaluation batch, within a padded-token cap (:data:`aims_kit.inference.generation.BATCH_TOKENS`
+    #: for scoring, :data:`aims_kit.inference.generation.GENERATE_BATCH_TOKENS` for generation).
+    eval_batch_size: int = 64
+    #: Answer budget of a non-reasoning output condition.
+    max_new_tokens: int = 64
+    #: Answer budget of a reasoning output condition (and the distillation teacher's).
+    distill_max_new_tokens: int = 256
+    #: Prompts timed one at a time for p50 / p95 latency on the AIMS test split (0: skip).
+    latency_sample: int = 16
+    #: Bootstrap resamples for the 95% intervals (0: skip).
+    n_boot: int = 1000
+    #: Generation backend: ``auto`` (vLLM when installed with CUDA), ``transformers`` or ``vllm``.
+    backend: str = "auto"
+    #: Share of GPU memory the shared vLLM engine may take.
+    gpu_memory_utilization: float = 0.5
+
+    @classmethod
+    def from_params(cls: type[P], params: Mapping) -> P:
+        """This regime's settings from a notebook's parameters; an unknown name is an error naming it."""
+        check_names(params)
+        own = {f.name for f in fields(cls)}
+        return cls(**{name: value for name, value in params.items() if name in own})
+
+    @classmethod
+    def from_notebook(cls: type[P], namespace: Mapping) -> P:
+        """This regime's parameters from a notebook's globals: every name :data:`KNOWN` lists, once.
+
+        The notebook's first code cell calls it; what it returns is passed down unchanged.
+        """
+        return cls.from_params({name: namespace[name] for name in KNOWN if name in namespace})
+
+    def to_dict(self) -> dict:
+        """Every field, as the run's ``config.json`` records it (``params``)."""
+        return asdict(self)
+
+    def answer_budget(self, condition: str) -> int:
+        """Tokens an answer may take: reasoning answers get the (longer) distillation budget.
+
+        One rule for every place a run is evaluated, so a reasoning model is never cut off before
+        its label on one dataset and given room on another.
+        """
+        return int(self.distill_max_new_tokens if condition.startswith("reasoning") else self.max_new_tokens)
+
+
+@dataclass(frozen=True)
+class SFTParams(RunParams):
+    """``02_sft``: one run per output condition."""
+
+    conditions: tuple[str, ...] = ("label_only", "intent_label")
+    #: Training steps per output condition where it differs from ``max_steps`` (an intent
+    #: target learns its label later than a one-word target; see ``aims_kit/core/profiles.py``).
+    condition_max_steps: dict = field(default_factory=dict)
+    #: Classify the validation split at every validation pass and log its F1 (the learning
+    #: curve 02 draws; costs one validation generation per pass).
+    val_f1_curve: bool = True
+
+
+@dataclass(frozen=True)
+class DPOParams(RunParams):
+    """``03_dpo``: mine the SFT model's intent errors, then DPO from its adapter."""
+
+    #: SFT run to start from (empty: the latest intent_label run).
+    sft_run: str = ""
+    #: Samples per prompt when mining.
+    dpo_k: int = 10
+    dpo_temperature: float = 0.8
+    #: Prompts mined per split, balanced over labels (0: all).
+    dpo_max_prompts: int = 0
+    #: The share of the kept pairs the smaller class must make up (0.5: as many safe as harmful
+    #: pairs; see :class:`aims_kit.training.dpo_pairs.MiningSettings`).
+    dpo_min_class_share: float = 0.5
+    #: 0 picks the paper's DPO rate (``aims_kit.notebook.experiments.PAPER_DPO_LR``).
+    dpo_learning_rate: float = 0.0
+    dpo_epochs: float = 3.0
+    dpo_max_steps: int = -1
+    dpo_beta: float = 0.3
+    #: ``hard`` (label errors) or ``judge`` (intent graded by ``judge``).
+    dpo_variant: str = "hard"
+    #: Pairs mined earlier (a DPO run folder or its ``pairs.jsonl``) to train on instead of mining.
+    dpo_pairs_from: str = ""
+    judge: str = "embedding"
+
+
+@dataclass(frozen=True)
+class DistillParams(RunParams):
+    """``04_distill``: teacher traces per trace condition, one student each."""
+
+    #: Training rows, a seeded sample keeping the label shares (0: all); validation gets a quarter.
+    distill_max_rows: int = 0
+    #: Student steps; ``None`` uses ``max_steps``.
+    distill_max_steps: int | None = None
+    #: ``file``, ``file:PATH``, ``chat:MODEL@URL`` or ``hub:MODEL``.
+    teacher: str = "file"
+    distill_conditions: tuple[str, ...] = ("no_intent", "synthetic_intent", "human_intent")
+
+
+@dataclass(frozen=True)
+class GRPOParams(RunParams):
+    """``05_grpo``. A ``None`` field takes :class:`aims_kit.training.grpo.GRPOSettings`' default (the paper's)."""
+
+    reward_sets: tuple[str, ...] = ("label_intent", "label_only")
+    sft_run: str = ""
+    grpo_start: str | None = None
+    grpo_steps: int | None = None
+    grpo_num_generations: int | None = None
+    grpo_prompts_per_step: int | None = None
+    grpo_temperature: float | None = None
+    grpo_beta: float | None = None
+    grpo_learning_rate: float | None = None
+    grpo_eval_steps: int | None = None
+    #: Validation rows of each checkpoint-selection snapshot, balanced over labels (``None``:
+    #: ``eval_limit``). On a CPU a snapshot of the whole val split costs as much as a few steps.
+    grpo_val_limit: int | None = None
+    judge: str | None = None
+    judge_on_failure: str | None = None
+
+
+@dataclass(frozen=True)
+class BenchmarkParams(RunParams):
+    """``06_benchmarks``: every run on the external benchmarks, and the encoder baseline."""
+
+    benchmark_names: tuple[str, ...] = ()
+    benchmark_sources: tuple[str, ...] = ("local", "hub", "fixture")
+    benchmark_paths: tuple[str, ...] = ()
+    #: Rows per benchmark, a seeded sample keeping the label share (0: all).
+    benchmark_limit: int = 0
+    #: Prompts timed one at a time per (run, benchmark) (``None``: ``latency_sample``). On a CPU
+    #: every run times every benchmark, so the cpu profile times fewer here than on AIMS test.
+    benchmark_latency_sample: int | None = None
+    train_encoder: bool = True
+    #: 0 picks 5e-5, the usual BERT fine-tuning rate.
+    encoder_learning_rate: float = 0.0
+    encoder_epochs: float = 3.0
+    encoder_max_steps: int = -1
+    encoder_batch_size: int = 16
+
+
+@dataclass(frozen=True)
+class ReportParams(RunParams):
+    """``07_pareto``: which datasets the plots show (empty: all)."""
+
+    datasets: tuple[str, ...] = ()
+
+
+REGIMES: tuple[type[RunParams], ...] = (SFTParams, DPOParams, DistillParams, GRPOParams, BenchmarkParams, ReportParams)
+#: Every parameter name a notebook or profile may set, in declaration order.
+KNOWN: tuple[str, ...] = tuple(dict.fromkeys(f.name for regime in REGIMES for f in fields(regime)))
+
+
+def check_names(params: Mapping) -> None:
+    """Raise :class:`UnknownParameterError` for the first name no regime declares."""
+    for name in params:
+        if name not in KNOWN:
+            close = difflib.get_close_matches(str(name), KNOWN, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise UnknownParameterError(f"unknown parameter {name!r}{hint} (known: {', '.join(KNOWN)})")

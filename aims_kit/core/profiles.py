@@ -1,0 +1,247 @@
+"""Profiles: named sets of notebook parameters, from a seconds-long smoke test to the paper's settings.
+
+Every notebook receives the whole profile through papermill and reads the keys its
+``parameters`` cell declares; ``python -m aims_kit run -p key=value`` overrides any of them.
+"""
+
+from __future__ import annotations
+
+#: Parameters every profile sets. ``learning_rate`` 0 means the paper's rate for the condition.
+#: Benchmarks (06): ``benchmark_names`` (registry names; empty: all eight), ``benchmark_sources``
+#: in order of preference (local files, the hub, the kit's fixtures), ``benchmark_limit`` rows per
+#: benchmark (0: all; the cpu profile samples 200 to stay within minutes), ``n_boot`` bootstrap
+#: resamples. ``latency_sample``: AIMS-test prompts timed at
+#: batch 1 (p50 / p95); ``benchmark_latency_sample``: the same per (run, benchmark) in 06.
+#: ``lora_layers``: adapt only the top N decoder layers with LoRA (0: all); the cpu profile's
+#: 10 of SmolLM2's 30 layers make CPU training affordable (see perf/bench_train.py).
+#: ``threads``: torch threads per notebook kernel (0: the cores this process may use; see
+#: aims_kit.core.threads). The runner applies it; notebooks need not declare it.
+#: ``quantize``: 4-bit NF4 QLoRA base; None: on a CUDA GPU only, true: on a CPU too (docs/qlora.md).
+PROFILES: dict[str, dict] = {
+    "smoke": {
+        "model": "tiny-random",
+        "data_source": "",
+        "max_steps": 4,
+        "condition_max_steps": {},
+        "epochs": 1.0,
+        "lora_layers": 0,
+        "learning_rate": 2e-3,
+        "batch_size": 8,
+        "eval_steps": 2,
+        "eval_limit": 24,
+        "max_new_tokens": 24,
+        "benchmark_names": [],
+        "benchmark_sources": ["fixture"],
+        "benchmark_limit": 0,
+        "n_boot": 200,
+        "latency_sample": 2,
+        "benchmark_latency_sample": 2,
+        "encoder_max_steps": 2,
+        "seed": 22,
+        "threads": 0,
+        "quantize": None,
+        "grpo_steps": 2,
+        "grpo_num_generations": 2,
+        "grpo_prompts_per_step": 2,
+        "grpo_temperature": 1.2,
+        "grpo_beta": 0.001,
+        "grpo_learning_rate": 1e-4,
+        "grpo_eval_steps": 2,
+        "judge": "embedding",
+        # DPO (03_dpo): k samples at T per prompt, beta; learning rate 0 is the paper 5e-5.
+        # Distillation (04_distill): rows (0: all), student steps, generation budget for reasoning.
+        "dpo_k": 2,
+        "dpo_temperature": 0.8,
+        "dpo_beta": 0.3,
+        "dpo_max_prompts": 8,
+        "dpo_min_class_share": 0.5,
+        "dpo_learning_rate": 0.001,
+        "dpo_epochs": 1.0,
+        "dpo_max_steps": 2,
+        "distill_max_rows": 16,
+        "distill_max_steps": 2,
+        "distill_conditions": ["no_intent", "synthetic_intent", "human_intent"],
+        "distill_max_new_tokens": 24,
+    },
+    "cpu-full": {
+        # SmolLM2-135M-Instruct on 2 CPU cores, budgets that let the claims come out either way:
+        # about 50 minutes (measured: 02 19:35, 03 5:12, see the README). Chosen on
+        # the validation split only (never the test split or a benchmark): 100 SFT steps for the
+        # label-only target (val F1 at 60 / 100 steps: 0.735 / 0.786, val loss flat from ~50);
+        # the intent target learns its label later (val F1 0.695 / 0.727 / 0.827 at 60 / 120 /
+        # 300 steps; lr 2e-3 did no better); a 200-step run's curve read 0.708 / 0.282 / 0.583 /
+        # 0.835 at 50 / 100 / 150 / 200 steps (label-only at 100: 0.797), so it gets 200 steps
+        # (02 draws its validation F1 curve, so the choice can be checked on every run);
+        # 40 distillation steps (20 left a third of reasoning answers unparsed, 40 about 3% on
+        # val), the rollout temperature on validation rollouts (perf/grpo_rollouts.py). Other
+        # budgets are set by time (perf/bench_train.py).
+        "model": "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "data_source": "",
+        "max_steps": 100,
+        "condition_max_steps": {"intent_label": 200},
+        "epochs": 3.0,
+        "learning_rate": 1e-3,
+        "batch_size": 8,
+        "eval_steps": 50,
+        "lora_layers": 10,
+        "eval_limit": 0,
+        "max_new_tokens": 48,
+        # The paper's five only: its mean F1 averages over exactly these. Offline, only XSTest is
+        # found (it ships with the kit, CC-BY-4.0); the others need a download or the hub and are
+        # skipped with the reason. Never fixtures: a cpu report holds real benchmark rows only.
+        # 500 rows keep all 450 of XSTest (published numbers use every row) and cap a large
+        # downloaded set (ToxicChat 5,083) at a stratified sample that fits a CPU.
+        "benchmark_names": ["wildguardtest", "xstest", "toxicchat", "aegis2", "openai_moderation"],
+        "benchmark_sources": ["local", "hub"],
+        "benchmark_limit": 500,
+        "n_boot": 1000,
+        # Single-request timing is a large share of CPU evaluation time (~1 s per intent answer):
+        # 8 prompts per run on AIMS test; none per benchmark in 06 (throughput ms/prompt is still
+        # measured there; -p benchmark_latency_sample=N times N prompts per run and benchmark).
+        "latency_sample": 8,
+        "benchmark_latency_sample": 0,
+        # MiniLM on validation: 40 steps at batch 8 flagged every prompt (loss still rising);
+        # 150 steps at batch 16 (~2 epochs, 2 min): val F1 0.870 (flag-all 0.688), lr 1e-4 0.848.
+        "encoder_max_steps": 150,
+        "encoder_batch_size": 16,
+        "seed": 22,
+        "threads": 0,
+        "quantize": None,
+        "grpo_steps": 3,
+        "grpo_num_generations": 4,
+        "grpo_prompts_per_step": 4,
+        # perf/grpo_rollouts.py on val prompts of the SFT run: T=1.2 keeps the format in 72% of
+        # rollouts, T=1.0 in 92% while 75% of prompts still get rollouts that disagree.
+        "grpo_temperature": 1.0,
+        "grpo_beta": 0.001,
+        "grpo_learning_rate": 1e-4,
+        "grpo_eval_steps": 3,
+        "grpo_val_limit": 24,
+        "judge": "embedding",
+        # DPO: 16 prompts x 4 samples mined 8 pairs, all from harmful prompts (the SFT intent
+        # model under-flags, so safe prompts rarely give a wrong-label sample) and DPO drifted
+        # towards flagging everything. The paper's judge condition (a right-label sample whose
+        # intent the offline judge grades *bad* is a reject too) gives pairs from both classes:
+        # 64 prompts mined 32 harmful and 10 safe pairs. 96 prompts (48 per class) with safe
+        # pairs at least 30% of those kept give about 50 pairs (strict balance would keep ~30).
+        "dpo_k": 4,
+        "dpo_temperature": 0.8,
+        "dpo_beta": 0.3,
+        "dpo_max_prompts": 96,
+        "dpo_min_class_share": 0.3,
+        "dpo_variant": "judge",
+        "dpo_learning_rate": 5e-5,
+        "dpo_epochs": 3.0,
+        "dpo_max_steps": 16,
+        "distill_max_rows": 0,
+        "distill_max_steps": 40,
+        "distill_conditions": ["no_intent", "synthetic_intent", "human_intent"],
+        "distill_max_new_tokens": 96,
+    },
+    "gpu-small": {
+        "model": "Qwen/Qwen3-0.6B",
+        "data_source": "Jazhyc/aims-safety-intents",
+        "max_steps": -1,
+        "condition_max_steps": {},
+        "epochs": 3.0,
+        "lora_layers": 0,
+        "learning_rate": 0.0,
+        "batch_size": 32,
+        "eval_steps": 10,
+        "eval_limit": 0,
+        "max_new_tokens": 96,
+        "benchmark_names": [],
+        "benchmark_sources": ["local", "hub"],
+        "benchmark_limit": 0,
+        "n_boot": 1000,
+        "latency_sample": 16,
+        "benchmark_latency_sample": 16,
+        "encoder_max_steps": -1,
+        "seed": 22,
+        "threads": 0,
+        "quantize": None,
+        "grpo_steps": 200,
+        "grpo_num_generations": 8,
+        "grpo_prompts_per_step": 4,
+        "grpo_temperature": 1.2,
+        "grpo_beta": 0.001,
+        "grpo_learning_rate": 1e-6,
+        "grpo_eval_steps": 25,
+        "judge": "embedding",
+        "dpo_k": 10,
+        "dpo_temperature": 0.8,
+        "dpo_beta": 0.3,
+        "dpo_max_prompts": 0,
+        "dpo_min_class_share": 0.5,
+        "dpo_learning_rate": 0.0,
+        "dpo_epochs": 3.0,
+        "dpo_max_steps": -1,
+        "distill_max_rows": 0,
+        "distill_max_steps": -1,
+        "distill_conditions": ["no_intent", "synthetic_intent", "human_intent"],
+        "distill_max_new_tokens": 256,
+    },
+}
+#: The paper's settings (docs/design.md §Regimes): the GPU profile with an 8B model, longer generations,
+#: more rollouts and more bootstrap resamples.
+#: The default: ``cpu-full`` cut to about half an hour on 2 cores. Every cut is a budget, and
+#: each is measured against ``cpu-full`` (README): the intent target gets the label-only
+#: target's 100 steps (its validation F1 is still rising there, which the claims scoreboard
+#: notes); DPO mines 64 prompts (about 33 pairs, 30% safe) and trains 6 steps; benchmarks are a
+#: stratified 200-row sample (XSTest: 200 of 450; every table names the sample; three reasoning
+#: students on all 450 cost ~4 of the run's minutes: measured 32:27 with every row); the three students each see the same 320 training rows, a seeded
+#: sample (their 40 steps at batch 8 are one pass over them), so the ``synthetic_intent``
+#: condition writes 400 intents instead of 1,136 (~45 s instead of ~2 min); GRPO takes 2 steps
+#: (3 did not move the two reward sets apart: the scoreboard says so); 4 prompts timed one at a
+#: time; the encoder 100 steps (its validation loss at 100 / 150 steps: 0.354 / 0.333); one
+#: validation pass (loss and F1) at the end of each 100-step SFT run instead of two
+#: (``cpu-full`` draws the curve).
+PROFILES["cpu"] = {
+    **PROFILES["cpu-full"],
+    "condition_max_steps": {},
+    "dpo_max_prompts": 64,
+    "benchmark_limit": 200,
+    "distill_max_rows": 320,
+    "grpo_steps": 2,
+    "grpo_eval_steps": 2,
+    "latency_sample": 4,
+    "encoder_max_steps": 100,
+    "eval_steps": 100,
+    "dpo_max_steps": 6,
+}
+PROFILES["paper"] = {
+    **PROFILES["gpu-small"],
+    "model": "meta-llama/Llama-3.1-8B-Instruct",
+    "max_new_tokens": 256,
+    "n_boot": 2000,
+    "latency_sample": 32,
+    "benchmark_latency_sample": 32,
+    "grpo_steps": 400,
+    "grpo_num_generations": 16,
+    "distill_max_new_tokens": 512,
+}
+DEFAULT_PROFILE = "cpu"
+
+
+def profile_parameters(name: str, overrides: dict | None = None) -> dict:
+    """The profile's parameters with ``overrides`` applied; unknown profile names are an error."""
+    if name not in PROFILES:
+        raise KeyError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
+    return {**PROFILES[name], "profile": name, **(overrides or {})}
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """``key=value`` from the command line; the value is read as JSON when it parses, else as text.
+
+    JSON, never ``eval``: parameters may come from untrusted sweep files.
+    """
+    import json
+
+    if "=" not in text:
+        raise ValueError(f"override {text!r} is not key=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value

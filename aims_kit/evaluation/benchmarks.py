@@ -1,0 +1,180 @@
+"""Evaluate runs on external benchmarks: one tidy record per (run, benchmark), with intervals.
+
+The glue the ``06_benchmarks`` notebook and ``python -m aims_kit eval`` share. Any run kind is
+accepted — a trained adapter (SFT, DPO, distillation, GRPO), a zero-shot model, the encoder
+baseline — and each is loaded once and scored on every benchmark frame through the same metric,
+bootstrap and latency code, so their records sit in one table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from aims_kit.core import results
+from aims_kit.core.params import BenchmarkParams
+from aims_kit.datasets import aims as data
+from aims_kit.datasets import benchmarks
+from aims_kit.datasets.benchmarks import Found
+from aims_kit.evaluation.runs import LoadedRun, answer_budget, load_run
+from aims_kit.scoring import evaluate as evaluation
+from aims_kit.scoring import stats
+
+#: Columns of the benchmark table: point estimates, intervals, baselines, both latencies.
+TABLE_COLUMNS = [
+    "dataset", "regime", "condition", "variant", "seed", "n", "f1", "f1_ci_low", "f1_ci_high", "precision", "recall",
+    "f1_flag_all", "parse_failure_rate", "ms_per_prompt", "latency_p50_ms", "latency_p95_ms", "tokens_per_prompt",
+    "n_unknown_skipped", "device", "run_id",
+]
+
+
+def zero_shot_run(out_dir: str | Path, model: str, condition: str, profile: str = "custom") -> Path:
+    """A new run folder for an untrained model prompted with ``condition``'s instruction."""
+    from aims_kit.datasets.formats import CONDITIONS
+
+    if condition not in CONDITIONS:
+        raise ValueError(f"unknown condition {condition!r}; choose one of {', '.join(CONDITIONS)}")
+    config = {"regime": "zero_shot", "condition": condition, "model": model, "profile": profile, "seed": None}
+    config["max_new_tokens"] = answer_budget(config)
+    return results.create_run(Path(out_dir), f"zero_shot-{condition}", config)
+
+
+def served_run(out_dir: str | Path, endpoint: str, model: str, condition: str, profile: str = "custom") -> Path:
+    """A new run folder for a model served at ``endpoint`` (OpenAI-compatible), prompted with ``condition``.
+
+    Evaluating it goes through the same records as a local run; ``model`` is the name the server
+    serves it under (vLLM: the folder given to ``vllm serve``, ``--served-model-name`` or a LoRA module).
+    """
+    from aims_kit.datasets.formats import CONDITIONS
+
+    if condition not in CONDITIONS:
+        raise ValueError(f"unknown condition {condition!r}; choose one of {', '.join(CONDITIONS)}")
+    config = {"regime": "served", "condition": condition, "model": model, "endpoint": endpoint, "profile": profile, "seed": None}
+    config["max_new_tokens"] = answer_budget(config)
+    return results.create_run(Path(out_dir), f"served-{condition}", config)
+
+
+def evaluate_loaded(run: LoadedRun, frame: pd.DataFrame, dataset: str, p: BenchmarkParams, *, found: Found | None = None) -> dict:
+    """Score one loaded run on one benchmark frame and write the record (with bootstrap CIs).
+
+    The answer budget is the run's own (:attr:`LoadedRun.max_new_tokens`), the one its test
+    split was scored with.
+
+    Slice columns of the frame (``type``, ``Adversarial``, ``Category``) are copied into the
+    saved predictions, so per-slice F1 can be computed from the files alone.
+    """
+    limit = int(p.benchmark_limit or 0)
+    frame = data.stratified_sample(frame, limit, seed=int(p.seed or 0))
+    latency_sample = int(p.latency_sample if p.benchmark_latency_sample is None else p.benchmark_latency_sample)
+    batch_size, n_boot = int(p.eval_batch_size), int(p.n_boot)
+    if run.is_encoder:
+        from aims_kit.training.encoder import evaluate_encoder
+
+        scores, predictions = evaluate_encoder(run.model, run.tokenizer, frame, dataset=dataset, batch_size=batch_size,
+                                               latency_sample=latency_sample, n_boot=n_boot)
+    else:
+        from aims_kit.inference import vllm as vllm_backend
+
+        condition = run.config["condition"]
+        budget = run.max_new_tokens
+        # The backend the run's test split was scored with (same ``backend`` rule, same shared engine).
+        engine = run.engine if run.engine is not None else vllm_backend.engine_for_run(run.run_dir, run.model, run.tokenizer, frame["Prompt"], condition, budget, p)
+        scores, predictions = evaluation.evaluate(
+            run.model, run.tokenizer, frame, condition=condition, dataset=dataset, batch_size=batch_size,
+            max_new_tokens=budget, latency_sample=latency_sample, n_boot=n_boot, engine=engine,
+        )
+    slices = [c for c in ("type", "Adversarial", "Category") if c in frame.columns]
+    for prediction, values in zip(predictions, frame[slices].to_dict("records")):
+        prediction.update(values)
+    extra = {
+        "benchmark": frame.attrs.get("benchmark", dataset),
+        "benchmark_kind": found.kind if found else "local",
+        "benchmark_source": found.source if found else frame.attrs.get("source", ""),
+        "n_unknown_skipped": int(frame.attrs.get("n_unknown", 0)),
+        "benchmark_rows": int(frame.attrs.get("n_raw", len(frame))),
+        "benchmark_limit": limit,
+        "variant": run.config.get("variant", ""),
+    }
+    return results.write_record(run.run_dir, dataset, {**scores, **extra}, predictions)
+
+
+def evaluate_runs(run_dirs: list[Path], found: list[Found], p: BenchmarkParams, *, log=print) -> pd.DataFrame:
+    """Every run on every found benchmark (each model loaded once); returns the new records."""
+    records = []
+    usable = [f for f in found if f.frame is not None]
+    for run_dir in run_dirs:
+        run = load_run(run_dir)
+        for item in usable:
+            record = evaluate_loaded(run, item.frame, item.dataset, p, found=item)
+            log(f"{run.run_dir.name} · {item.dataset}: F1 {record['f1']:.3f} "
+                f"[{record['f1_ci_low']:.3f}, {record['f1_ci_high']:.3f}]")
+            records.append(record)
+    return pd.DataFrame(records)
+
+
+def evaluated_runs(out_dir: str | Path) -> list[Path]:
+    """Run folders in ``out_dir`` with something to evaluate: a trained adapter, an encoder, or zero-shot."""
+    return [
+        run for run in results.find_runs(out_dir)
+        if (run / "adapter" / "adapter_config.json").exists() or (run / "encoder" / "config.json").exists()
+        or results.read_run_config(run).get("regime") == "zero_shot"
+    ]
+
+
+def benchmark_table(records: pd.DataFrame) -> pd.DataFrame:
+    """Benchmark records with their intervals, baselines and both latencies, fixtures marked."""
+    if records.empty:
+        return pd.DataFrame(columns=TABLE_COLUMNS)
+    subset = records[records["dataset"].str.startswith(("bench:", "fixture:"))]
+    columns = [c for c in TABLE_COLUMNS if c in subset.columns]
+    table = subset[columns].sort_values(["dataset", "regime", "condition"]).reset_index(drop=True)
+    table.insert(1, "what", table["dataset"].map(lambda d: "fixture (not a real benchmark)" if d.startswith("fixture:") else "benchmark"))
+    return table.round(3)
+
+
+def paired_table(out_dir: str | Path, a: dict, b: dict, datasets: list[str], *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Paired comparison of the latest run matching ``a`` against the latest matching ``b`` per dataset."""
+    run_a, run_b = results.latest_run(out_dir, **a), results.latest_run(out_dir, **b)
+    rows = [
+        stats.compare_runs(run_a, run_b, dataset, n_boot=n_boot, seed=seed)
+        for dataset in datasets
+        if (run_a / "predictions" / f"{dataset}.jsonl").exists() and (run_b / "predictions" / f"{dataset}.jsonl").exists()
+    ]
+    return pd.DataFrame(rows).round(4)
+
+
+def run_predictions(run_dir: str | Path, dataset: str) -> pd.DataFrame:
+    """A run's saved predictions on ``dataset`` with their slice columns."""
+    return pd.DataFrame(results.read_jsonl(Path(run_dir) / "predictions" / f"{dataset}.jsonl"))
+
+
+def dataset_name(name: str, path: str | Path | None) -> str:
+    """Record name for the CLI: ``fixture:<name>`` for the kit's own fixture files, else ``bench:<name>``."""
+    if path is not None and Path(path).resolve().parent == benchmarks.FIXTURES_DIR.resolve():
+        return f"fixture:{name}"
+    return f"bench:{name}"
+
+
+def sft_comparison(out_dir: str | Path, records: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame | str:
+    """Paired intent → label vs label-only SFT on every dataset both were evaluated on."""
+    if not all(results.find_runs(out_dir, regime="sft", condition=c) for c in ("intent_label", "label_only")):
+        return "train both SFT conditions (02_sft) to compare them"
+    datasets = sorted(set(records["dataset"]) - {"aims_test"}) + ["aims_test"]
+    return paired_table(out_dir, {"regime": "sft", "condition": "intent_label"}, {"regime": "sft", "condition": "label_only"},
+                        datasets, n_boot=n_boot, seed=seed)
+
+
+def slice_table(run_dirs: list[Path], found: list[Found], benchmark: str = "xstest", column: str = "type") -> pd.DataFrame | str:
+    """Per-slice F1 of every run on one benchmark (XSTest's prompt types by default)."""
+    dataset = next((f.dataset for f in found if f.name == benchmark and f.frame is not None), None)
+    slices = {
+        run.name: stats.slice_f1(run_predictions(run, dataset), column)
+        for run in run_dirs if dataset and (run / "predictions" / f"{dataset}.jsonl").exists()
+    }
+    return pd.concat(slices, names=["run"]).round(3) if slices else f"{benchmark} was not evaluated"
+
+
+def benchmark_datasets(records: pd.DataFrame) -> list[str]:
+    """The external benchmark (and fixture) datasets among the records."""
+    return sorted(d for d in records["dataset"].unique() if d.startswith(("bench:", "fixture:")))

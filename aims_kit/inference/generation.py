@@ -1,0 +1,316 @@
+"""Generation: how a model's answers are produced, apart from how they are scored.
+
+Batched greedy (or sampled) generation with left padding, length-sorted batches and the KV
+cache; stop strings checked on token tensors; prompts cut to fit the context (counted, never
+silent); a CUDA out-of-memory batch halved and retried. Everything that makes a model write —
+evaluation, :class:`aims_kit.Classifier`, judges, teachers, DPO pair mining, the playground —
+comes through here, so an answer never depends on who asked. An ``engine`` (the vLLM backend,
+:mod:`aims_kit.inference.vllm`, or a served endpoint, :mod:`aims_kit.inference.engines`) can stand in for
+transformers with the same :class:`Generation` result. Scoring (parse, metrics, latency,
+records) is :mod:`aims_kit.scoring.evaluate`.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+from typing import ClassVar, Sequence
+
+import torch
+
+from aims_kit.core.progress import progress_bar
+from aims_kit.datasets import formats
+from aims_kit.inference.engines import Engine
+from aims_kit.models.precision import device_info, inference_autocast
+
+
+@dataclass
+class Generation:
+    texts: list[str]
+    new_tokens: list[int]
+    seconds: float
+    #: P(harmful) per row where the label was read from one forward pass (label-only scoring).
+    p_harmful: list[float] | None = None
+    #: ``generated`` (decoded text) or ``scored`` (the label's first token from one forward pass).
+    method: str = "generated"
+
+
+def chat_inputs(tokenizer, conversations: Sequence[list[dict]]) -> list[list[int]]:
+    """Token ids of each conversation with the assistant turn opened (the generation prompt).
+
+    Rendered with :data:`aims_kit.datasets.formats.CHAT_TEMPLATE_KWARGS`: a thinking template (Qwen3)
+    then ends the prompt in its empty think block, so the next token is the answer's first.
+    """
+    return [
+        list(tokenizer.apply_chat_template(
+            conv, add_generation_prompt=True, tokenize=True, return_dict=False, **formats.CHAT_TEMPLATE_KWARGS
+        ))
+        for conv in conversations
+    ]
+
+
+#: Padded prompt tokens one batch may hold. Prompts are sorted by length and a batch closes at
+#: ``batch_size`` rows or at this many padded tokens, whichever comes first: short prompts
+#: (XSTest, ~40 tokens with the template) batch wide, long ones (a 500-token jailbreak) narrow,
+#: so a few long prompts do not pad a wide batch. On 2 CPU cores SmolLM2 label scoring took 68
+#: ms/prompt at 32 rows against 45 at 16 on AIMS test, where lengths vary most.
+BATCH_TOKENS = 2048
+#: The same cap for generation, where a step decodes one token per row and costs little per
+#: row: a reasoning student's 96-token answers on 128 XSTest prompts took 223 ms/prompt at 32
+#: rows and 2,048 tokens, 179 at 64 rows and 4,096 (2 CPU cores, SmolLM2-135M, bf16).
+GENERATE_BATCH_TOKENS = 4096
+
+
+def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int = BATCH_TOKENS) -> list[list[int]]:
+    """Row indices grouped into batches of similar length, each within ``batch_size`` rows and ``max_tokens`` padded tokens.
+
+    A row longer than ``max_tokens`` on its own gets a batch of one.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches: list[list[int]] = []
+    for i in order:
+        current = batches[-1] if batches else None
+        # sorted ascending, so the newcomer is the longest row: padded size = rows x its length
+        if current is not None and len(current) < batch_size and (len(current) + 1) * lengths[i] <= max_tokens:
+            current.append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
+#: Texts after which an answer is complete: generation stops there for that row, even if the
+#: model would ramble on. (Label-only answers end at end-of-turn: "harmful" is inside "unharmful".)
+LABEL_STOPS = tuple(f"{field}: {label}" for field in ("Harm", "harm") for label in ("harmful", "unharmful", "safe"))
+
+
+@torch.inference_mode()
+def generate(
+    model,
+    tokenizer,
+    conversations: Sequence[list[dict]],
+    *,
+    max_new_tokens: int = 64,
+    batch_size: int = 32,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    num_return_sequences: int = 1,
+    stop_strings: Sequence[str] = (),
+    desc: str = "generating",
+) -> Generation:
+    """Generate for every conversation, batched by similar length with left padding and KV cache.
+
+    Rows are grouped by prompt length (:func:`length_batches`) so a batch wastes little on
+    padding, then put back in input order. With ``num_return_sequences=k`` the outputs of row i are at ``i*k … i*k+k-1``.
+    A row stops at end-of-turn or at any of ``stop_strings``; the check runs on token tensors
+    inside ``generate`` (transformers' stop-string criteria), not per row in Python.
+    On a CUDA out-of-memory error the batch is halved and generation continues (said once).
+    """
+    encoded = chat_inputs(tokenizer, conversations)
+    k = num_return_sequences
+    texts: list[str] = [""] * (len(encoded) * k)
+    counts: list[int] = [0] * (len(encoded) * k)
+    eos_ids = _eos_ids(model, tokenizer)
+    pad_id = tokenizer.pad_token_id
+    stopping = _stop_criteria(tokenizer, stop_strings)
+    start = time.perf_counter()
+    pending = length_batches([len(x) for x in encoded], batch_size, GENERATE_BATCH_TOKENS)
+    halved = False
+    bar = progress_bar(len(encoded), desc=desc, unit="prompt")
+    while pending:
+        batch = pending.pop(0)
+        try:
+            with inference_autocast(model):
+                out = _generate_batch(model, [encoded[i] for i in batch], pad_id, eos_ids, stopping, max_new_tokens, do_sample, temperature, k)
+        except torch.cuda.OutOfMemoryError:
+            if len(batch) == 1:
+                raise
+            torch.cuda.empty_cache()
+            half = len(batch) // 2
+            if not halved:
+                warnings.warn(f"CUDA out of memory at batch size {len(batch)}: halving the batch and continuing", stacklevel=2)
+                halved = True
+            pending[:0] = [batch[:half], batch[half:]]
+            continue
+        for j, seq in enumerate(out):
+            row, sample = batch[j // k], j % k
+            used = _until_eos(seq, [*eos_ids, pad_id])
+            texts[row * k + sample] = tokenizer.decode(used, skip_special_tokens=True).strip()
+            counts[row * k + sample] = len(used) + (1 if len(used) < len(seq) else 0)
+        bar.update(len(batch))
+    bar.close()
+    return Generation(texts=texts, new_tokens=counts, seconds=time.perf_counter() - start)
+
+
+def _generate_batch(model, ids, pad_id, eos_ids, stopping, max_new_tokens, do_sample, temperature, k) -> list[list[int]]:
+    """One left-padded batch through ``model.generate``; returns the new tokens of each sequence."""
+    width = max(len(x) for x in ids)
+    input_ids = torch.tensor([[pad_id] * (width - len(x)) + x for x in ids], device=model.device)
+    attention = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=model.device)
+    out = model.generate(
+        input_ids=input_ids,
+        attention_mask=attention,
+        max_new_tokens=max_new_tokens,
+        do_sample=do_sample,
+        temperature=temperature if do_sample else None,
+        top_p=None,
+        top_k=None,
+        num_return_sequences=k,
+        eos_token_id=eos_ids,
+        pad_token_id=pad_id,
+        stopping_criteria=stopping,
+        use_cache=True,
+    )
+    return out[:, width:].tolist()
+
+
+def _stop_criteria(tokenizer, stop_strings: Sequence[str]):
+    if not stop_strings:
+        return None
+    from transformers import StoppingCriteriaList, StopStringCriteria
+
+    return StoppingCriteriaList([StopStringCriteria(tokenizer, list(stop_strings))])
+
+
+def _eos_ids(model, tokenizer) -> list[int]:
+    ids = model.generation_config.eos_token_id
+    ids = [ids] if isinstance(ids, int) else list(ids or [])
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    return ids
+
+
+def _until_eos(seq: list[int], eos_ids: list[int]) -> list[int]:
+    for position, token in enumerate(seq):
+        if token in eos_ids:
+            return seq[:position]
+    return seq
+
+
+def max_prompt_tokens(model, max_new_tokens: int, cap: int = 4096) -> int:
+    """How many prompt tokens fit beside the answer in the model's context (at most ``cap``).
+
+    ``model`` is a loaded model, or the context length itself (a served folder's, with no weights here).
+    """
+    context = model if isinstance(model, int) else getattr(model.config, "max_position_embeddings", None)
+    context = context or cap
+    return max(16, min(cap, context) - max_new_tokens - 64)  # 64: room for the instruction and chat tokens
+
+
+def truncate_prompts(tokenizer, prompts: list[str], max_tokens: int) -> tuple[list[str], int]:
+    """Cut prompts longer than ``max_tokens`` tokens (keeping the start); returns them and how many were cut.
+
+    Truncation is explicit and counted (``truncated_prompts`` in every record), never silent.
+    """
+    out, cut = [], 0
+    for prompt in prompts:
+        ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        if len(ids) > max_tokens:
+            prompt, cut = tokenizer.decode(ids[:max_tokens]), cut + 1
+        out.append(prompt)
+    return out, cut
+
+
+def score_labels(model, tokenizer, prompts: Sequence[str], *, batch_size: int = 64) -> tuple[list[float], float]:
+    """P(harmful) of a label-only model for each prompt (see :func:`score_conversations`); (probabilities, seconds)."""
+    gen = score_conversations(model, tokenizer, [formats.prompt_messages(p, "label_only") for p in prompts], batch_size=batch_size)
+    return gen.p_harmful, gen.seconds
+
+
+@torch.inference_mode()
+def score_conversations(model, tokenizer, conversations: Sequence[list[dict]], *, batch_size: int = 64, desc: str = "") -> Generation:
+    """A label-only model's answers from one forward pass per prompt, no decoding.
+
+    The answer's first token decides: P(harmful) = p(first token of "harmful") normalised
+    against p(first token of "safe"), and the label is the likelier one. A label-only answer is
+    that one word, so this gives the same labels as greedy generation (checked by
+    perf/bench_inference.py) at the cost of the prompt alone, and the probability feeds
+    threshold sweeps and PR curves. Only the last position's logits are computed. The logits
+    are read at the end of :func:`chat_inputs`' prompt, after a thinking template's forced empty
+    ``<think></think>`` block, where the answer starts. Raises ``ValueError`` when the tokenizer
+    starts both labels with the same token (then only generation can tell them apart).
+    """
+    first = {label: tokenizer(label, add_special_tokens=False)["input_ids"][0] for label in formats.LABELS}
+    if first["harmful"] == first["safe"]:
+        raise ValueError("this tokenizer starts 'harmful' and 'safe' with the same token; use generation")
+    encoded = chat_inputs(tokenizer, conversations)
+    probs = [0.0] * len(encoded)
+    pad_id = tokenizer.pad_token_id
+    bar = progress_bar(len(encoded), desc=desc, unit="prompt")
+    start = time.perf_counter()
+    for batch in length_batches([len(x) for x in encoded], batch_size):
+        width = max(len(encoded[j]) for j in batch)
+        input_ids = torch.tensor([[pad_id] * (width - len(encoded[j])) + encoded[j] for j in batch], device=model.device)
+        attention = (torch.arange(width, device=model.device)[None, :] >= (width - torch.tensor([len(encoded[j]) for j in batch], device=model.device))[:, None]).long()
+        with inference_autocast(model):
+            logits = model(input_ids=input_ids, attention_mask=attention, logits_to_keep=1).logits[:, -1, :]
+        pair = torch.stack([logits[:, first["harmful"]], logits[:, first["safe"]]], dim=-1).float().softmax(-1)[:, 0]
+        for j, p in zip(batch, pair.tolist()):
+            probs[j] = p
+        bar.update(len(batch))
+    bar.close()
+    return Generation(
+        texts=["harmful" if p >= 0.5 else "safe" for p in probs], new_tokens=[0] * len(probs),
+        seconds=time.perf_counter() - start, p_harmful=probs, method="scored",
+    )
+
+
+def classifier_inputs(model, tokenizer, prompts: list[str], condition: formats.Condition, max_new_tokens: int) -> tuple[list[str], list[list[dict]], int]:
+    """The prompts as the classifier sees them, their chat conversations, and how many were cut.
+
+    Long prompts are cut to fit the context beside the answer (counted, never silent). A served
+    model (``model`` None) is cut the same way when its folder's tokenizer is known
+    (:func:`aims_kit.inference.engines.served_tokenizer` sets ``model_max_length`` to its context); a
+    remote one gets prompts as they are: its server owns its context.
+    """
+    n_truncated = 0
+    if tokenizer is not None:
+        context = model if model is not None else tokenizer.model_max_length
+        prompts, n_truncated = truncate_prompts(tokenizer, prompts, max_prompt_tokens(context, max_new_tokens))
+    return prompts, [formats.prompt_messages(p, condition) for p in prompts], n_truncated
+
+
+@dataclass
+class TransformersEngine:
+    """A local model through transformers (an :class:`aims_kit.inference.engines.Engine`).
+
+    Batched greedy decoding (:func:`generate`), and label-only answers read from one forward
+    pass (:func:`score_conversations`) where the tokenizer starts the two labels differently.
+    """
+
+    model: object
+    tokenizer: object
+    batch_size: int = 32
+    backend: ClassVar[str] = "transformers"
+
+    def generate(self, conversations: Sequence[list[dict]], *, max_new_tokens: int, stop_strings: Sequence[str] = (),
+                 desc: str = "") -> Generation:
+        return generate(self.model, self.tokenizer, conversations, max_new_tokens=max_new_tokens,
+                        batch_size=self.batch_size, stop_strings=stop_strings, desc=desc)
+
+    def score(self, conversations: Sequence[list[dict]], *, desc: str = "") -> Generation | None:
+        try:
+            return score_conversations(self.model, self.tokenizer, conversations, batch_size=self.batch_size, desc=desc)
+        except ValueError:  # the tokenizer cannot tell the labels apart by their first token
+            return None
+
+    def device_info(self) -> dict:
+        return device_info(self.model)
+
+
+def generate_answers(
+    engine: Engine, conversations: Sequence[list[dict]], *, condition: formats.Condition, max_new_tokens: int,
+    desc: str = "classifying",
+) -> Generation:
+    """Greedy answers through ``engine``, stopping at the label.
+
+    The one generation path of every classification (evaluation, :class:`aims_kit.Classifier`,
+    the playground), so a verdict never depends on which of them asked. A label-only answer is
+    scored in one forward pass where the engine can (``Engine.score``) instead of decoded.
+    """
+    if condition == "label_only":
+        scored = engine.score(conversations, desc=desc)
+        if scored is not None:
+            return scored
+    stops = () if condition == "label_only" else LABEL_STOPS
+    return engine.generate(conversations, max_new_tokens=max_new_tokens, stop_strings=stops, desc=desc)

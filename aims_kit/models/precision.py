@@ -1,0 +1,216 @@
+"""Precision and quantization: what a model computes in, on which device, and the QLoRA 4-bit base.
+
+One policy for every engine: :func:`inference_precision` decides the compute dtype from the
+device (bf16 autocast on a CUDA GPU or a CPU with native bf16, else fp32; ``AIMS_KIT_PRECISION``
+overrides it), and every run's record states what was used.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import platform
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def has_cuda() -> bool:
+    return torch.cuda.is_available()
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slow."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
+@dataclass(frozen=True)
+class InferencePrecision:
+    """How a model computes at inference: the dtype its weights are stored in and whether autocast runs.
+
+    Why: on a CPU with native bf16 (AVX512-BF16, AMX) bf16 matmuls run ~6.7x the fp32 peak, and
+    decoding reads every weight once per generated token, so bf16 weights halve what each step
+    reads (perf/bench_inference.py measures both). Elsewhere bf16 is emulated and slower: fp32
+    stays. On CUDA the loader already chose bf16 or 4-bit with bf16 compute.
+    """
+
+    #: Dtype the weights are cast to for inference (``None``: keep what was loaded).
+    weights: torch.dtype | None
+    #: Autocast dtype around forward passes (``None``: no autocast).
+    autocast: torch.dtype | None
+
+    @property
+    def compute_dtype(self) -> str:
+        """The dtype matmuls run in, as records state it."""
+        dtype = self.autocast or self.weights
+        return str(dtype).replace("torch.", "") if dtype is not None else "as loaded"
+
+
+#: Set to ``fp32`` to keep CPU inference in full precision even where bf16 is native (a check
+#: that a result does not hinge on bf16 rounding; perf/bench_inference.py compares both).
+PRECISION_ENV = "AIMS_KIT_PRECISION"
+
+
+def inference_precision(device_type: str, fast_bf16: bool | None = None, *, quantized: bool = False) -> InferencePrecision:
+    """The precision policy for a model on ``device_type`` (``cpu``/``cuda``); pure but for :data:`PRECISION_ENV`.
+
+    CPU with native bf16: bf16 weights and bf16 autocast (the ops that autocast keeps in fp32,
+    such as softmax, stay accurate). CPU without, or ``AIMS_KIT_PRECISION=fp32``: fp32, no
+    autocast. CUDA, or a 4-bit model: as loaded (bf16 or NF4 with bf16 compute).
+    """
+    import os
+
+    if device_type != "cpu" or quantized:
+        return InferencePrecision(weights=None, autocast=None)
+    requested = os.environ.get(PRECISION_ENV, "auto").strip().lower()
+    if requested not in ("auto", "fp32"):
+        raise ValueError(f"{PRECISION_ENV}={requested!r}: use auto or fp32")
+    if requested == "auto" and (cpu_has_fast_bf16() if fast_bf16 is None else fast_bf16):
+        return InferencePrecision(weights=torch.bfloat16, autocast=torch.bfloat16)
+    return InferencePrecision(weights=torch.float32, autocast=None)
+
+
+def model_precision(model) -> InferencePrecision:
+    """The policy for this model object, from its device and whether it is quantized."""
+    quantized = bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False))
+    return inference_precision(model.device.type, quantized=quantized)
+
+
+def inference_autocast(model):
+    """Context for a forward pass or ``generate`` of ``model`` under its precision policy.
+
+    Used by every generation and label-scoring path, so a model still being trained (GRPO's
+    validation snapshots) gets the bf16 arithmetic without its fp32 weights being touched.
+    """
+    import contextlib
+
+    policy = model_precision(model)
+    if policy.autocast is None:
+        return contextlib.nullcontext()
+    return torch.autocast(model.device.type, dtype=policy.autocast)
+
+
+def prepare_for_inference(model):
+    """Merge a LoRA adapter into its base and store the weights in the policy's dtype; returns the model.
+
+    Merging removes two small matmuls per adapted layer from every decoding step; only for
+    models that will not be trained again (the adapter is checked as active before, by
+    :func:`load_trained`). Export does not use it: an exported guard keeps full precision.
+    """
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel) and not getattr(model, "is_loaded_in_4bit", False):
+        model = model.merge_and_unload()
+    policy = model_precision(model)
+    if policy.weights is not None:
+        model = model.to(policy.weights)
+        # Measured with torch 2.13 on a CPU with AMX: a bf16 linear layer whose weight has
+        # requires_grad=False (as PEFT leaves a frozen base) runs ~7x slower than the same
+        # weight with requires_grad=True (SmolLM2 forward: 190 vs 26 ms/prompt; fp32 is
+        # unaffected). Inference runs under torch.inference_mode, so no gradient is ever kept.
+        model.requires_grad_(True)
+    model.eval()
+    return model
+
+
+#: How a run's config and records name a 4-bit base: QLoRA's NF4 with double quantisation.
+NF4_DOUBLE_QUANT = "nf4+double_quant"
+
+
+def uses_4bit(quantize: bool | None) -> bool:
+    """Whether ``quantize`` loads the base in 4-bit here: ``True`` on any device, ``None`` on a CUDA GPU only."""
+    return quantize is True or (quantize is None and has_cuda())
+
+
+def quantization_name(quantize: bool | None) -> str:
+    """What a run's config records as its quantization: :data:`NF4_DOUBLE_QUANT` or ``none``."""
+    return NF4_DOUBLE_QUANT if uses_4bit(quantize) else "none"
+
+
+def quantization_config(quantize: bool | None):
+    """QLoRA's 4-bit NF4 with double quantisation and bf16 compute, where ``quantize`` asks for it.
+
+    ``quantize=None`` means "on a GPU": a CPU then loads full precision, which is faster there
+    for small models. ``quantize=True`` loads 4-bit on a CPU too, through the same
+    bitsandbytes / PEFT / TRL path a GPU runs, so that path can be checked without one
+    (docs/qlora.md). Missing bitsandbytes is an error, not a quiet switch to 16-bit training:
+    that would change the experiment (and its memory needs) without a word.
+    """
+    if not uses_4bit(quantize):
+        return None
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise RuntimeError(
+            "bitsandbytes is not installed, so 4-bit QLoRA cannot load: pip install bitsandbytes "
+            "(requirements.txt pins it), or pass quantize=False to load without quantization"
+        )
+    from transformers import BitsAndBytesConfig
+
+    if not has_cuda():
+        _cpu_4bit_notice()
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+    )
+
+
+@lru_cache(maxsize=1)
+def _cpu_4bit_notice() -> None:
+    """Say once per process what 4-bit on a CPU is for."""
+    log.warning("4-bit NF4 on CPU: this checks the QLoRA path a GPU runs; it is slower than full precision here, not faster.")
+
+
+def keep_4bit_training_layout(model) -> None:
+    """Keep a 4-bit model that will be trained out of bitsandbytes' CPU inference layout.
+
+    Why: on a CPU with AVX512-BF16, a bitsandbytes ``Linear4bit`` layer run in eval mode without
+    gradients repacks its weight, in place and for good, into a layout only an inference kernel
+    reads. Training that object afterwards backpropagates through that kernel, which has no
+    gradient (bitsandbytes 0.50: one warning, then no gradient flows through the quantized
+    weights to the layers below). Every validation pass during training (the trainer's validation loss, the val-F1
+    curve, GRPO's snapshots) runs on the training object, so that object never takes the
+    inference layout; records are scored on a separate, fresh instance (:func:`load_for_inference`).
+    On a GPU there is no such layout and nothing changes.
+    """
+    import bitsandbytes as bnb
+
+    if model.device.type != "cpu":
+        return
+    for name, module in model.named_modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            if not hasattr(module, "support_avx512bf16_for_cpu"):
+                raise RuntimeError(
+                    f"bitsandbytes {bnb.__version__}: {name} has no support_avx512bf16_for_cpu flag, so the kit cannot keep "
+                    "it trainable after a validation pass on CPU; use the bitsandbytes version requirements.txt pins"
+                )
+            module.support_avx512bf16_for_cpu = False
+
+
+def device_info(model) -> dict:
+    """Where and how latency was measured, so a plot never mixes hardware or precision silently.
+
+    ``dtype`` is what the weights are stored in; ``compute_dtype`` what the matmuls ran in
+    (bf16 autocast on a CPU with native bf16, :func:`aims_kit.models.precision.inference_precision`);
+    ``quantization`` says whether the base is 4-bit NF4.
+    """
+    device = model.device
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    stored = str(next(model.parameters()).dtype).replace("torch.", "")
+    policy = model_precision(model)
+    quantization = getattr(model, "quantization_config", None) or getattr(getattr(model, "config", None), "quantization_config", None)
+    four_bit = bool(getattr(model, "is_loaded_in_4bit", False))
+    compute = policy.compute_dtype if policy.autocast or policy.weights else stored
+    if four_bit:
+        compute = str(getattr(quantization, "bnb_4bit_compute_dtype", "bfloat16")).replace("torch.", "")
+    return {
+        "device": f"{device.type}:{name}",
+        "dtype": stored,
+        "compute_dtype": compute,
+        "quantization": NF4_DOUBLE_QUANT if four_bit else "none",
+        "torch_threads": torch.get_num_threads(),
+    }

@@ -1,0 +1,274 @@
+"""Plots: the latency–F1 Pareto view, built from results records alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from aims_kit.scoring.stats import pareto_mask
+
+#: Paper-reported mean F1 over the five benchmarks (docs/design.md §Evaluation): reference lines only, never
+#: targets. Their latency was measured on other hardware, so they are drawn as horizontal lines.
+PAPER_MEAN_F1 = {
+    "WildGuard-7B": 0.804,
+    "GuardReasoner-8B": 0.804,
+    "LlamaGuard-4": 0.691,
+    "paper SFT Llama-8B": 0.792,
+    "paper DPO": 0.812,
+    "paper distillation": 0.817,
+    "paper GRPO": 0.826,
+}
+
+#: Renderers that show in JupyterLab *and* leave HTML in the saved notebook (docs/design.md §Stack).
+NOTEBOOK_RENDERER = "plotly_mimetype+notebook_connected"
+
+
+def use_notebook_renderer() -> None:
+    import plotly.io as pio
+
+    pio.renderers.default = NOTEBOOK_RENDERER
+
+
+def dataset_name(dataset: str) -> str:
+    """A dataset as a title shows it: ``bench:`` dropped, a fixture marked as what it is."""
+    if dataset.startswith("fixture:"):
+        return f"{dataset} (fixture, not a benchmark)"
+    return dataset.removeprefix("bench:")
+
+
+def mean_title(datasets: list[str]) -> str:
+    """What a plotted F1 is: the one dataset it was measured on, or the datasets its mean averages."""
+    names = [dataset_name(d) for d in datasets]
+    if not names:
+        return "F1"
+    if len(names) == 1:
+        return f"F1 on {names[0]}"
+    return f"mean F1 over {len(names)} datasets: {', '.join(names)}"
+
+
+def summarise_runs(records: pd.DataFrame, datasets: list[str] | None = None, *, group_seeds: bool = False) -> pd.DataFrame:
+    """One row per run: mean F1 and mean ms/prompt over ``datasets`` (default: every dataset seen).
+
+    Only runs evaluated on *all* chosen datasets are kept, so a mean never hides a missing
+    benchmark. Where records carry bootstrap intervals, ``f1_err`` is the half-width of the
+    mean's interval (:func:`aims_kit.scoring.stats.mean_f1_interval`). With ``group_seeds`` runs that
+    differ only in seed become one point at their mean, ``f1_err`` then being the seed spread
+    (std) when there are several seeds; the frontier is always computed on these means.
+    """
+    if records.empty:
+        return pd.DataFrame(columns=["run_id", "regime", "condition", "mean_f1", "ms_per_prompt"])
+    chosen = list(datasets or sorted(records["dataset"].unique()))
+    subset = records[records["dataset"].isin(chosen)]
+    grouped = subset.groupby("run_id")
+    columns = {
+        "regime": ("regime", "first"),
+        "condition": ("condition", "first"),
+        "model": ("model", "first"),
+        "seed": ("seed", "first"),
+        "n_datasets": ("dataset", "nunique"),
+        "mean_f1": ("f1", "mean"),
+        "ms_per_prompt": ("ms_per_prompt", "mean"),
+        "tokens_per_prompt": ("tokens_per_prompt", "mean"),
+        "parse_failure_rate": ("parse_failure_rate", "mean"),
+        "device": ("device", "first"),
+    }
+    if "variant" in subset:
+        columns["variant"] = ("variant", "first")
+    summary = grouped.agg(**columns).reset_index()
+    if "f1_ci_low" in subset:
+        from aims_kit.scoring.stats import mean_f1_interval
+
+        half = (subset["f1_ci_high"] - subset["f1_ci_low"]) / 2
+        summary["f1_err"] = half.groupby(subset["run_id"]).apply(mean_f1_interval).reindex(summary["run_id"]).to_numpy()
+    summary = summary[summary["n_datasets"] == len(chosen)].reset_index(drop=True)
+    if group_seeds and len(summary):
+        summary = _group_seeds(summary, records)
+    variant = summary["variant"].fillna("") if "variant" in summary else pd.Series("", index=summary.index)
+    # What distinguishes runs of one regime: the output format, and the variant where there is one
+    # (DPO hard/judge, distillation condition, GRPO reward set).
+    summary["setting"] = summary["condition"] + variant.map(lambda v: f" · {v}" if v else "")
+    summary["label"] = summary["regime"] + " · " + summary["setting"]
+    summary["on_frontier"] = pareto_mask(summary["ms_per_prompt"].tolist(), summary["mean_f1"].tolist())
+    summary.attrs["datasets"] = chosen  # what the mean is over: every title built from it names them
+    return summary
+
+
+def _group_seeds(summary: pd.DataFrame, records: pd.DataFrame) -> pd.DataFrame:
+    from aims_kit.scoring.stats import experiment_key
+
+    keys = records.drop_duplicates("run_id").set_index("run_id")["config"].map(experiment_key)
+    summary = summary.assign(experiment=summary["run_id"].map(keys))
+    first = summary.groupby("experiment", sort=False).first()
+    means = summary.groupby("experiment", sort=False)[["mean_f1", "ms_per_prompt", "tokens_per_prompt", "parse_failure_rate"]].mean()
+    spread = summary.groupby("experiment", sort=False)["mean_f1"].std()
+    n_seeds = summary.groupby("experiment", sort=False)["seed"].nunique()
+    out = first.drop(columns=means.columns).join(means)
+    out["n_seeds"] = n_seeds
+    if "f1_err" in out:
+        out["f1_err"] = spread.where(n_seeds > 1, out["f1_err"])
+    else:
+        out["f1_err"] = spread
+    return out.reset_index(drop=True)
+
+
+def pareto_figure(summary: pd.DataFrame, title: str | None = None, references: dict[str, float] | None = None):
+    """Scatter of mean F1 against ms/prompt, one colour per regime, frontier drawn as a line.
+
+    The default title names the datasets the mean is over (:func:`mean_title`), fixtures marked
+    as such, so a plotted mean never hides what it averages.
+
+    Error bars come from ``f1_err`` when the summary has it; ``references`` (e.g.
+    :data:`PAPER_MEAN_F1`) adds labelled horizontal lines for scores measured elsewhere.
+    """
+    import plotly.express as px
+    import plotly.graph_objects as go
+
+    fig = px.scatter(
+        summary,
+        x="ms_per_prompt",
+        y="mean_f1",
+        color="regime",
+        symbol="setting",
+        hover_name="run_id",
+        hover_data={"model": True, "seed": True, "tokens_per_prompt": ":.1f", "parse_failure_rate": ":.2f", "device": True},
+        labels={"ms_per_prompt": "ms / prompt (batched throughput)", "mean_f1": "mean harmful-class F1"},
+        title=title or f"{mean_title(summary.attrs.get('datasets', []))} · against latency",
+        error_y="f1_err" if "f1_err" in summary and summary["f1_err"].notna().any() else None,
+    )
+    for name, value in (references or {}).items():
+        fig.add_hline(y=value, line={"dash": "dot", "color": "lightgrey"},
+                      annotation_text=f"{name} {value:.3f} (paper, other hardware)", annotation_position="top left",
+                      annotation_font_size=9)
+    frontier = summary[summary["on_frontier"]].sort_values("ms_per_prompt")
+    if len(frontier):
+        fig.add_trace(
+            go.Scatter(
+                x=frontier["ms_per_prompt"], y=frontier["mean_f1"], mode="lines",
+                line={"dash": "dash", "color": "grey"}, name="Pareto frontier", hoverinfo="skip",
+            )
+        )
+    fig.update_traces(marker={"size": 12}, selector={"mode": "markers"})
+    fig.update_layout(legend={"title": None}, template="plotly_white")
+    return fig
+
+
+def benchmark_figure(records: pd.DataFrame, datasets: list[str] | None = None):
+    """Per-benchmark view: F1 (with its bootstrap interval) against ms/prompt, one panel each."""
+    import plotly.express as px
+
+    frame = records if datasets is None else records[records["dataset"].isin(datasets)]
+    frame = frame.assign(
+        err_plus=frame["f1_ci_high"] - frame["f1"], err_minus=frame["f1"] - frame["f1_ci_low"]
+    ) if "f1_ci_low" in frame else frame.assign(err_plus=None, err_minus=None)
+    fig = px.scatter(
+        frame, x="ms_per_prompt", y="f1", color="regime", symbol="condition", facet_col="dataset", facet_col_wrap=3,
+        error_y="err_plus", error_y_minus="err_minus", hover_name="run_id",
+        hover_data={k: v for k, v in {"seed": True, "f1_flag_all": ":.3f", "latency_p50_ms": ":.1f", "device": True}.items()
+                    if k in frame},
+        labels={"ms_per_prompt": "ms / prompt", "f1": "F1 (95% CI)"}, title="F1 per dataset",
+    )
+    fig.update_layout(template="plotly_white", legend={"title": None})
+    fig.for_each_annotation(lambda a: a.update(text=dataset_name(a.text.split("=", 1)[-1])))
+    return fig
+
+
+def data_overview(frame: pd.DataFrame):
+    """Label balance per category (or overall) and intent length by label, side by side."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("rows per category and label", "intent length (words)"))
+    by = "Category" if "Category" in frame else "label"
+    counts = frame.groupby([by, "label"]).size().unstack(fill_value=0)
+    for label in counts.columns:
+        fig.add_trace(go.Bar(x=counts.index, y=counts[label], name=label), row=1, col=1)
+    lengths = frame["Intent"].str.split().str.len()
+    for label, group in lengths.groupby(frame["label"]):
+        fig.add_trace(go.Histogram(x=group, name=f"intent · {label}", opacity=0.6), row=1, col=2)
+    fig.update_layout(barmode="stack", template="plotly_white", height=450)
+    fig.update_xaxes(tickangle=45, row=1, col=1)
+    return fig
+
+
+def _curve_traces(log_history: list[dict]) -> list:
+    """Training loss, validation loss and (where logged) validation F1 per step, as plotly traces."""
+    import plotly.graph_objects as go
+
+    traces = []
+    for key, name in (("loss", "train loss"), ("eval_loss", "validation loss"), ("val_f1", "validation F1")):
+        points = [(h["step"], h[key]) for h in log_history if key in h]
+        if points:
+            steps, values = zip(*points)
+            traces.append(go.Scatter(x=steps, y=values, mode="lines+markers", name=name,
+                                     line={"dash": "dot"} if key == "val_f1" else None))
+    return traces
+
+
+def loss_figure(log_history: list[dict], title: str = "training and validation loss"):
+    """Training and validation loss per step from a trainer's ``log_history``; validation F1 on a right axis where logged."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    for trace in _curve_traces(log_history):
+        fig.add_trace(trace, secondary_y=trace.name == "validation F1")
+    fig.update_layout(title=title, template="plotly_white")
+    fig.update_xaxes(title_text="step")
+    fig.update_yaxes(title_text="loss", secondary_y=False)
+    fig.update_yaxes(title_text="validation F1", range=[0, 1], secondary_y=True)
+    return fig
+
+
+def learning_curves(runs: dict[str, Path | str], title: str = "training and validation loss, validation F1"):
+    """One panel per run (``{name: run folder}``) from its ``train_log.json``: losses, and validation F1 on the right axis."""
+    from plotly.subplots import make_subplots
+
+    from aims_kit.core.results import read_json
+
+    columns = max(1, len(runs))
+    fig = make_subplots(rows=1, cols=columns, subplot_titles=list(runs), specs=[[{"secondary_y": True}] * columns])
+    for column, run_dir in enumerate(runs.values(), start=1):
+        for trace in _curve_traces(read_json(Path(run_dir) / "train_log.json")):
+            trace.showlegend = column == 1
+            fig.add_trace(trace, row=1, col=column, secondary_y=trace.name == "validation F1")
+    fig.update_yaxes(range=[0, 1], secondary_y=True)
+    fig.update_layout(title=title, template="plotly_white", height=380)
+    return fig
+
+
+def reward_figures(runs: dict[str, Path | str]) -> None:
+    """Show the GRPO reward figure of every run (``{reward set: run folder}``)."""
+    from aims_kit.core.results import read_json, read_jsonl
+
+    for name, run_dir in runs.items():
+        run_dir = Path(run_dir)
+        log = read_jsonl(run_dir / "reward_log.jsonl")
+        history = read_json(run_dir / "val_selection.json")["history"]
+        reward_figure(log, history, title=f"GRPO · {name}").show()
+
+
+def reward_figure(reward_log: list[dict], val_history: list[dict] | None = None, title: str = "GRPO rewards per step"):
+    """Watch the policy change: mean of each reward component, the fraction in format and the
+    validation F1 of the snapshots (top), mean completion length (bottom)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.65, 0.35], vertical_spacing=0.08)
+    length_key = "completion_tokens" if any("completion_tokens" in row for row in reward_log) else "completion_chars"
+    skip = {"step", "completion_tokens", "completion_chars"}
+    keys = [k for k in (reward_log[0] if reward_log else {}) if k not in skip]
+    steps = [row["step"] for row in reward_log]
+    for key in keys:
+        width = 3 if key == "reward" else 1.5
+        fig.add_trace(go.Scatter(x=steps, y=[row.get(key) for row in reward_log], mode="lines+markers",
+                                 name=key, line={"width": width}), row=1, col=1)
+    if val_history:
+        fig.add_trace(go.Scatter(x=[p["step"] for p in val_history], y=[p["val_f1"] for p in val_history],
+                                 mode="markers", marker={"symbol": "star", "size": 12}, name="val F1 (snapshot)"), row=1, col=1)
+    fig.add_trace(go.Scatter(x=steps, y=[row.get(length_key) for row in reward_log], mode="lines+markers",
+                             name=f"mean {length_key.replace('completion_', '')} / completion"), row=2, col=1)
+    fig.update_yaxes(title_text="mean reward", range=[-0.05, 1.05], row=1, col=1)
+    fig.update_yaxes(title_text=length_key.replace("completion_", ""), row=2, col=1)
+    fig.update_xaxes(title_text="step", row=2, col=1)
+    fig.update_layout(title=title, template="plotly_white", height=550)
+    return fig

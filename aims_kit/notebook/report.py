@@ -1,0 +1,212 @@
+"""The self-contained HTML report of one run folder: results, baselines, Pareto plot, parameters.
+
+Plotly's JavaScript is inlined so the file opens offline; every cell of user or model text is
+HTML-escaped (prompts are adversarial by design).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import platform
+from pathlib import Path
+
+import pandas as pd
+
+from aims_kit.core.results import atomic_write_text, load_records, read_json
+from aims_kit.evaluation import claims
+from aims_kit.notebook import plots
+
+TABLE_COLUMNS = [
+    "regime", "condition", "variant", "dataset", "n", "f1", "f1_ci_low", "f1_ci_high", "precision", "recall",
+    "accuracy", "f1_flag_all", "f1_flag_none", "parse_failure_rate", "intent_repeat_rate", "intent_similarity", "ms_per_prompt", "latency_p50_ms",
+    "latency_p95_ms", "tokens_per_prompt", "seed",
+]
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("torch", "transformers", "trl", "peft", "datasets", "papermill", "plotly"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def results_table(records: pd.DataFrame) -> pd.DataFrame:
+    """The F1 table with the trivial baselines beside every row (honest numbers)."""
+    if records.empty:
+        return pd.DataFrame(columns=TABLE_COLUMNS)
+    columns = [c for c in TABLE_COLUMNS if c in records.columns]
+    table = records[columns].sort_values(["dataset", "regime", "condition"]).reset_index(drop=True).round(3)
+    return table.assign(dataset=table["dataset"].map(plots.dataset_name))
+
+
+def run_label(record: pd.Series) -> str:
+    """A run as people name it: regime, output condition and variant ("dpo intent_label hard")."""
+    variant = record.get("variant")
+    return " ".join(str(part) for part in (record["regime"], record["condition"], variant) if isinstance(part, str) and part)
+
+
+def summary_frame(records: pd.DataFrame, dataset: str = "aims_test") -> pd.DataFrame:
+    """One row per run on ``dataset``: F1 with its 95% CI beside flag-everything, parse failures, ms/prompt.
+
+    Runs that write intents add how those read: the share repeating a four-word sequence and
+    the judge's mean similarity to the human intent ("–" for runs without intents).
+    """
+    if records.empty or dataset not in set(records["dataset"]):
+        return pd.DataFrame(columns=["run", "F1 [95% CI]", "flag-all F1", "parse fail", "ms/prompt"])
+    rows = records[records["dataset"] == dataset].sort_values(["regime", "condition"])
+
+    def f1(row) -> str:
+        low, high = row.get("f1_ci_low"), row.get("f1_ci_high")
+        interval = f" [{low:.2f}, {high:.2f}]" if pd.notna(low) and pd.notna(high) else ""
+        return f"{row['f1']:.2f}{interval}"
+
+    def optional(column: str, spec: str) -> list[str]:
+        values = rows[column] if column in rows else [None] * len(rows)
+        return [format(value, spec) if pd.notna(value) else "–" for value in values]
+
+    frame = pd.DataFrame({
+        "run": [run_label(row) for _, row in rows.iterrows()],
+        "F1 [95% CI]": [f1(row) for _, row in rows.iterrows()],
+        "flag-all F1": [f"{value:.2f}" for value in rows["f1_flag_all"]],
+        "parse fail": [f"{value:.0%}" for value in rows["parse_failure_rate"]],
+        "intent repeats": optional("intent_repeat_rate", ".0%"),
+        "intent sim.": optional("intent_similarity", ".2f"),
+        "ms/prompt": [f"{value:.1f}" for value in rows["ms_per_prompt"]],
+    })
+    has_intents = frame[["intent repeats", "intent sim."]].ne("–").any()
+    return frame.drop(columns=[c for c, present in has_intents.items() if not present])
+
+
+def run_summary(out_dir: Path, dataset: str = "aims_test") -> str:
+    """What ``python -m aims_kit run`` prints at the end: the results table, then the claims scoreboard."""
+    records = load_records(out_dir)
+    frame = summary_frame(records, dataset)
+    if frame.empty:
+        return f"No results on {dataset} in {out_dir}."
+    lines = [f"Results on {dataset} (F1 with 95% CI; flag-all: F1 of flagging every prompt harmful)",
+             frame.to_string(index=False, justify="left", formatters={"run": f"{{:<{frame['run'].str.len().max()}}}".format})]
+    for other in claims.real_benchmarks(records):
+        table = summary_frame(records, other)
+        lines += ["", f"Results on {plots.dataset_name(other)}", table.to_string(index=False, justify="left")]
+    fixtures = sorted(d for d in set(records["dataset"]) if d.startswith("fixture:"))
+    if fixtures:
+        lines.append(f"{len(fixtures)} fixture datasets (the kit's own sentences, not benchmarks) are in the report.")
+    claims_file = Path(out_dir) / "claims.json"
+    if claims_file.exists():
+        lines += ["", claims.summary_text(claims.read_claims(claims_file))]
+    return "\n".join(lines)
+
+
+def scoreboard_section(entries: list) -> list[str]:
+    """The claims scoreboard as HTML: one row per claim, one column per dataset, the rule beside it."""
+    frame = claims.scoreboard_frame(entries)
+    notes = [f"<li>Claim {e.claim} · {html.escape(plots.dataset_name(e.dataset))}: {html.escape(e.note)}</li>"
+             for e in entries if e.note]
+    return [
+        "<h2>Claims scoreboard</h2>",
+        "<p>Each claim compares two runs <em>paired, on the same prompts</em>: Δ = F1 of the run the paper "
+        "says wins minus F1 of the other, with a paired bootstrap 95% interval and McNemar's exact p. "
+        "<em>Reproduced</em>: Δ &gt; 0 and the interval above 0; <em>same direction, not significant</em>: Δ &gt; 0, "
+        "the interval reaches 0; <em>not reproduced</em>: Δ ≤ 0; <em>not tested</em>: a run or dataset is missing. "
+        "Computed from the records and predictions in this folder (<code>claims.json</code>).</p>",
+        frame.to_html(index=False, escape=True, classes="results"),
+        f"<details><summary>Notes per claim and dataset</summary><ul>{''.join(notes)}</ul></details>",
+    ]
+
+
+def regime_sections(records: pd.DataFrame) -> list[str]:
+    """One section per regime: its runs on the AIMS test split and each run's learning curve."""
+    if records.empty:
+        return []
+    parts = ["<h2>By regime</h2>"]
+    for regime, group in records.groupby("regime", sort=True):
+        parts.append(f"<h3>{html.escape(str(regime))}</h3>")
+        parts.append(results_table(group[group["dataset"] == "aims_test"]).to_html(index=False, escape=True, classes="results"))
+        for run_dir in sorted(group["run_dir"].unique()):
+            log = Path(run_dir) / "train_log.json"
+            if log.exists():
+                figure = plots.loss_figure(read_json(log), title=f"{regime} · {Path(run_dir).name}")
+                figure.update_layout(height=300)
+                parts.append(figure.to_html(full_html=False, include_plotlyjs=False))
+    return parts
+
+
+def model_note(model: str) -> str:
+    """What the report's numbers can and cannot say, for the model the run trained."""
+    from aims_kit.models.loading import TINY_RANDOM
+    from aims_kit.models.offline import WHEEL_MODELS
+
+    if model == TINY_RANDOM:
+        return ("These runs train the tiny random test model, which learns the output format but never the "
+                "decision: the numbers test the pipeline only.")
+    if model in WHEEL_MODELS:
+        return (f"These runs train {model} (a small pretrained model) for minutes on a CPU, on the kit's teaching "
+                "sample: the numbers show the pipeline and the direction of effects at toy scale, not the paper's results.")
+    return (f"Model: {model or 'see each run'}. Compare with the paper's numbers only on the AIMS data and the "
+            "published benchmarks, never on fixtures.")
+
+
+def pareto_sections(records: pd.DataFrame) -> list[str]:
+    """One Pareto plot per view: the mean over the real external benchmarks (named), then AIMS test.
+
+    Fixtures are format checks, not benchmarks: they get a plot of their own only when nothing
+    real was evaluated (the smoke profile), titled as fixtures.
+    """
+    if records.empty:
+        return ["<p>No results records found.</p>"]
+    real = claims.real_benchmarks(records)
+    fixtures = sorted(d for d in records["dataset"].unique() if d.startswith("fixture:"))
+    views = [v for v in (real, ["aims_test"] if "aims_test" in set(records["dataset"]) else [], [] if real else fixtures) if v]
+    parts = []
+    for number, datasets in enumerate(views):
+        summary = plots.summarise_runs(records, datasets)
+        if len(summary):
+            parts.append(plots.pareto_figure(summary).to_html(full_html=False, include_plotlyjs=False, div_id="pareto" if number == 0 else f"pareto-{number}"))
+    return parts or ["<p>No run was evaluated on every dataset of a view.</p>"]
+
+
+def write_report(out_dir: Path, parameters: dict | None = None) -> Path:
+    """Write ``out_dir/report.html`` from the records under ``out_dir``; returns its path."""
+    out_dir = Path(out_dir)
+    parameters = parameters or {}
+    records = load_records(out_dir)
+    table = results_table(records)
+    _, entries = claims.write_claims(out_dir, n_boot=int(parameters.get("n_boot") or 1000), seed=int(parameters.get("seed") or 0))
+    parts = [
+        "<h1>AIMS Kit report</h1>",
+        f"<p>Run folder: <code>{html.escape(str(out_dir))}</code></p>",
+        f"<p><strong>Read this first.</strong> {html.escape(model_note(parameters.get('model', '')))} "
+        "Each F1 sits beside the F1 of flagging everything and of flagging nothing.</p>",
+        *scoreboard_section(entries),
+        "<h2>Pareto: F1 against latency</h2>",
+        *pareto_sections(records),
+    ]
+    parts += [
+        "<h2>Results</h2>",
+        table.to_html(index=False, escape=True, classes="results"),
+        *regime_sections(records),
+        "<h2>Parameters</h2>",
+        f"<pre>{html.escape(json.dumps(parameters, indent=2, default=str))}</pre>",
+        "<h2>Versions</h2>",
+        f"<pre>{html.escape(json.dumps(versions(), indent=2))}</pre>",
+    ]
+    from plotly.offline import get_plotlyjs
+
+    page = (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>AIMS Kit report</title>"
+        f"<script>{get_plotlyjs()}</script>"
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
+        "table.results{border-collapse:collapse;font-size:13px}"
+        "table.results td,table.results th{border:1px solid #ccc;padding:3px 6px}</style></head><body>"
+        + "\n".join(parts)
+        + "</body></html>"
+    )
+    path = out_dir / "report.html"
+    atomic_write_text(path, page)
+    return path

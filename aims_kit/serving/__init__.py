@@ -1,0 +1,1 @@
+"""Using a trained run: the Classifier, exporting a merged folder, serving it over HTTP."""
