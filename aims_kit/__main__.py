@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--latency-sample", type=int, default=16, help="prompts timed one at a time for p50/p95 latency")
     ev.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the confidence intervals")
     ev.add_argument("--seed", type=int, default=22)
+    ev.add_argument("--replace", action="store_true",
+                    help="replace the run's earlier record of this benchmark (it moves to RUN/history/); without it a second eval is refused")
 
     cl = sub.add_parser("classify", help="label prompts with a run (trained adapter, encoder, zero-shot or served)")
     source = cl.add_mutually_exclusive_group(required=True)
@@ -74,12 +76,36 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, default=0, help="listen port (default: a free one)")
     sv.add_argument("--continuous-batching", action="store_true", help="transformers' continuous batching (paged attention)")
 
+    rp = sub.add_parser("report", help="rewrite a run folder's report.html (and claims.json); optionally its Markdown results page")
+    rp.add_argument("run_folder", type=Path, help="a folder written by `run` (outputs/run-...)")
+    rp.add_argument("--markdown", type=Path, default=None, metavar="FILE", help="also write the results page here (e.g. docs/results.md)")
+
     tr = sub.add_parser("train", help="train one regime with its notebook's settings (also under torchrun / accelerate launch)")
     tr.add_argument("regime", choices=["sft", "dpo", "distill", "grpo"])
     tr.add_argument("--profile", default=DEFAULT_PROFILE, choices=sorted(PROFILES))
     tr.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override a parameter the notebook declares")
     tr.add_argument("--out", type=Path, default=None, help="the notebook's out_dir: runs go to OUT/runs/ (default outputs/lab)")
     return parser
+
+
+def main_report(args: argparse.Namespace) -> int:
+    """Rewrite a run folder's report (and claims.json) from its records; write its Markdown page if asked."""
+    from aims_kit.core.results import atomic_write_text, read_json
+    from aims_kit.notebook.report import markdown_report, write_report
+
+    folder = args.run_folder
+    if not (folder / "parameters.json").is_file():
+        print(f"error: {folder}: not a run folder (no parameters.json); give a folder written by `python -m aims_kit run`", file=sys.stderr)
+        return 1
+    print(write_report(folder, read_json(folder / "parameters.json")))
+    if args.markdown:
+        try:
+            atomic_write_text(args.markdown, markdown_report(folder))
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        print(args.markdown)
+    return 0
 
 
 def main_train(args: argparse.Namespace) -> int:
@@ -184,6 +210,15 @@ def main_eval(args: argparse.Namespace) -> int:
         return 1
     from aims_kit.core.params import BenchmarkParams
 
+    from aims_kit.core.results import is_evaluated, read_json
+
+    dataset = benchmark_eval.dataset_name(args.benchmark, args.path)
+    if is_evaluated(run.run_dir, dataset) and not args.replace:
+        earlier = read_json(run.run_dir / "results" / f"{dataset}.json")
+        print(f"error: {run.run_dir.name} already has a record of {dataset} (n={earlier.get('n')}, "
+              f"benchmark_limit={earlier.get('benchmark_limit')}); a scoreboard may rest on it. Pass --replace to move it "
+              "to the run's history/ folder and write the new one, or evaluate a copy of the run.", file=sys.stderr)
+        return 1
     if args.max_new_tokens:
         run.config = {**run.config, "max_new_tokens": args.max_new_tokens}
     params = BenchmarkParams(benchmark_limit=args.limit, eval_batch_size=args.batch_size, latency_sample=args.latency_sample,
@@ -191,7 +226,7 @@ def main_eval(args: argparse.Namespace) -> int:
     from aims_kit.inference.endpoints import EndpointError
 
     try:
-        record = benchmark_eval.evaluate_loaded(run, frame, benchmark_eval.dataset_name(args.benchmark, args.path), params)
+        record = benchmark_eval.evaluate_loaded(run, frame, dataset, params)
     except EndpointError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -278,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
         return main_train(args)
     if args.command == "serve":
         return main_serve(args)
+    if args.command == "report":
+        return main_report(args)
     if args.command == "export":
         from aims_kit.serving.export import export_run
 

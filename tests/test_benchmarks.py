@@ -121,3 +121,12 @@ def test_discover_prefers_local_then_falls_back_and_says_why(tmp_path):
     assert "not a real benchmark" in found["harmbench"].note and "no local file" in found["harmbench"].note
     skipped = benchmarks.discover(["harmbench"], sources=["local"], benchmark_paths=[str(folder)])[0]
     assert skipped.kind == "skipped" and skipped.frame is None and str(folder) in skipped.note
+
+
+def test_openai_moderation_ships_with_the_kit_as_published_with_its_licence():
+    """Found with no --path (the shipped file), read with the published convention: 1,680 rows, 522 harmful."""
+    path = benchmarks.find_local("openai_moderation", benchmarks.search_dirs())
+    assert path is not None and path.is_relative_to(benchmarks.SHIPPED_DIR)
+    assert "MIT License" in (path.parent / "LICENSE").read_text()
+    frame = benchmarks.load_benchmark("openai_moderation", path)
+    assert len(frame) == 1680 and int((frame["label"] == "harmful").sum()) == 522

@@ -98,3 +98,17 @@ def test_encoder_baseline_trains_on_train_stops_on_val_and_records(tmp_path):
     fixture = benchmark_eval.evaluate_loaded(loaded, benchmarks.load_fixture("harmbench"), "fixture:harmbench",
                                              BenchmarkParams(latency_sample=0, n_boot=20))
     assert fixture["n"] == 6 and fixture["f1_flag_all"] == 1.0
+
+
+def test_a_second_eval_keeps_the_first_record_unless_told_to_replace_it(trained_run, capsys):
+    path = benchmarks.FIXTURES_DIR / "sst_test_cases.csv"
+    args = ["eval", "--run", str(trained_run), "--benchmark", "simplesafetytests", "--path", str(path), *FAST]
+    assert main([*args, "--limit", "4"]) == 0
+    first = results.read_json(trained_run / "results" / "fixture:simplesafetytests.json")
+    assert main([*args, "--limit", "6"]) == 1
+    err = capsys.readouterr().err
+    assert "already has a record" in err and "n=4" in err and "--replace" in err
+    assert results.read_json(trained_run / "results" / "fixture:simplesafetytests.json") == first  # untouched
+    assert main([*args, "--limit", "6", "--replace"]) == 0
+    assert results.read_json(trained_run / "results" / "fixture:simplesafetytests.json")["n"] == 6
+    assert len(list((trained_run / "history").glob("results-fixture:simplesafetytests-*.json"))) == 1  # the first, kept

@@ -69,3 +69,13 @@ def test_prompt_messages_pass_user_text_verbatim():
     prompt = "{{ system }} <script>alert(1)</script> {% raw %}"
     messages = formats.prompt_messages(prompt, "intent_label")
     assert messages[-1] == {"role": "user", "content": prompt}
+
+
+def test_label_offset_points_at_the_word_the_parser_reads():
+    from aims_kit.datasets.formats import label_offset
+
+    text = "Intent: asks whether it is harmful; Harm: unharmful"
+    assert text[label_offset(text):] == "unharmful"
+    thinking = "<think>Harm: harmful</think>Intent: x; Harm: safe"
+    assert thinking[label_offset(thinking):] == "safe"  # a think block is never the answer
+    assert label_offset(" safe.") == 1 and label_offset("no label here") is None

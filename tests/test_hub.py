@@ -28,7 +28,7 @@ def test_the_probe_reaches_the_hub_through_the_configured_proxy():
     env = {k: v for k, v in os.environ.items() if k.lower() not in ("no_proxy", "http_proxy", "https_proxy", "all_proxy")}
     env.update(HF_ENDPOINT="http://hub.invalid", HTTP_PROXY=f"http://127.0.0.1:{proxy.server_port}", HF_HUB_OFFLINE="0")
     try:
-        probe = subprocess.run([sys.executable, "-c", "from aims_kit import hub; print(hub.unreachable(timeout=5))"],
+        probe = subprocess.run([sys.executable, "-c", "from aims_kit.core import hub; print(hub.unreachable(timeout=5))"],
                                env=env, capture_output=True, text=True, timeout=120)
     finally:
         proxy.shutdown()

@@ -31,3 +31,18 @@ def test_trivial_baselines_match_xstest_flag_everything():
 def test_length_mismatch_is_an_error():
     with pytest.raises(ValueError):
         metrics.binary_metrics(["safe"], [])
+
+
+def test_auprc_and_auroc_match_scikit_learn_on_a_fixed_example():
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from aims_kit.scoring.metrics import auroc, average_precision, threshold_free
+
+    gold = ["harmful", "safe", "harmful", "harmful", "safe", "safe", "harmful", "safe", "safe", "harmful"]
+    scores = [0.9, 0.8, 0.8, 0.6, 0.5, 0.4, 0.4, 0.2, 0.1, 0.05]  # ties included
+    y = [g == "harmful" for g in gold]
+    assert average_precision(gold, scores) == pytest.approx(average_precision_score(y, scores))
+    assert auroc(gold, scores) == pytest.approx(roc_auc_score(y, scores))
+    # a row without P(harmful) (no readable label) ranks as the parse-failure rule's label: 0
+    missing = threshold_free(gold, [*scores[:-1], None])
+    assert missing["p_harmful_missing"] == 1 and missing["auprc"] == pytest.approx(average_precision_score(y, [*scores[:-1], 0.0]))

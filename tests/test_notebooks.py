@@ -98,3 +98,22 @@ def test_notebooks_open_with_what_they_teach_and_end_with_what_to_try():
         first, last = cells[0], cells[-1]
         assert first.cell_type == "markdown" and "What this teaches" in first.source and "What it needs" in first.source, path.name
         assert last.cell_type == "markdown" and "What to try next" in last.source, path.name
+
+
+def test_executed_playground_stays_small(smoke_session):
+    """The FigureWidget's saved state (the plotly.js bundle, ~5 MB) is dropped from executed copies."""
+    assert (smoke_session / "notebooks" / "08_playground.ipynb").stat().st_size < 1_000_000
+
+
+def test_slim_widget_state_drops_only_heavy_models():
+    import nbformat
+
+    from aims_kit.notebook.runner import WIDGET_STATE_LIMIT, slim_widget_state
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {
+        "light": {"model_name": "TextModel", "state": {"value": "a prompt"}},
+        "heavy": {"model_name": "FigureModel", "state": {"_esm": "x" * (WIDGET_STATE_LIMIT + 1)}},
+    }}}
+    assert slim_widget_state(nb) == 1
+    assert list(nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]) == ["light"]

@@ -445,9 +445,7 @@ def test_hub_model_judge_unreadable_answer_is_a_failure_that_the_cache_counts(mo
 def test_cuda_without_bitsandbytes_is_a_clear_error(monkeypatch):
     import sys
 
-    from aims_kit.models import loading as models
-
-    monkeypatch.setattr(models, "has_cuda", lambda: True)
+    monkeypatch.setattr(precision, "has_cuda", lambda: True)
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import fails as if it were not installed
     with pytest.raises(RuntimeError, match="bitsandbytes is not installed.*quantize=False"):
         precision.quantization_config(None)

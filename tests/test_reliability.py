@@ -69,3 +69,24 @@ def test_same_seed_same_profile_same_metrics(tmp_path):
     assert [p["output"] for p in results.read_jsonl(a / "predictions" / "aims_test.jsonl")] == [
         p["output"] for p in results.read_jsonl(b / "predictions" / "aims_test.jsonl")
     ]
+
+
+def test_p_harmful_is_read_at_the_step_that_wrote_the_label():
+    """LabelProbability maps the parsed label back to its decoding step and reads that step's two logits."""
+    import torch
+
+    from aims_kit.inference.generation import LabelProbability
+    from aims_kit.models.loading import load_tokenizer, resolve_model_id
+
+    tokenizer = load_tokenizer(resolve_model_id("tiny-random"))
+    reader = LabelProbability(tokenizer)
+    assert reader.usable
+    used = tokenizer("Intent: bake bread; Harm: harmful", add_special_tokens=False)["input_ids"]
+    reader.start()
+    for step in range(len(used)):  # harmful 2 logits above safe only at the label's step
+        logits = torch.zeros(1, 4)
+        if tokenizer.decode(used[step:]).strip().startswith("harmful"):
+            logits[0, 0] = logits[0, 2] = 2.0
+        reader.steps.append(logits)
+    assert reader.read(0, used) == pytest.approx(float(torch.sigmoid(torch.tensor(2.0))))
+    assert reader.read(0, tokenizer("no label", add_special_tokens=False)["input_ids"]) is None

@@ -57,3 +57,21 @@ def test_re_evaluation_keeps_the_earlier_record_in_history(tmp_path):
     kept = sorted(p.name for p in (run / "history").iterdir())
     assert len(kept) == 2 and kept[0].startswith("predictions-bench:xstest-") and kept[1].startswith("results-bench:xstest-")
     assert json.loads(next((run / "history").glob("results-*.json")).read_text())["f1"] == 0.25
+
+
+def test_a_run_folder_written_under_umask_0022_is_readable_by_other_accounts(tmp_path):
+    """Atomic writes go through 0600 temporary files; what lands must still follow the umask (a class shares folders)."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        run = results.create_run(tmp_path / "shared", "sft-intent_label", {"regime": "sft", "condition": "intent_label", "model": "m"})
+        results.write_record(run, "aims_test", {"f1": 0.5}, [{"id": "1", "gold": "safe", "pred": "safe"}])
+        results.atomic_write_text(tmp_path / "shared" / "report.html", "<p>report</p>")
+    finally:
+        os.umask(old)
+    files = [p for p in (tmp_path / "shared").rglob("*") if p.is_file()]
+    folders = [tmp_path / "shared", *(p for p in (tmp_path / "shared").rglob("*") if p.is_dir())]
+    assert len(files) >= 4 and {stat.S_IMODE(p.stat().st_mode) for p in files} == {0o644}
+    assert {stat.S_IMODE(p.stat().st_mode) for p in folders} == {0o755}

@@ -114,10 +114,10 @@ def test_ctrl_c_stops_the_server(served):
 def test_missing_serving_packages_are_named_with_the_pip_command(monkeypatch, tmp_path, capsys):
     import importlib.util
 
-    from aims_kit.inference import engines as served
+    from aims_kit.serving import server
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(served.importlib.util, "find_spec", lambda name: None if name == "uvicorn" else real(name))
+    monkeypatch.setattr(server.importlib.util, "find_spec", lambda name: None if name == "uvicorn" else real(name))
     folder = tmp_path / "guard"
     folder.mkdir()
     (folder / "config.json").write_text("{}")

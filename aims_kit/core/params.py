@@ -202,6 +202,8 @@ class BenchmarkParams(RunParams):
     benchmark_paths: tuple[str, ...] = ()
     #: Rows per benchmark, a seeded sample keeping the label share (0: all).
     benchmark_limit: int = 0
+    #: Rows of a named benchmark where it differs from ``benchmark_limit`` (name → rows; 0: all).
+    benchmark_limits: dict = field(default_factory=dict)
     #: Prompts timed one at a time per (run, benchmark) (``None``: ``latency_sample``). On a CPU
     #: every run times every benchmark, so the cpu profile times fewer here than on AIMS test.
     benchmark_latency_sample: int | None = None

@@ -29,8 +29,20 @@ from aims_kit.core import distributed
 from aims_kit.core.paths import REPO_DIR, outputs_dir
 
 
+def share_like_umask(path: str | Path) -> None:
+    """Give ``path`` the mode a plain ``open`` / ``mkdir`` would have under this process's umask.
+
+    Why: ``tempfile`` creates files 0600 and folders 0700 (private by design), so a file written
+    atomically through a temporary one, or a folder built in a staging one, would stay unreadable
+    to the rest of a class sharing a run folder, whatever their umask says.
+    """
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, (0o777 if Path(path).is_dir() else 0o666) & ~mask)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` so that readers see the old file or the new one, never half of one."""
+    """Write ``text`` so that readers see the old file or the new one, never half of one (mode from the umask)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
@@ -38,6 +50,7 @@ def atomic_write_text(path: Path, text: str) -> None:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+        share_like_umask(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -192,6 +192,21 @@ def parse_output(text: str) -> Parsed:
     return Parsed(label=label, intent=intent or None, reasoning=reasoning, trailing=trailing)
 
 
+def label_offset(text: str) -> int | None:
+    """Where in ``text`` the label word :func:`parse_output` reads begins (``None``: no label).
+
+    The same rule as the parser: the last labelled field outside ``<think>`` blocks, else a bare
+    one-word answer. Generation reads P(harmful) from the logits of the step that wrote this
+    character (:mod:`aims_kit.inference.generation`).
+    """
+    thinking = [m.span() for m in _THINK_RE.finditer(text)]
+    fields = [m for m in _FIELD_RE.finditer(text) if not any(a <= m.start() < b for a, b in thinking)]
+    if fields:
+        return fields[-1].start(1)
+    bare = _BARE_RE.match(text) if not thinking else None
+    return bare.start(1) if bare else None
+
+
 def _normalise(word: str) -> Label:
     return _SYNONYMS[re.sub(r"\s+", " ", word.lower())]
 

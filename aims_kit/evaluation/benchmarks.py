@@ -64,7 +64,7 @@ def evaluate_loaded(run: LoadedRun, frame: pd.DataFrame, dataset: str, p: Benchm
     Slice columns of the frame (``type``, ``Adversarial``, ``Category``) are copied into the
     saved predictions, so per-slice F1 can be computed from the files alone.
     """
-    limit = int(p.benchmark_limit or 0)
+    limit = int(p.benchmark_limits.get(frame.attrs.get("benchmark", dataset), p.benchmark_limit) or 0)
     frame = data.stratified_sample(frame, limit, seed=int(p.seed or 0))
     latency_sample = int(p.latency_sample if p.benchmark_latency_sample is None else p.benchmark_latency_sample)
     batch_size, n_boot = int(p.eval_batch_size), int(p.n_boot)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Sequence
 
 import torch
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from aims_kit.core.progress import progress_bar
 from aims_kit.datasets import formats
@@ -30,8 +31,9 @@ class Generation:
     texts: list[str]
     new_tokens: list[int]
     seconds: float
-    #: P(harmful) per row where the label was read from one forward pass (label-only scoring).
-    p_harmful: list[float] | None = None
+    #: P(harmful) per row: from one forward pass (label-only scoring), or read at the step that
+    #: wrote the label during greedy decoding (``None`` for a row with no readable label).
+    p_harmful: list[float | None] | None = None
     #: ``generated`` (decoded text) or ``scored`` (the label's first token from one forward pass).
     method: str = "generated"
 
@@ -110,6 +112,8 @@ def generate(
     k = num_return_sequences
     texts: list[str] = [""] * (len(encoded) * k)
     counts: list[int] = [0] * (len(encoded) * k)
+    reader = LabelProbability(tokenizer)
+    p_harmful: list[float | None] = [None] * (len(encoded) * k)
     eos_ids = _eos_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id
     stopping = _stop_criteria(tokenizer, stop_strings)
@@ -121,7 +125,8 @@ def generate(
         batch = pending.pop(0)
         try:
             with inference_autocast(model):
-                out = _generate_batch(model, [encoded[i] for i in batch], pad_id, eos_ids, stopping, max_new_tokens, do_sample, temperature, k)
+                out = _generate_batch(model, [encoded[i] for i in batch], pad_id, eos_ids, stopping, max_new_tokens,
+                                      do_sample, temperature, k, reader.start())
         except torch.cuda.OutOfMemoryError:
             if len(batch) == 1:
                 raise
@@ -137,13 +142,82 @@ def generate(
             used = _until_eos(seq, [*eos_ids, pad_id])
             texts[row * k + sample] = tokenizer.decode(used, skip_special_tokens=True).strip()
             counts[row * k + sample] = len(used) + (1 if len(used) < len(seq) else 0)
+            p_harmful[row * k + sample] = reader.read(j, used)
         bar.update(len(batch))
     bar.close()
-    return Generation(texts=texts, new_tokens=counts, seconds=time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    return Generation(texts=texts, new_tokens=counts, seconds=seconds, p_harmful=p_harmful if reader.usable else None)
 
 
-def _generate_batch(model, ids, pad_id, eos_ids, stopping, max_new_tokens, do_sample, temperature, k) -> list[list[int]]:
-    """One left-padded batch through ``model.generate``; returns the new tokens of each sequence."""
+class LabelProbability:
+    """P(harmful) of a generated answer, read at the decoding step that wrote its label word.
+
+    Why: a generated label is a hard 0/1; the logits of the step that wrote it rank prompts, so
+    intent, reasoning, DPO and GRPO runs get AUROC / AUPRC and PR curves like a label-only run. At
+    every step a logits processor keeps the logits of the two label words' first tokens (with and
+    without a leading space: 4 numbers a row, not the vocabulary). After decoding, the label's
+    character offset (:func:`aims_kit.datasets.formats.label_offset`, the parser's own rule) is
+    mapped to its token, and P(harmful) = softmax over the two words' logits at that step, in the
+    spacing the model used. Nothing about decoding changes: the processor returns the logits as given.
+    """
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        first = {(label, space): tokenizer((" " if space else "") + label, add_special_tokens=False)["input_ids"][0]
+                 for label in formats.LABELS for space in (False, True)}
+        #: Column order of the kept logits: harmful, safe without a space, then with one.
+        self.ids = [first[("harmful", False)], first[("safe", False)], first[("harmful", True)], first[("safe", True)]]
+        self.usable = self.ids[0] != self.ids[1] and self.ids[2] != self.ids[3]
+        self.steps: list[torch.Tensor] = []
+
+    def start(self) -> "_KeepLabelLogits | None":
+        """A fresh logits processor for one ``generate`` call (``None`` when the labels share a first token)."""
+        self.steps = []
+        return _KeepLabelLogits(torch.tensor(self.ids), self.steps) if self.usable else None
+
+    def read(self, row: int, used: list[int]) -> float | None:
+        """P(harmful) of ``row`` of the last batch, whose new tokens up to end-of-turn are ``used``."""
+        if not self.usable or not self.steps:
+            return None
+        text = self.tokenizer.decode(used, skip_special_tokens=True)
+        offset = formats.label_offset(text)
+        if offset is None:
+            return None
+        step = self._token_at(used, offset)
+        if step >= len(self.steps):
+            return None
+        spaced = self.tokenizer.decode(used[step:step + 1]).startswith(" ")
+        pair = self.steps[step][row, 2:4] if spaced else self.steps[step][row, 0:2]
+        return float(pair.softmax(-1)[0])
+
+    def _token_at(self, used: list[int], offset: int) -> int:
+        """The index of the token holding character ``offset`` of the decoded text (prefix lengths grow with it)."""
+        low, high = 1, len(used)
+        while low < high:  # smallest prefix whose text reaches past ``offset``
+            middle = (low + high) // 2
+            if len(self.tokenizer.decode(used[:middle], skip_special_tokens=True)) > offset:
+                high = middle
+            else:
+                low = middle + 1
+        return low - 1
+
+
+class _KeepLabelLogits(LogitsProcessor):
+    """Keeps each step's logits of a few token ids, and returns the logits unchanged."""
+
+    def __init__(self, ids: torch.Tensor, steps: list[torch.Tensor]):
+        self.ids, self.steps = ids, steps
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        self.steps.append(scores[:, self.ids.to(scores.device)].float().cpu())
+        return scores
+
+
+def _generate_batch(model, ids, pad_id, eos_ids, stopping, max_new_tokens, do_sample, temperature, k, keep_logits=None) -> list[list[int]]:
+    """One left-padded batch through ``model.generate``; returns the new tokens of each sequence.
+
+    ``keep_logits`` (a logits processor that returns its scores unchanged) sees every step's logits.
+    """
     width = max(len(x) for x in ids)
     input_ids = torch.tensor([[pad_id] * (width - len(x)) + x for x in ids], device=model.device)
     attention = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=model.device)
@@ -159,6 +233,7 @@ def _generate_batch(model, ids, pad_id, eos_ids, stopping, max_new_tokens, do_sa
         eos_token_id=eos_ids,
         pad_token_id=pad_id,
         stopping_criteria=stopping,
+        logits_processor=LogitsProcessorList([keep_logits]) if keep_logits else None,
         use_cache=True,
     )
     return out[:, width:].tolist()

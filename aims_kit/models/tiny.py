@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 from aims_kit.core.paths import outputs_dir
+from aims_kit.core.results import share_like_umask
 from aims_kit.datasets import formats
 from aims_kit.datasets.aims import SAMPLE_PATH, TRACES_PATH
 
@@ -132,6 +133,7 @@ def build(target: Path) -> Path:
         model.save_pretrained(staging, safe_serialization=True)
         (staging / "RECIPE.json").write_text(json.dumps(RECIPE, indent=2))
         try:
+            share_like_umask(staging)  # mkdtemp made it 0700
             os.replace(staging, target)
         except OSError:  # another process built it first: keep theirs
             shutil.rmtree(staging, ignore_errors=True)

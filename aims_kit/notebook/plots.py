@@ -272,3 +272,47 @@ def reward_figure(reward_log: list[dict], val_history: list[dict] | None = None,
     fig.update_xaxes(title_text="step", row=2, col=1)
     fig.update_layout(title=title, template="plotly_white", height=550)
     return fig
+
+
+def pr_figure(records: pd.DataFrame, dataset: str):
+    """Precision–recall curves of every run with P(harmful) on ``dataset``, flagging everything marked.
+
+    Flagging everything sits at recall 1 with precision = the harmful share: a curve must rise
+    above that point to rank prompts better than no model. Runs without P(harmful) (an encoder,
+    a served or vLLM run) are drawn as their one operating point.
+    """
+    import plotly.graph_objects as go
+
+    from aims_kit.core.results import read_jsonl
+    from aims_kit.scoring.metrics import (
+        average_precision,
+        precision_recall_curve,
+        scores_or_rule,
+    )
+
+    fig = go.Figure()
+    rows = records[records["dataset"] == dataset]
+    share = None
+    for row in rows.itertuples():
+        file = Path(row.run_dir) / "predictions" / f"{dataset}.jsonl"
+        if not file.exists():
+            continue
+        predictions = pd.DataFrame(read_jsonl(file))
+        if predictions.empty:
+            continue
+        gold = predictions["gold"].tolist()
+        share = sum(g == "harmful" for g in gold) / len(gold)
+        name = f"{row.regime} · {row.variant or row.condition}"
+        if "p_harmful" in predictions and predictions["p_harmful"].notna().any():
+            scores = scores_or_rule(predictions["p_harmful"].where(predictions["p_harmful"].notna(), None).tolist())
+            curve = precision_recall_curve(gold, scores)
+            fig.add_trace(go.Scatter(x=curve["recall"], y=curve["precision"], mode="lines", line_shape="hv",
+                                     name=f"{name} (AUPRC {average_precision(gold, scores):.3f})"))
+        else:
+            fig.add_trace(go.Scatter(x=[row.recall], y=[row.precision], mode="markers", name=f"{name} (no P(harmful))"))
+    if share is not None:
+        fig.add_trace(go.Scatter(x=[1.0], y=[share], mode="markers", marker=dict(symbol="x", size=12, color="black"),
+                                 name=f"flag everything (precision {share:.3f})"))
+    fig.update_layout(title=f"Precision–recall · {dataset_name(dataset)}", xaxis_title="recall (harmful)",
+                      yaxis_title="precision (harmful)", xaxis_range=[0, 1.02], yaxis_range=[0, 1.02], height=420)
+    return fig

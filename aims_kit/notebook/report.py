@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from aims_kit.core.progress import format_duration
 from aims_kit.core.results import atomic_write_text, load_records, read_json
 from aims_kit.evaluation import claims
 from aims_kit.notebook import plots
@@ -110,10 +111,13 @@ def scoreboard_section(entries: list) -> list[str]:
              for e in entries if e.note]
     return [
         "<h2>Claims scoreboard</h2>",
-        "<p>Each claim compares two runs <em>paired, on the same prompts</em>: Δ = F1 of the run the paper "
-        "says wins minus F1 of the other, with a paired bootstrap 95% interval and McNemar's exact p. "
-        "<em>Reproduced</em>: Δ &gt; 0 and the interval above 0; <em>same direction, not significant</em>: Δ &gt; 0, "
-        "the interval reaches 0; <em>not reproduced</em>: Δ ≤ 0; <em>not tested</em>: a run or dataset is missing. "
+        f"<p>Each claim compares two runs named in advance, {html.escape(claims.RULE_TEXT)}. "
+        "<em>Reproduced</em>: the ΔF1 interval above 0 and the winner above flagging everything; "
+        "<em>reproduced, below the trivial baseline</em>: above 0 but not above flag-all; <em>reversed</em>: below 0; "
+        "<em>underpowered</em>: the interval spans 0 and this many prompts could not detect the paper's gap "
+        f"({claims.PAPER_GAP}), or the two runs' labels barely differ; <em>inconclusive</em>: spans 0 with power to spare; "
+        "<em>not tested</em>: a run or dataset is missing. Cells marked exploratory are outside the five headline tests "
+        "(the terms: <code>docs/glossary.md</code> in the kit). "
         "Computed from the records and predictions in this folder (<code>claims.json</code>).</p>",
         frame.to_html(index=False, escape=True, classes="results"),
         f"<details><summary>Notes per claim and dataset</summary><ul>{''.join(notes)}</ul></details>",
@@ -171,13 +175,26 @@ def pareto_sections(records: pd.DataFrame) -> list[str]:
     return parts or ["<p>No run was evaluated on every dataset of a view.</p>"]
 
 
+def pr_sections(records: pd.DataFrame) -> list[str]:
+    """Precision–recall curves on AIMS test and each real benchmark: evidence that needs no threshold."""
+    if records.empty:
+        return []
+    datasets = [d for d in ["aims_test", *claims.real_benchmarks(records)] if d in set(records["dataset"])]
+    parts = ["<h2>Precision–recall: ranking without a threshold</h2>",
+             "<p>P(harmful) is read at the step that wrote each label. A curve above the cross (flagging "
+             "everything) ranks prompts better than no model at some threshold.</p>"]
+    for number, dataset in enumerate(datasets):
+        parts.append(plots.pr_figure(records, dataset).to_html(full_html=False, include_plotlyjs=False, div_id=f"pr-{number}"))
+    return parts
+
+
 def write_report(out_dir: Path, parameters: dict | None = None) -> Path:
     """Write ``out_dir/report.html`` from the records under ``out_dir``; returns its path."""
     out_dir = Path(out_dir)
     parameters = parameters or {}
     records = load_records(out_dir)
     table = results_table(records)
-    _, entries = claims.write_claims(out_dir, n_boot=int(parameters.get("n_boot") or 1000), seed=int(parameters.get("seed") or 0))
+    _, entries = claims.write_claims(out_dir)
     parts = [
         "<h1>AIMS Kit report</h1>",
         f"<p>Run folder: <code>{html.escape(str(out_dir))}</code></p>",
@@ -186,6 +203,7 @@ def write_report(out_dir: Path, parameters: dict | None = None) -> Path:
         *scoreboard_section(entries),
         "<h2>Pareto: F1 against latency</h2>",
         *pareto_sections(records),
+        *pr_sections(records),
     ]
     parts += [
         "<h2>Results</h2>",
@@ -210,3 +228,81 @@ def write_report(out_dir: Path, parameters: dict | None = None) -> Path:
     path = out_dir / "report.html"
     atomic_write_text(path, page)
     return path
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A DataFrame as a GitHub Markdown table (cells escaped for ``|``)."""
+    def cell(value) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    header = "| " + " | ".join(cell(c) for c in frame.columns) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *rows])
+
+
+def claim_reading(entry) -> str:
+    """One sentence on a claim's headline test, written from its verdict and numbers."""
+    claim = next(c for c in claims.CLAIMS if c.number == entry.claim)
+    where = plots.dataset_name(entry.dataset)
+    if entry.verdict == claims.NOT_TESTED:
+        return f"**Claim {claim.number}** ({claim.statement}) was not tested on {where}: {entry.note}."
+    e = entry.evidence
+    sentence = (f"**Claim {claim.number}** ({claim.statement}), {entry.run_a} vs {entry.run_b} on {where} (n={entry.n}): "
+                f"**{entry.verdict}**. F1 {e['f1_a']:.3f} vs {e['f1_b']:.3f}, ΔF1 {e['f1_diff']:+.3f} "
+                f"[{e['diff_ci_low']:+.3f}, {e['diff_ci_high']:+.3f}], bootstrap p {e['p_value']:.2g}"
+                + (f", Holm p {entry.holm_p:.2g}" if entry.holm_p is not None else "")
+                + f"; flagging everything scores {e['f1_flag_all']:.3f}; flag rates {e['flag_rate_a']:.0%} vs {e['flag_rate_b']:.0%}")
+    if "auprc_diff" in e:
+        sentence += f"; AUPRC {e['auprc_a']:.3f} vs {e['auprc_b']:.3f}"
+    if entry.verdict in (claims.UNDERPOWERED, claims.INCONCLUSIVE):
+        sentence += (f". At this n the smallest detectable difference is {e['detectable_diff']:.2f}, against the paper's "
+                     f"gap of about {entry.paper_gap:.2f}, and the labels differ on {e['labels_differ']} prompts")
+    return sentence + "."
+
+
+def markdown_report(out_dir: Path) -> str:
+    """The results page of one run folder (``docs/results.md``): every number from that folder alone.
+
+    Named by its folder, commit, profile, date and machine, so a published number always points at
+    the one run it came from; the scoreboard's reading is written from the verdicts, not by hand.
+    """
+    import os
+
+    out_dir = Path(out_dir)
+    records = load_records(out_dir)
+    if records.empty:
+        raise ValueError(f"{out_dir}: no results records (is it a run folder written by `python -m aims_kit run`?)")
+    parameters = read_json(out_dir / "parameters.json") if (out_dir / "parameters.json").exists() else {}
+    status = read_json(out_dir / "status.json") if (out_dir / "status.json").exists() else {}
+    entries = claims.read_claims(out_dir / "claims.json") if (out_dir / "claims.json").exists() else claims.scoreboard(records)
+    commits = sorted({str(c) for c in records["config"].map(lambda c: (c or {}).get("git_commit")) if c})
+    created = sorted(str(c) for c in records["config"].map(lambda c: (c or {}).get("created")) if c)
+    devices = sorted({str(d) for d in records.get("device", pd.Series(dtype=str)).dropna()})
+    seconds = status.get("seconds", {})
+    lines = [
+        "# Results of one run",
+        "",
+        f"Generated by `python -m aims_kit report {out_dir.name} --markdown FILE` from the run folder "
+        f"`{out_dir.name}` alone; do not edit by hand (rerun the command instead).",
+        "",
+        f"- profile: `{parameters.get('profile', '?')}`, model `{parameters.get('model', '?')}`, seed {parameters.get('seed', '?')}",
+        f"- commit: {', '.join(f'`{c[:12]}`' for c in commits) or 'unknown'}",
+        f"- date: {created[0][:10] if created else 'unknown'}",
+        f"- machine: {', '.join(devices) or 'unknown'}, {os.cpu_count()} cores seen by the report",
+        f"- {model_note(parameters.get('model', ''))}",
+    ]
+    if seconds:
+        lines += ["", "## Time per notebook", "",
+                  markdown_table(pd.DataFrame({"notebook": list(seconds), "time": [format_duration(s) for s in seconds.values()]})),
+                  "", f"Total: {format_duration(sum(seconds.values()))}."]
+    lines += ["", "## Claims scoreboard", "", f"Rule: {claims.RULE_TEXT}. Verdicts are defined in the report and in "
+              "`aims_kit/evaluation/claims.py`.", "", "### Reading", ""]
+    lines += [f"- {claim_reading(claims.headline(entries, c))}" for c in claims.CLAIMS]
+    lines += ["", "### Every cell", "", markdown_table(claims.scoreboard_frame(entries))]
+    for dataset in ["aims_test", *claims.real_benchmarks(records)]:
+        frame = summary_frame(records, dataset)
+        if len(frame):
+            n = int(records.loc[records["dataset"] == dataset, "n"].iloc[0])
+            lines += ["", f"## Results on {plots.dataset_name(dataset)} (n={n})", "", markdown_table(frame)]
+    return "\n".join(lines) + "\n"

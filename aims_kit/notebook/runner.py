@@ -123,11 +123,33 @@ def execute(notebook: Path, output: Path, parameters: dict, *, timeout: int | No
         raise NotebookFailure(notebook.name, None, f"{type(err).__name__}: {err}") from None
 
 
+#: A saved widget model larger than this is dropped from the executed copy (see :func:`slim_widget_state`).
+WIDGET_STATE_LIMIT = 100_000
+
+
+def slim_widget_state(nb) -> int:
+    """Drop saved widget models over :data:`WIDGET_STATE_LIMIT` bytes; returns how many were dropped.
+
+    Why: a plotly ``FigureWidget`` saves the whole plotly.js bundle (about 5 MB) in its widget
+    state, so the executed playground grew to megabytes, slow to open and too big for a code host
+    to render. The state only replays widgets without a kernel; run live, every widget is rebuilt.
+    """
+    import json
+
+    store = nb.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {})
+    state = store.get("state", {})
+    heavy = [key for key, model in state.items() if len(json.dumps(model)) > WIDGET_STATE_LIMIT]
+    for key in heavy:
+        del state[key]
+    return len(heavy)
+
+
 def stamp_duration(executed: Path, seconds: float, profile: str) -> None:
-    """End the executed notebook with a line that says how long it took (atomic rewrite)."""
+    """End the executed notebook with a line that says how long it took, widget state slimmed (atomic rewrite)."""
     import nbformat
 
     nb = nbformat.read(str(executed), as_version=4)
+    slim_widget_state(nb)
     nb.cells.append(nbformat.v4.new_markdown_cell(
         f"*This notebook ran in {format_duration(seconds)} (profile `{profile}`, `python -m aims_kit run`).*"
     ))
@@ -275,7 +297,10 @@ def _environment(values: dict[str, str]):
 def _run_notebooks(session: Path, parameters: dict, only: list[str] | None, notebooks_dir: Path, log,
                    live: TextIO | None) -> None:
     status_path = session / "status.json"
-    completed: list[str] = read_json(status_path)["completed"] if status_path.exists() else []
+    status = read_json(status_path) if status_path.exists() else {}
+    completed: list[str] = status.get("completed", [])
+    #: Seconds per executed notebook, kept for the results page (``report --markdown``).
+    durations: dict[str, float] = status.get("seconds", {})
     selected = [nb for nb in notebooks(notebooks_dir) if not only or any(key in nb.name for key in only)]
     log(f"AIMS Kit: {len(selected)} notebooks, profile {parameters['profile']!r}, writing to {session}")
     started = time.perf_counter()
@@ -292,7 +317,8 @@ def _run_notebooks(session: Path, parameters: dict, only: list[str] | None, note
         seconds = time.perf_counter() - t0
         stamp_duration(output, seconds, parameters["profile"])
         completed.append(notebook.name)
-        atomic_write_json(status_path, {"completed": completed})
+        durations[notebook.name] = round(seconds, 1)
+        atomic_write_json(status_path, {"completed": completed, "seconds": durations})
         log(f"{tag} done in {format_duration(seconds)}")
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     log(f"Notebooks finished in {format_duration(time.perf_counter() - started)}; "

@@ -105,7 +105,8 @@ def evaluate(
     still cut over-long prompts and name the device. A served model has no local weights: they are
     then ``None`` and the engine (:class:`aims_kit.inference.engines.EndpointEngine`) names the device.
 
-    Returns ``(metrics, predictions)``: metrics include F1, precision, recall, accuracy, the
+    Returns ``(metrics, predictions)``: metrics include F1, precision, recall, accuracy, AUROC and
+    AUPRC of P(harmful) where the engine reads it (:func:`aims_kit.scoring.metrics.threshold_free`), the
     parse-failure rate and rule, how the intents read (:func:`intent_quality`), ms/prompt
     (batched throughput), single-request p50/p95 ms over
     ``latency_sample`` prompts (0: skip), bootstrap 95% intervals from ``n_boot`` resamples
@@ -136,6 +137,7 @@ def evaluate(
         **metrics.binary_metrics(gold, pred),
         **(stats.bootstrap_ci(gold, pred, n_boot=n_boot) if n_boot else {}),
         **metrics.trivial_baselines(gold),
+        **(metrics.threshold_free(gold, gen.p_harmful) if gen.p_harmful is not None else {}),
         "parse_failure_rate": sum(not p.ok for p in parsed) / len(parsed),
         "parse_rule": f"unparseable -> {formats.PARSE_FAILURE_RULE}",
         "ms_per_prompt": 1000 * gen.seconds / len(frame),

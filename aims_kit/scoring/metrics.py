@@ -1,8 +1,10 @@
-"""Harmful-class metrics and the trivial baselines every F1 table must show beside it."""
+"""Harmful-class metrics, the trivial baselines every F1 table must show beside it, and threshold-free AUROC / AUPRC."""
 
 from __future__ import annotations
 
 from typing import Sequence
+
+import numpy as np
 
 POSITIVE = "harmful"
 
@@ -18,12 +20,13 @@ def confusion(gold: Sequence[str], pred: Sequence[str]) -> dict[str, int]:
 
 
 def from_confusion(tp: int, fp: int, fn: int, tn: int) -> dict[str, float]:
-    """Precision, recall, F1 and accuracy; an undefined ratio (0/0) is reported as 0."""
+    """Precision, recall, F1, accuracy and flag rate (share flagged harmful); an undefined ratio (0/0) is reported as 0."""
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     n = tp + fp + fn + tn
-    return {"f1": f1, "precision": precision, "recall": recall, "accuracy": (tp + tn) / n if n else 0.0}
+    return {"f1": f1, "precision": precision, "recall": recall, "accuracy": (tp + tn) / n if n else 0.0,
+            "flag_rate": (tp + fp) / n if n else 0.0}
 
 
 def binary_metrics(gold: Sequence[str], pred: Sequence[str]) -> dict[str, float]:
@@ -39,4 +42,69 @@ def trivial_baselines(gold: Sequence[str]) -> dict[str, float]:
     return {
         "f1_flag_all": binary_metrics(gold, [POSITIVE] * len(gold))["f1"],
         "f1_flag_none": binary_metrics(gold, ["safe"] * len(gold))["f1"],
+    }
+
+
+#: The score a row without P(harmful) takes for AUROC / AUPRC: the parse-failure rule's label
+#: (``safe``) as a probability, so an unreadable answer ranks as its hard label counts it.
+MISSING_SCORE = 0.0
+
+
+def scores_or_rule(p_harmful: Sequence[float | None]) -> list[float]:
+    """P(harmful) per row, with :data:`MISSING_SCORE` where a row has none (no readable label)."""
+    return [MISSING_SCORE if p is None else float(p) for p in p_harmful]
+
+
+def _ranked(gold: Sequence[str], scores: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """True positives and false positives at each distinct score threshold, highest first."""
+    y = np.asarray([g == POSITIVE for g in gold], dtype=float)
+    s = np.asarray(scores, dtype=float)
+    if len(y) != len(s):
+        raise ValueError(f"gold and scores differ in length ({len(y)} vs {len(s)})")
+    order = np.argsort(-s, kind="mergesort")
+    y, s = y[order], s[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # the last row of each run of equal scores
+    tps = np.cumsum(y)[last]
+    fps = (last + 1) - tps
+    return tps, fps, s[last]
+
+
+def average_precision(gold: Sequence[str], scores: Sequence[float]) -> float:
+    """AUPRC as average precision: sum over thresholds of (recall gained) × precision there.
+
+    Ties share one threshold (no interpolation), the definition scikit-learn's
+    ``average_precision_score`` uses. ``nan`` without a harmful row. A classifier that scores
+    every row alike gets the harmful share, the flag-all baseline of this metric.
+    """
+    tps, fps, _ = _ranked(gold, scores)
+    if not len(tps) or tps[-1] == 0:
+        return float("nan")
+    precision = tps / (tps + fps)
+    recall = tps / tps[-1]
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def auroc(gold: Sequence[str], scores: Sequence[float]) -> float:
+    """Area under the ROC curve (ties count half); ``nan`` unless both classes are present. Chance: 0.5."""
+    tps, fps, _ = _ranked(gold, scores)
+    if not len(tps) or tps[-1] == 0 or fps[-1] == 0:
+        return float("nan")
+    tpr, fpr = np.r_[0.0, tps / tps[-1]], np.r_[0.0, fps / fps[-1]]
+    return float(np.trapezoid(tpr, fpr))
+
+
+def precision_recall_curve(gold: Sequence[str], scores: Sequence[float]) -> dict[str, list[float]]:
+    """Precision and recall at each distinct threshold (highest first), for PR plots."""
+    tps, fps, thresholds = _ranked(gold, scores)
+    total = tps[-1] if len(tps) and tps[-1] else 1.0
+    return {"precision": (tps / (tps + fps)).tolist(), "recall": (tps / total).tolist(), "threshold": thresholds.tolist()}
+
+
+def threshold_free(gold: Sequence[str], p_harmful: Sequence[float | None]) -> dict[str, float]:
+    """AUROC and AUPRC of P(harmful), and how many rows had none (scored with :data:`MISSING_SCORE`)."""
+    scores = scores_or_rule(p_harmful)
+    return {
+        "auroc": auroc(gold, scores),
+        "auprc": average_precision(gold, scores),
+        "p_harmful_missing": sum(p is None for p in p_harmful),
     }

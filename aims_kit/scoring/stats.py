@@ -15,7 +15,12 @@ import numpy as np
 import pandas as pd
 
 from aims_kit.core.results import read_jsonl
-from aims_kit.scoring.metrics import POSITIVE, confusion, from_confusion
+from aims_kit.scoring.metrics import (
+    POSITIVE,
+    average_precision,
+    confusion,
+    from_confusion,
+)
 
 #: Config keys that do not make two runs different experiments (they differ run to run).
 _RUN_KEYS = ("run_id", "created", "git_commit", "seed", "train")
@@ -116,42 +121,130 @@ def paired_mean_comparison(
 ) -> dict[str, float | bool]:
     """Mean F1(A) − mean F1(B) over several datasets, each a ``(gold, pred_a, pred_b)`` on the same prompts.
 
-    The paper's headline is an unweighted mean F1 over benchmarks. Each dataset is resampled on
-    its own (the same indices for both runs), and the mean of the per-dataset differences is
-    taken per resample, so the interval is that of the *mean's* difference. McNemar's p pools
-    the paired correctness of every prompt. With one dataset this is the plain paired test.
+    :func:`paired_evidence` (interval, bootstrap p) plus McNemar's exact p on the pooled per-prompt
+    correctness, which tests *accuracy*, not F1 (``mcnemar_p``, kept for the tables that show it).
+    """
+    result = paired_evidence([(gold, a, b, None, None) for gold, a, b in sets], n_boot=n_boot, seed=seed, level=level)
+    correct_a = np.concatenate([_as_bool(a) == _as_bool(g) for g, a, _ in sets])
+    correct_b = np.concatenate([_as_bool(b) == _as_bool(g) for g, _, b in sets])
+    return {**result, "a_better": result["diff_ci_low"] > 0, "b_better": result["diff_ci_high"] < 0,
+            **mcnemar_exact(correct_a, correct_b)}
+
+
+#: Effect sizes below about this multiple of the bootstrap standard error of Δ go undetected at
+#: 5% two-sided with 80% power (1.96 + 0.84): the smallest detectable difference at this n.
+DETECTABLE_SE = 2.8
+
+
+def _bootstrap_p(draws: np.ndarray) -> float:
+    """Two-sided bootstrap p of "Δ = 0": twice the smaller share of resamples on either side of 0."""
+    below, above = (np.sum(draws <= 0) + 1) / (len(draws) + 1), (np.sum(draws >= 0) + 1) / (len(draws) + 1)
+    return float(min(1.0, 2 * min(below, above)))
+
+
+def _interval(draws: np.ndarray, level: float) -> tuple[float, float]:
+    alpha = (1 - level) / 2
+    low, high = np.quantile(draws, [alpha, 1 - alpha])
+    return float(low), float(high)
+
+
+def _resampled_auprc(gold: np.ndarray, scores: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    labels = np.where(gold, POSITIVE, "safe")
+    return np.array([average_precision(labels[row], scores[row]) for row in idx])
+
+
+def paired_evidence(
+    sets: Sequence[tuple[Sequence[str], Sequence[str], Sequence[str], Sequence[float] | None, Sequence[float] | None]],
+    *,
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict:
+    """Everything a verdict on "A beats B" needs, over one dataset or the unweighted mean of several.
+
+    Each set is ``(gold, pred_a, pred_b, score_a, score_b)`` on the same prompts (scores: P(harmful),
+    or ``None``). Every dataset is resampled on its own, with the *same* indices for A, B and the
+    flag-everything baseline, and each statistic is the mean over datasets per resample, so every
+    interval and p belongs to the number it is printed beside:
+
+    - ΔF1 = F1(A) − F1(B): interval, two-sided bootstrap p, standard error and the smallest
+      difference detectable at this n (:data:`DETECTABLE_SE` × the standard error);
+    - F1(A) − F1(flag everything): does the winner beat the trivial baseline on the same resamples;
+    - ΔAUPRC with its interval, where both runs carry P(harmful): evidence free of any threshold;
+    - precision, recall and flag rate of both runs, and how many prompts their labels differ on.
     """
     if not sets:
-        raise ValueError("paired_mean_comparison needs at least one dataset")
-    everything_a, everything_b, correct_a, correct_b, diffs = [], [], [], [], []
-    for position, (gold, pred_a, pred_b) in enumerate(sets):
+        raise ValueError("paired_evidence needs at least one dataset")
+    whole, f1_diffs, flag_diffs, auprc_diffs = [], [], [], []
+    with_scores = all(sa is not None and sb is not None for *_, sa, sb in sets)
+    differ = 0
+    for position, (gold, pred_a, pred_b, score_a, score_b) in enumerate(sets):
         if not (len(gold) == len(pred_a) == len(pred_b)) or not len(gold):
             raise ValueError("gold, pred_a and pred_b must be non-empty and aligned on the same prompts")
         g, a, b = _as_bool(gold), _as_bool(pred_a), _as_bool(pred_b)
-        whole = np.arange(len(g))[None, :]
-        everything_a.append(float(_f1_precision_recall(g, a, whole)["f1"][0]))
-        everything_b.append(float(_f1_precision_recall(g, b, whole)["f1"][0]))
-        correct_a.append(a == g)
-        correct_b.append(b == g)
-        diffs.append(np.concatenate([
-            _f1_precision_recall(g, a, idx)["f1"] - _f1_precision_recall(g, b, idx)["f1"]
-            for idx in _resamples(len(g), n_boot, seed + position)
-        ]))
-    mean_diffs = np.mean(diffs, axis=0)
-    alpha = (1 - level) / 2
-    low, high = (float(q) for q in np.quantile(mean_diffs, [alpha, 1 - alpha]))
-    f1_a, f1_b = float(np.mean(everything_a)), float(np.mean(everything_b))
-    return {
-        "n": int(sum(len(gold) for gold, _, _ in sets)),
-        "f1_a": f1_a,
-        "f1_b": f1_b,
-        "f1_diff": f1_a - f1_b,
+        everyone = np.ones_like(g)
+        differ += int((a != b).sum())
+        row = {"gold": g}
+        for name, pred in (("a", a), ("b", b), ("flag_all", everyone)):
+            counts = {"tp": int((g & pred).sum()), "fp": int((~g & pred).sum()), "fn": int((g & ~pred).sum())}
+            counts["tn"] = len(g) - sum(counts.values())
+            row[name] = from_confusion(**counts)
+        if with_scores:
+            sa, sb = np.asarray(score_a, dtype=float), np.asarray(score_b, dtype=float)
+            row["auprc_a"], row["auprc_b"] = average_precision(gold, sa), average_precision(gold, sb)
+        whole.append(row)
+        fd, gd, ad = [], [], []
+        for idx in _resamples(len(g), n_boot, seed + position):
+            f1_a, f1_b = _f1_precision_recall(g, a, idx)["f1"], _f1_precision_recall(g, b, idx)["f1"]
+            fd.append(f1_a - f1_b)
+            gd.append(f1_a - _f1_precision_recall(g, everyone, idx)["f1"])
+            if with_scores:
+                ad.append(_resampled_auprc(g, sa, idx) - _resampled_auprc(g, sb, idx))
+        f1_diffs.append(np.concatenate(fd))
+        flag_diffs.append(np.concatenate(gd))
+        if with_scores:
+            auprc_diffs.append(np.concatenate(ad))
+    mean_f1_diff, mean_flag_diff = np.mean(f1_diffs, axis=0), np.mean(flag_diffs, axis=0)
+
+    def mean_of(run: str, key: str) -> float:
+        return float(np.mean([row[run][key] for row in whole]))
+
+    low, high = _interval(mean_f1_diff, level)
+    se = float(np.std(mean_f1_diff, ddof=1))
+    result = {
+        "n": int(sum(len(s[0]) for s in sets)),
+        "f1_a": mean_of("a", "f1"),
+        "f1_b": mean_of("b", "f1"),
+        "f1_diff": mean_of("a", "f1") - mean_of("b", "f1"),
         "diff_ci_low": low,
         "diff_ci_high": high,
-        "a_better": low > 0,
-        "b_better": high < 0,
-        **mcnemar_exact(np.concatenate(correct_a), np.concatenate(correct_b)),
+        "p_value": _bootstrap_p(mean_f1_diff),
+        "diff_se": se,
+        "detectable_diff": DETECTABLE_SE * se,
+        "f1_flag_all": mean_of("flag_all", "f1"),
+        "a_vs_flag_all_ci_low": _interval(mean_flag_diff, level)[0],
+        "a_vs_flag_all_ci_high": _interval(mean_flag_diff, level)[1],
+        "a_vs_flag_all_p": _bootstrap_p(mean_flag_diff),
+        "labels_differ": differ,
+        **{f"{key}_{run}": mean_of(run, key) for run in ("a", "b") for key in ("precision", "recall", "flag_rate")},
     }
+    if with_scores:
+        mean_auprc_diff = np.mean(auprc_diffs, axis=0)
+        auprc_a = float(np.mean([row["auprc_a"] for row in whole]))
+        auprc_b = float(np.mean([row["auprc_b"] for row in whole]))
+        result.update(auprc_a=auprc_a, auprc_b=auprc_b, auprc_diff=auprc_a - auprc_b,
+                      auprc_diff_ci_low=_interval(mean_auprc_diff, level)[0], auprc_diff_ci_high=_interval(mean_auprc_diff, level)[1])
+    return result
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment: adjusted p per test, in input order (family-wise error control)."""
+    order = np.argsort(p_values, kind="mergesort")
+    m, running, adjusted = len(p_values), 0.0, [0.0] * len(p_values)
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * float(p_values[i])))
+        adjusted[i] = running
+    return adjusted
 
 
 def aligned_predictions(run_a: Path, run_b: Path, dataset: str) -> pd.DataFrame:

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from aims_kit.core import results
+from aims_kit.core.results import share_like_umask
 from aims_kit.datasets import formats
 from aims_kit.evaluation.runs import answer_budget
 from aims_kit.inference.generation import LABEL_STOPS
@@ -54,6 +55,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
         results.atomic_write_text(staging / "README.md", model_card(config, records, out_dir.name))
         if out_dir.exists():
             out_dir.rmdir()  # empty (checked above)
+        share_like_umask(staging)  # mkdtemp made it 0700
         os.replace(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
