@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=int, default=0, help="evaluate a seeded, label-stratified sample of N rows (0: all)")
     ev.add_argument("--batch-size", type=int, default=64)
     ev.add_argument("--max-new-tokens", type=int, default=None,
-                    help="answer budget for every output format (default: the run's profile budgets, as its test split had)")
+                    help="answer budget for every output format (default: the one the run's config.json records, as its test split had)")
     ev.add_argument("--latency-sample", type=int, default=16, help="prompts timed one at a time for p50/p95 latency")
     ev.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the confidence intervals")
     ev.add_argument("--seed", type=int, default=22)
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--prompt-column", default="prompt", help="field / column holding the prompt (default: prompt)")
     cl.add_argument("--output", type=Path, default=None, help="write JSON Lines here (atomically) instead of stdout")
     cl.add_argument("--batch-size", type=int, default=32)
-    cl.add_argument("--max-new-tokens", type=int, default=None, help="answer budget (default: the run's profile budget)")
+    cl.add_argument("--max-new-tokens", type=int, default=None, help="answer budget (default: the one the run's config.json records)")
 
     ex = sub.add_parser("export", help="merge a run's LoRA adapter into a standalone model folder with a model card")
     ex.add_argument("--run", type=Path, required=True, help="a run folder with an adapter")
@@ -209,7 +209,6 @@ def main_eval(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     from aims_kit.core.params import BenchmarkParams
-
     from aims_kit.core.results import is_evaluated, read_json
 
     dataset = benchmark_eval.dataset_name(args.benchmark, args.path)

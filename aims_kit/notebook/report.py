@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from aims_kit.core.progress import format_duration
-from aims_kit.core.results import atomic_write_text, load_records, read_json
+from aims_kit.core.results import atomic_write_text, git_commit, load_records, read_json
 from aims_kit.evaluation import claims
 from aims_kit.notebook import plots
 
@@ -287,7 +287,8 @@ def markdown_report(out_dir: Path) -> str:
         f"`{out_dir.name}` alone; do not edit by hand (rerun the command instead).",
         "",
         f"- profile: `{parameters.get('profile', '?')}`, model `{parameters.get('model', '?')}`, seed {parameters.get('seed', '?')}",
-        f"- commit: {', '.join(f'`{c[:12]}`' for c in commits) or 'unknown'}",
+        f"- commit the runs were trained and scored at: {', '.join(f'`{c[:12]}`' for c in commits) or 'unknown'}; "
+        f"scoreboard and this page written at `{git_commit()[:12]}`",
         f"- date: {created[0][:10] if created else 'unknown'}",
         f"- machine: {', '.join(devices) or 'unknown'}, {os.cpu_count()} cores seen by the report",
         f"- {model_note(parameters.get('model', ''))}",
