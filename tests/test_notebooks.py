@@ -117,3 +117,19 @@ def test_slim_widget_state_drops_only_heavy_models():
     }}}
     assert slim_widget_state(nb) == 1
     assert list(nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]) == ["light"]
+
+
+def test_saved_streams_keep_each_progress_bar_once_and_no_ansi_codes():
+    import nbformat
+
+    from aims_kit.notebook.runner import MAX_STREAM_OUTPUTS, tidy_streams
+
+    nb = nbformat.v4.new_notebook()
+    refreshes = [nbformat.v4.new_output("stream", name="stderr", text=f"\rSFT: {i}/40 step") for i in range(40)]
+    coloured = nbformat.v4.new_output("stream", name="stdout", text="\x1b[31mMISSING\x1b[0m keys: none\n")
+    nb.cells.append(nbformat.v4.new_code_cell("train()", outputs=[*refreshes, nbformat.v4.new_output("stream", name="stderr", text="\n"), coloured]))
+    tidy_streams(nb)
+    outputs = nb.cells[0].outputs
+    assert len(outputs) <= MAX_STREAM_OUTPUTS
+    assert outputs[0].text == "SFT: 39/40 step\n"  # the bar as it ended
+    assert outputs[-1].text == "MISSING keys: none\n"  # colour codes gone, the words kept

@@ -10,6 +10,7 @@ offline default (SmolLM2-135M-Instruct on CPU) and the tests exercise is the pat
 from __future__ import annotations
 
 import logging
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -108,6 +109,12 @@ def load_tokenizer(model_id: str, *, trust_remote_code: bool = False):
     return tokenizer
 
 
+@lru_cache(maxsize=None)
+def _cpu_notice(name: str) -> None:
+    """Say once per process and model that it loads in full precision on a CPU (not at every load)."""
+    log.warning("No CUDA GPU: loading %s in full precision on CPU (no 4-bit QLoRA).", name)
+
+
 def load_model(
     name: str,
     *,
@@ -136,7 +143,7 @@ def load_model(
     else:
         kwargs.update(dtype=torch.float32)
         if name != TINY_RANDOM:
-            log.warning("No CUDA GPU: loading %s in full precision on CPU (no 4-bit QLoRA).", name)
+            _cpu_notice(name)
     model = AutoModelForCausalLM.from_pretrained(model_id, **kwargs)
     if qconfig is not None and trainable:
         keep_4bit_training_layout(model)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import resource
 import shutil
 import sys
@@ -144,12 +145,67 @@ def slim_widget_state(nb) -> int:
     return len(heavy)
 
 
+#: Terminal colour and cursor codes (a library's coloured load report), never wanted in a saved notebook.
+ANSI_CODES = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+#: A saved cell with more stream outputs than this has them merged per stream (stdout, then stderr).
+MAX_STREAM_OUTPUTS = 10
+
+
+def _final_state(text: str) -> str:
+    """``text`` as a terminal would leave it: on each line only what the last carriage return left."""
+    lines = []
+    for line in text.split("\n"):
+        shown = [part for part in line.split("\r") if part]
+        lines.append(shown[-1] if shown else "")
+    return "\n".join(lines)
+
+
+def tidy_streams(nb) -> None:
+    """Saved outputs as a reader needs them: each progress bar once, at its end, and no ANSI codes.
+
+    Why: under papermill every refresh of a progress bar is saved as its own output (a training
+    cell kept 60–80), and a coloured load report kept its escape codes. Run live, the notebook
+    still shows the moving bars; only the executed copy is tidied.
+    """
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        merged = []
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream":
+                out["text"] = ANSI_CODES.sub("", out["text"])
+                if merged and merged[-1].get("output_type") == "stream" and merged[-1]["name"] == out["name"]:
+                    merged[-1]["text"] += out["text"]
+                    continue
+            merged.append(out)
+        streams = [out for out in merged if out.get("output_type") == "stream"]
+        if len(streams) > MAX_STREAM_OUTPUTS:
+            others = [out for out in merged if out.get("output_type") != "stream"]
+            by_name: dict = {}
+            for out in streams:
+                by_name.setdefault(out["name"], []).append(out["text"])
+            merged = [_stream(name, "".join(texts)) for name, texts in by_name.items()] + others
+        for out in merged:
+            if out.get("output_type") == "stream":
+                out["text"] = _final_state(out["text"])
+        cell["outputs"] = merged
+
+
+def _stream(name: str, text: str):
+    """A new stream output."""
+    import nbformat
+
+    return nbformat.v4.new_output("stream", name=name, text=text)
+
+
 def stamp_duration(executed: Path, seconds: float, profile: str) -> None:
-    """End the executed notebook with a line that says how long it took, widget state slimmed (atomic rewrite)."""
+    """End the executed notebook with a line that says how long it took; widget state slimmed and
+    stream outputs tidied (atomic rewrite)."""
     import nbformat
 
     nb = nbformat.read(str(executed), as_version=4)
     slim_widget_state(nb)
+    tidy_streams(nb)
     nb.cells.append(nbformat.v4.new_markdown_cell(
         f"*This notebook ran in {format_duration(seconds)} (profile `{profile}`, `python -m aims_kit run`).*"
     ))
