@@ -46,3 +46,16 @@ def test_auprc_and_auroc_match_scikit_learn_on_a_fixed_example():
     # a row without P(harmful) (no readable label) ranks as the parse-failure rule's label: 0
     missing = threshold_free(gold, [*scores[:-1], None])
     assert missing["p_harmful_missing"] == 1 and missing["auprc"] == pytest.approx(average_precision_score(y, [*scores[:-1], 0.0]))
+
+
+def test_a_missing_p_harmful_read_back_from_a_frame_as_nan_takes_the_rule_score():
+    """Predictions read into a DataFrame hold a missing P(harmful) as NaN, not None: it must not reach the ranking."""
+    import pandas as pd
+
+    from aims_kit.scoring import metrics as m
+
+    column = pd.DataFrame([{"p": 0.9}, {"p": None}, {"p": 0.2}])["p"]
+    assert m.scores_or_rule(column) == [0.9, m.MISSING_SCORE, 0.2]
+    gold = ["harmful", "harmful", "safe"]
+    assert m.threshold_free(gold, column)["p_harmful_missing"] == 1
+    assert m.threshold_free(gold, column)["auprc"] == m.average_precision(gold, [0.9, m.MISSING_SCORE, 0.2])

@@ -196,11 +196,8 @@ def _paired(a: pd.Series, b: pd.Series, datasets: list[str]) -> dict:
     sets = []
     for dataset in datasets:
         merged = stats.aligned_predictions(Path(a["run_dir"]), Path(b["run_dir"]), dataset)
-        scores = [scores_or_rule(merged[f"p_harmful_{side}"]) if f"p_harmful_{side}" in merged else None for side in "ab"]
-        if scores[0] is not None and merged["p_harmful_a"].isna().all():
-            scores[0] = None
-        if scores[1] is not None and merged["p_harmful_b"].isna().all():
-            scores[1] = None
+        columns = [f"p_harmful_{side}" for side in "ab"]
+        scores = [scores_or_rule(merged[c]) if c in merged and merged[c].notna().any() else None for c in columns]
         sets.append((merged["gold_a"].tolist(), merged["pred_a"].tolist(), merged["pred_b"].tolist(), *scores))
     return stats.paired_evidence(sets, n_boot=N_BOOT, seed=SEED)
 

@@ -304,7 +304,7 @@ def pr_figure(records: pd.DataFrame, dataset: str):
         share = sum(g == "harmful" for g in gold) / len(gold)
         name = f"{row.regime} · {row.variant or row.condition}"
         if "p_harmful" in predictions and predictions["p_harmful"].notna().any():
-            scores = scores_or_rule(predictions["p_harmful"].where(predictions["p_harmful"].notna(), None).tolist())
+            scores = scores_or_rule(predictions["p_harmful"])
             curve = precision_recall_curve(gold, scores)
             fig.add_trace(go.Scatter(x=curve["recall"], y=curve["precision"], mode="lines", line_shape="hv",
                                      name=f"{name} (AUPRC {average_precision(gold, scores):.3f})"))

@@ -50,9 +50,14 @@ def trivial_baselines(gold: Sequence[str]) -> dict[str, float]:
 MISSING_SCORE = 0.0
 
 
+def _missing(p: float | None) -> bool:
+    """No P(harmful): ``None`` as generation writes it, or NaN as a DataFrame column holds it."""
+    return p is None or p != p
+
+
 def scores_or_rule(p_harmful: Sequence[float | None]) -> list[float]:
     """P(harmful) per row, with :data:`MISSING_SCORE` where a row has none (no readable label)."""
-    return [MISSING_SCORE if p is None else float(p) for p in p_harmful]
+    return [MISSING_SCORE if _missing(p) else float(p) for p in p_harmful]
 
 
 def _ranked(gold: Sequence[str], scores: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -106,5 +111,5 @@ def threshold_free(gold: Sequence[str], p_harmful: Sequence[float | None]) -> di
     return {
         "auroc": auroc(gold, scores),
         "auprc": average_precision(gold, scores),
-        "p_harmful_missing": sum(p is None for p in p_harmful),
+        "p_harmful_missing": sum(_missing(p) for p in p_harmful),
     }
