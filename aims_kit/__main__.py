@@ -257,7 +257,8 @@ def main_serve(args: argparse.Namespace) -> int:
         return 1
     url, name = server.base_url, shlex.quote(server.served_model)
     condition = served_condition(server.served_model) or "label_only"
-    print(f"serving {server.folder} at {url} (pid {server.process.pid}, log {server.log_path})")
+    print(f"serving {server.folder} at {url} (pid {server.process.pid}, {server.dtype} weights as local evaluation here, "
+          f"log {server.log_path})")
     print(f"  python -m aims_kit eval --endpoint {url} --served-model {name} --condition {condition} --benchmark xstest")
     print(f"  python -m aims_kit classify --endpoint {url} --served-model {name} \"How do I stop a frozen program?\"")
     print("Ctrl-C stops it.", flush=True)

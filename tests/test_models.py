@@ -50,9 +50,10 @@ def test_quantisation_choice_on_this_machine():
     assert precision.quantization_name(True) == precision.NF4_DOUBLE_QUANT and precision.quantization_name(False) == "none"
 
 
-def test_inference_precision_policy():
+def test_inference_precision_policy(monkeypatch):
     import torch
 
+    monkeypatch.delenv(precision.PRECISION_ENV, raising=False)
     from aims_kit.models.precision import inference_precision
 
     native = inference_precision("cpu", fast_bf16=True)
@@ -63,12 +64,16 @@ def test_inference_precision_policy():
         assert gpu.weights is None and gpu.autocast is None  # as loaded: bf16 or NF4 with bf16 compute
 
 
-def test_precision_can_be_forced_to_fp32(monkeypatch):
+def test_precision_can_be_forced_either_way_and_a_served_guard_follows_it(monkeypatch):
     import pytest
 
-
+    monkeypatch.setattr(precision, "has_cuda", lambda: False)
     monkeypatch.setenv(precision.PRECISION_ENV, "fp32")
     assert precision.inference_precision("cpu", fast_bf16=True).compute_dtype == "float32"
+    assert precision.serving_dtype() == "float32"
+    monkeypatch.setenv(precision.PRECISION_ENV, "bf16")  # where bf16 is only emulated: reproduces a native-bf16 CPU
+    assert precision.inference_precision("cpu", fast_bf16=False).compute_dtype == "bfloat16"
+    assert precision.serving_dtype() == "bfloat16"
     monkeypatch.setenv(precision.PRECISION_ENV, "fp8")
     with pytest.raises(ValueError, match="AIMS_KIT_PRECISION"):
         precision.inference_precision("cpu", fast_bf16=True)

@@ -21,6 +21,7 @@ from aims_kit.__main__ import main
 from aims_kit.core import results
 from aims_kit.datasets import benchmarks
 from aims_kit.evaluation import benchmarks as benchmark_eval
+from aims_kit.models import precision
 from aims_kit.serving.export import export_for_serving
 from aims_kit.serving.server import health_ok
 
@@ -43,7 +44,15 @@ def _read_until(process: subprocess.Popen, marker: str, timeout: float) -> str:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    """The CLI serving an exported intent run: its process, URL, served name, server pid and the run."""
+    """The CLI serving an exported intent run: its process, URL, served name, server pid and the run.
+
+    Both sides compute in fp32 whatever this CPU has: the comparison is of the code path (chat
+    template, stop strings, parser, budget). In bf16 a random model's near-tied logits part between
+    a padded batch and a single request, so its greedy texts cannot be compared token for token;
+    that the server follows local evaluation's precision is checked in test_models.
+    """
+    patch = pytest.MonkeyPatch()
+    patch.setenv(precision.PRECISION_ENV, "fp32")
     run_dir = adapter_run(tmp_path_factory.mktemp("served"), "intent_label")
     folder = export_for_serving(run_dir)  # what `serve --run` does first, here in-process (torch is loaded already)
     cli = subprocess.Popen([sys.executable, "-m", "aims_kit", "serve", "--export", str(folder)], stdout=subprocess.PIPE,
@@ -59,10 +68,12 @@ def served(tmp_path_factory):
         except ProcessLookupError:
             pass
         cli.wait(timeout=30)
+        patch.undo()
 
 
 def test_serve_prints_the_commands_that_use_it_and_a_run_is_exported_once(served):
     assert served["folder"] == str(served["run"] / "export")
+    assert "float32 weights as local evaluation here" in served["banner"]
     mtime = (served["run"] / "export" / "model.safetensors").stat().st_mtime
     assert export_for_serving(served["run"]) == served["run"] / "export"  # the earlier export is reused
     assert (served["run"] / "export" / "model.safetensors").stat().st_mtime == mtime

@@ -51,7 +51,9 @@ class InferencePrecision:
 
 
 #: Set to ``fp32`` to keep CPU inference in full precision even where bf16 is native (a check
-#: that a result does not hinge on bf16 rounding; perf/bench_inference.py compares both).
+#: that a result does not hinge on bf16 rounding; perf/bench_inference.py compares both), or to
+#: ``bf16`` to compute in bf16 where the CPU only emulates it (slow: to reproduce, on any CPU,
+#: what a machine with native bf16 computes).
 PRECISION_ENV = "AIMS_KIT_PRECISION"
 
 
@@ -67,11 +69,24 @@ def inference_precision(device_type: str, fast_bf16: bool | None = None, *, quan
     if device_type != "cpu" or quantized:
         return InferencePrecision(weights=None, autocast=None)
     requested = os.environ.get(PRECISION_ENV, "auto").strip().lower()
-    if requested not in ("auto", "fp32"):
-        raise ValueError(f"{PRECISION_ENV}={requested!r}: use auto or fp32")
-    if requested == "auto" and (cpu_has_fast_bf16() if fast_bf16 is None else fast_bf16):
+    if requested not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"{PRECISION_ENV}={requested!r}: use auto, fp32 or bf16")
+    native = cpu_has_fast_bf16() if fast_bf16 is None else fast_bf16
+    if requested == "bf16" or (requested == "auto" and native):
         return InferencePrecision(weights=torch.bfloat16, autocast=torch.bfloat16)
     return InferencePrecision(weights=torch.float32, autocast=None)
+
+
+def serving_dtype() -> str:
+    """The dtype a served guard's weights are loaded in here: the one local evaluation computes in.
+
+    Why: an export keeps fp32 weights, and ``transformers serve`` would load them as stored;
+    where local evaluation runs bf16 (a CUDA GPU, a CPU with native bf16) the served guard
+    would then answer from other arithmetic, and greedy answers can part after a few tokens.
+    """
+    if has_cuda():
+        return "bfloat16"
+    return "bfloat16" if inference_precision("cpu").weights == torch.bfloat16 else "float32"
 
 
 def model_precision(model) -> InferencePrecision:

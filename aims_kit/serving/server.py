@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aims_kit.inference.engines import served_folder
+from aims_kit.models.precision import serving_dtype
 
 #: What ``transformers serve`` needs beyond transformers, pinned as in requirements.txt.
 SERVING_PACKAGES = ("fastapi==0.165.0", "uvicorn==0.55.0", "openai==3.63.0")
@@ -58,6 +59,8 @@ class GuardServer:
     port: int
     process: subprocess.Popen
     log_path: Path
+    #: The dtype its weights were loaded in (:func:`aims_kit.models.precision.serving_dtype`).
+    dtype: str
     _stopped: bool = field(default=False, repr=False)
 
     @property
@@ -109,7 +112,8 @@ def start_server(folder: str | Path, *, host: str = "127.0.0.1", port: int = 0, 
 
     ``port`` 0 picks a free one. The server stays in the caller's process group, so whatever
     stops the caller's group (a Ctrl-C in its terminal, a kill of the group) stops the server too;
-    it runs offline (the folder is local: no hub, no update check) and without ``HF_TOKEN``. Its output goes to ``log_path`` (a
+    it runs offline (the folder is local: no hub, no update check) and without ``HF_TOKEN``, with
+    its weights in the dtype local evaluation computes in (:func:`aims_kit.models.precision.serving_dtype`). Its output goes to ``log_path`` (a
     temporary file by default). A server that exits or does not answer in ``startup_timeout``
     seconds is stopped and reported with its log's end.
     """
@@ -124,14 +128,16 @@ def start_server(folder: str | Path, *, host: str = "127.0.0.1", port: int = 0, 
         handle, name = tempfile.mkstemp(prefix="aims-serve-", suffix=".log")
         os.close(handle)
         log_path = Path(name)
-    command = [sys.executable, "-m", "transformers.cli.transformers", "serve", str(folder), "--host", host, "--port", str(port)]
+    dtype = serving_dtype()
+    command = [sys.executable, "-m", "transformers.cli.transformers", "serve", str(folder), "--host", host, "--port", str(port),
+               "--dtype", dtype]
     if continuous_batching:
         command.append("--continuous-batching")
     env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
     env.update(HF_HUB_OFFLINE="1", HF_HUB_DISABLE_UPDATE_CHECK="1", TRANSFORMERS_VERBOSITY="error")
     with open(log_path, "ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-    server = GuardServer(folder, host, port, process, log_path)
+    server = GuardServer(folder, host, port, process, log_path, dtype)
     deadline = time.monotonic() + startup_timeout
     try:
         while not health_ok(host, port):
