@@ -91,6 +91,14 @@ class RunParams(TrainingBasics):
     backend: str = "auto"
     #: Share of GPU memory the shared vLLM engine may take.
     gpu_memory_utilization: float = 0.5
+    #: Classify the validation split at every validation pass, log its F1 (the curve 02 draws)
+    #: and keep the checkpoint with the best one (SFT, DPO, distillation students; GRPO always
+    #: does). Off: the validation loss chooses. Costs one validation generation per pass.
+    val_f1_curve: bool = True
+
+    def val_f1_tokens(self, condition: str) -> int:
+        """The answer budget a validation pass classifies with (0: no F1 pass, the loss chooses)."""
+        return self.answer_budget(condition) if self.val_f1_curve else 0
 
     @classmethod
     def from_params(cls: type[P], params: Mapping) -> P:
@@ -128,9 +136,6 @@ class SFTParams(RunParams):
     #: Training steps per output condition where it differs from ``max_steps`` (an intent
     #: target learns its label later than a one-word target; see ``aims_kit/core/profiles.py``).
     condition_max_steps: dict = field(default_factory=dict)
-    #: Classify the validation split at every validation pass and log its F1 (the learning
-    #: curve 02 draws; costs one validation generation per pass).
-    val_f1_curve: bool = True
 
 
 @dataclass(frozen=True)

@@ -168,6 +168,7 @@ def write_record(run_dir: Path, dataset: str, metrics: dict, predictions: list[d
     """
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
+    choice = selected_checkpoint(run_dir)
     record = {
         "run_id": config["run_id"],
         "run_dir": str(run_dir),
@@ -180,6 +181,8 @@ def write_record(run_dir: Path, dataset: str, metrics: dict, predictions: list[d
         "git_commit": config.get("git_commit"),
         "dataset": dataset,
         **metrics,
+        "selected_checkpoint": choice,
+        "checkpoint_step": choice["best_step"] if choice else None,
         "config": config,
     }
     if distributed.is_main_process():
@@ -187,6 +190,16 @@ def write_record(run_dir: Path, dataset: str, metrics: dict, predictions: list[d
         atomic_write_jsonl(run_dir / "predictions" / f"{dataset}.jsonl", predictions)
         atomic_write_json(run_dir / "results" / f"{dataset}.json", record)
     return record
+
+
+def selected_checkpoint(run_dir: Path) -> dict | None:
+    """The step a trained run's adapter is from and the validation curve it was chosen from
+    (its ``val_selection.json``; ``None`` for a run that trained nothing here, such as a served one)."""
+    path = Path(run_dir) / "val_selection.json"
+    if not path.exists():
+        return None
+    choice = read_json(path)
+    return {key: choice.get(key) for key in ("best_step", "metric", "rule", "history")}
 
 
 def _archive_previous(run_dir: Path, dataset: str) -> None:

@@ -87,7 +87,7 @@ def sft_run(p: SFTParams, splits: data.Splits, condition: formats.Condition, out
     if results.is_evaluated(run_dir, "aims_test"):  # finished before an interruption
         return run_dir
     train_sft(p.model, splits.train, splits.val, condition=condition, settings=settings, run_dir=run_dir,
-              val_f1_tokens=p.answer_budget(condition) if p.val_f1_curve else 0)
+              val_f1_tokens=p.val_f1_tokens(condition))
     evaluate_run(run_dir, splits.test, "aims_test", p)
     return run_dir
 
@@ -214,7 +214,8 @@ def dpo_run(p: DPOParams, splits: data.Splits, sft_dir: Path, mined: MinedPairs,
     run_dir = results.create_run(out_dir, f"dpo-{variant}", config)
     if distributed.is_main_process():
         save_pairs(run_dir, pd.concat([mined.train, mined.val], ignore_index=True))
-    train_dpo(sft_dir, mined.train, mined.val, settings=settings, dpo=dpo, run_dir=run_dir)
+    train_dpo(sft_dir, mined.train, mined.val, settings=settings, dpo=dpo, run_dir=run_dir,
+              val=splits.val, val_f1_tokens=p.val_f1_tokens("intent_label"))
     evaluate_run(run_dir, splits.test, "aims_test", p)
     return run_dir
 
@@ -273,7 +274,7 @@ def distill_run(p: DistillParams, splits: data.Splits, trace_set, teacher: str, 
         rows={"train": len(trace_set.train), "val": len(trace_set.val)},
     )
     run_dir = results.create_run(out_dir, f"distill-{trace_set.trace_condition}", config)
-    train_student(p.model, trace_set, settings=settings, run_dir=run_dir)
+    train_student(p.model, trace_set, settings=settings, run_dir=run_dir, val_f1_tokens=p.val_f1_tokens(condition))
     evaluate_run(run_dir, splits.test, "aims_test", p)
     return run_dir
 

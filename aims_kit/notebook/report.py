@@ -20,8 +20,8 @@ from aims_kit.notebook import plots
 
 TABLE_COLUMNS = [
     "regime", "condition", "variant", "dataset", "n", "f1", "f1_ci_low", "f1_ci_high", "precision", "recall",
-    "accuracy", "f1_flag_all", "f1_flag_none", "parse_failure_rate", "intent_repeat_rate", "intent_similarity", "ms_per_prompt", "latency_p50_ms",
-    "latency_p95_ms", "tokens_per_prompt", "seed",
+    "accuracy", "flag_rate", "f1_flag_all", "f1_flag_none", "parse_failure_rate", "intent_repeat_rate", "intent_similarity", "ms_per_prompt", "latency_p50_ms",
+    "latency_p95_ms", "tokens_per_prompt", "checkpoint_step", "seed",
 ]
 
 

@@ -232,8 +232,12 @@ def traces_table(trace_sets: dict[str, TraceSet], per_condition: int = 2) -> pd.
     return pd.DataFrame(rows, columns=["id", "condition", "teacher", "reasoning", "intent", "label", "completion"])[["id", "condition", "completion"]]
 
 
-def train_student(model_name: str, trace_set: TraceSet, *, settings, run_dir: Path):
-    """SFT a student on one condition's traces (output format from :func:`output_condition`)."""
+def train_student(model_name: str, trace_set: TraceSet, *, settings, run_dir: Path, val_f1_tokens: int = 0):
+    """SFT a student on one condition's traces (output format from :func:`output_condition`).
+
+    With ``val_f1_tokens`` its checkpoint is the one whose labels score best on the validation
+    rows, as for every SFT run (:func:`aims_kit.training.sft.train_sft`).
+    """
     from aims_kit.training.sft import train_sft
 
     if is_main_process():  # under several processes the main one writes
@@ -250,4 +254,5 @@ def train_student(model_name: str, trace_set: TraceSet, *, settings, run_dir: Pa
         run_dir=run_dir,
         train_completions=trace_set.train_completions,
         val_completions=trace_set.val_completions,
+        val_f1_tokens=val_f1_tokens,
     )

@@ -22,10 +22,13 @@ from aims_kit.datasets.aims import require_split
 from aims_kit.models.loading import load_trained
 from aims_kit.models.precision import uses_4bit
 from aims_kit.training.common import (
+    SELECT_ON_F1,
+    SELECT_ON_LOSS,
     TrainSettings,
     attach_progress,
     save_training,
     trainer_kwargs,
+    val_f1_callback,
 )
 from aims_kit.training.dpo_pairs import dpo_records
 from aims_kit.training.sft import keep_within_max_length
@@ -52,13 +55,17 @@ def train_dpo(
     settings: TrainSettings,
     dpo: DpoSettings,
     run_dir: Path,
+    val: pd.DataFrame | None = None,
+    val_f1_tokens: int = 0,
 ):
     """Train the SFT adapter further with DPO; saves it under ``run_dir/adapter``.
 
-    ``train_pairs`` must come from the train split and ``val_pairs`` from the val split (they
-    alone choose the checkpoint and stop training). When no val pair could be mined, training
-    runs without evaluation and the last step is kept (logged, and visible in the run's
-    ``train_log.json`` by the missing ``eval_loss``). Returns the trainer.
+    ``train_pairs`` must come from the train split and ``val_pairs`` from the val split. At each
+    validation pass the pairs' DPO loss is measured and, with ``val`` and ``val_f1_tokens``, the
+    validation split classified: its F1 then chooses the checkpoint and stops training, the rule
+    its SFT parent was chosen by (else the pairs' loss does). When no val pair could be mined,
+    training runs without evaluation and the last step is kept (logged, and said in the run's
+    ``val_selection.json``). Returns the trainer.
     """
     from datasets import Dataset
     from transformers import EarlyStoppingCallback
@@ -78,13 +85,16 @@ def train_dpo(
     records = keep_within_max_length(
         {"train": dpo_records(train_pairs), "val": dpo_records(val_pairs)}, tokenizer, settings.max_length, run_dir, "DPO"
     )
+    by_f1 = with_eval and val is not None and val_f1_tokens > 0
     config = DPOConfig(
-        **trainer_kwargs(settings, run_dir, with_eval=with_eval),
+        **trainer_kwargs(settings, run_dir, with_eval=with_eval, select_on=SELECT_ON_F1 if by_f1 else SELECT_ON_LOSS),
         max_length=settings.max_length,
         beta=dpo.beta,
         loss_type=[dpo.loss_type],
     )
     callbacks = [EarlyStoppingCallback(early_stopping_patience=settings.early_stopping_patience)] if with_eval else []
+    if by_f1:  # first: early stopping reads the F1 it adds to the pass
+        callbacks.insert(0, val_f1_callback(val, "intent_label", tokenizer, val_f1_tokens, settings.batch_size * 4))
     trainer = DPOTrainer(
         model=model,
         args=config,

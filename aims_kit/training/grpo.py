@@ -250,6 +250,7 @@ def _save_logs(trainer, reward: RewardSet, selection: _ValSelection, run_dir: Pa
             "metric": "f1",
             "history": selection.history,
             "best_step": selection.best["step"] if selection.best else None,
+            "rule": "the highest validation F1, ties to the earlier step",
             "judge": judge.name if judge else None,
             "judge_fallbacks": sum(fallbacks),
         },

@@ -1,7 +1,8 @@
 """Supervised fine-tuning: label-only and intent → label targets (and reasoning traces for distillation).
 
 Loss is on the completion only (TRL's prompt–completion format), the best checkpoint and early
-stopping are chosen on the validation loss, and the adapter is saved with the run. An example
+stopping are chosen on the validation F1 of the labels the model writes (on the validation loss
+where the validation split is not classified), and the adapter is saved with the run. An example
 longer than ``max_length`` tokens is dropped, counted and reported (:func:`keep_within_max_length`),
 never trained on with its completion cut.
 """
@@ -18,10 +19,13 @@ from aims_kit.datasets import formats
 from aims_kit.datasets.aims import require_split
 from aims_kit.models.loading import load_model
 from aims_kit.training.common import (
+    SELECT_ON_F1,
+    SELECT_ON_LOSS,
     TrainSettings,
     attach_progress,
     save_training,
     trainer_kwargs,
+    val_f1_callback,
 )
 
 #: Paper learning rates: generation targets learn at 2e-4, a one-word label at 5e-5.
@@ -104,9 +108,10 @@ def train_sft(
 
     Examples longer than ``settings.max_length`` are dropped and counted (``train_data.json``).
     With ``val_f1_tokens`` > 0 every validation pass also classifies the validation split with
-    that answer budget and logs ``val_f1`` (the learning curve a step budget is chosen from;
-    the checkpoint is still chosen on the validation loss). Returns the trainer (its
-    ``state.log_history`` holds the losses and F1 for plotting).
+    that answer budget and logs ``val_f1``; early stopping and the kept checkpoint then follow
+    it (:func:`aims_kit.training.common.val_f1_callback`), else the validation loss. The choice
+    is written as ``val_selection.json``. Returns the trainer (its ``state.log_history`` holds
+    the losses and F1 for plotting).
     """
     from datasets import Dataset
     from transformers import EarlyStoppingCallback
@@ -120,7 +125,7 @@ def train_sft(
         tokenizer, settings.max_length, run_dir, f"SFT {condition}",
     )
     config = SFTConfig(
-        **trainer_kwargs(settings, run_dir),
+        **trainer_kwargs(settings, run_dir, select_on=SELECT_ON_F1 if val_f1_tokens else SELECT_ON_LOSS),
         max_length=settings.max_length,
         completion_only_loss=True,
         # Batches of similar length compute less padding; prompts run from 10 to 200+ tokens.
@@ -133,39 +138,16 @@ def train_sft(
         eval_dataset=Dataset.from_list(records["val"]),
         processing_class=tokenizer,
         peft_config=settings.lora.to_peft(model),
-        callbacks=[EarlyStoppingCallback(early_stopping_patience=settings.early_stopping_patience)],
+        # The F1 callback first: early stopping reads the metric it adds to the same pass.
+        callbacks=[
+            *([val_f1_callback(val, condition, tokenizer, val_f1_tokens, settings.batch_size * 4)] if val_f1_tokens else []),
+            EarlyStoppingCallback(early_stopping_patience=settings.early_stopping_patience),
+        ],
     )
-    if val_f1_tokens:
-        trainer.add_callback(ValF1Callback(val, condition, tokenizer, val_f1_tokens, settings.batch_size * 4))
     attach_progress(trainer, f"SFT {condition}")
     trainer.train(resume_from_checkpoint=_last_checkpoint(run_dir))
     save_training(trainer, run_dir)
     return trainer
-
-
-def ValF1Callback(val: pd.DataFrame, condition: formats.Condition, tokenizer, max_new_tokens: int, batch_size: int):
-    """A trainer callback: after each validation-loss pass, the validation F1 of the model as it is now.
-
-    The loss says how well the model predicts the gold text; F1 says how often the label it
-    *writes* is right, which for an intent target can lag the loss by many steps. Validation
-    rows only (split hygiene is checked), logged into ``log_history`` as ``val_f1``.
-    """
-    from transformers import TrainerCallback
-
-    from aims_kit.scoring import evaluate as evaluation
-
-    require_split(val, "val", "validation F1 during training")
-
-    class _ValF1(TrainerCallback):
-        def on_evaluate(self, args, state, control, model=None, **kwargs):
-            if not state.is_world_process_zero or model is None:
-                return
-            scores, _ = evaluation.evaluate(model, tokenizer, val, condition=condition, dataset="val", batch_size=batch_size,
-                                            max_new_tokens=max_new_tokens, latency_sample=0, n_boot=0)
-            state.log_history.append({"step": state.global_step, "val_f1": scores["f1"],
-                                      "val_parse_failure_rate": scores["parse_failure_rate"]})
-
-    return _ValF1()
 
 
 def _last_checkpoint(run_dir: Path) -> str | None:
