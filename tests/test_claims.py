@@ -263,3 +263,21 @@ def test_a_run_still_improving_on_validation_is_noted(folder):
     assert "still rising" in entry.note and "0.60 at 50" in entry.note and "0.71 at 100" in entry.note
     results.atomic_write_json(sft_intent / "train_log.json", [{"step": 50, "val_f1": 0.70}, {"step": 100, "val_f1": 0.71}])
     assert claims.still_rising(sft_intent) == ""  # flat within 0.02: converged enough to say nothing
+
+
+def test_a_rerun_is_compared_and_the_run_it_passed_over_is_named(folder):
+    out, sft_intent = folder
+    older = results.read_run_config(sft_intent)["run_id"]
+    newer = _run(out, "sft", "intent_label", datasets={"aims_test": _preds(70)}, created="2026-01-01T00:00:05")
+    entry = _entry(claims.scoreboard(results.load_records(out)), 1, "aims_test")
+    assert entry.run_a == results.read_run_config(newer)["run_id"]
+    assert f"passed over: {older} (older than {entry.run_a})" in entry.note
+
+
+def test_the_newest_dpo_run_is_compared_whatever_its_variant(folder):
+    out, sft_intent = folder
+    parent_id = results.read_run_config(sft_intent)["run_id"]
+    _run(out, "dpo", "intent_label", "hard", parent=parent_id, datasets={"aims_test": _preds(100)}, created="2026-01-01T00:00:06")
+    judge = _run(out, "dpo", "intent_label", "judge", parent=parent_id, datasets={"aims_test": _preds(90)}, created="2026-01-01T00:00:07")
+    entry = _entry(claims.scoreboard(results.load_records(out)), 2, "aims_test")
+    assert entry.run_a == results.read_run_config(judge)["run_id"]

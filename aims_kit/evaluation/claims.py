@@ -162,8 +162,7 @@ def _sft_pair(runs: pd.DataFrame) -> Pair:
 
 
 def _dpo_pair(runs: pd.DataFrame) -> Pair:
-    dpo = _latest(runs, regime="dpo", variant="hard")
-    dpo = dpo if dpo is not None else _latest(runs, regime="dpo")
+    dpo = _latest(runs, regime="dpo")  # the newest, whichever variant the profile chose
     parent = None if dpo is None else _latest(runs, run_id=dpo["parent"])
     return dpo, parent, "03_dpo (its SFT parent must be in the same folder)"
 
@@ -252,11 +251,26 @@ def _pair_entries(claim: Claim, records: pd.DataFrame, runs: pd.DataFrame, exter
         entries.append(_entry(claim, EXTERNAL_MEAN, a, b, both, note=_mean_note(both)))
     else:
         entries.append(_not_tested(claim, EXTERNAL_MEAN, _no_external_reason(records)))
-    rising = "; ".join(filter(None, (still_rising(a["run_dir"]), still_rising(b["run_dir"]))))
+    extra = "; ".join(filter(None, (still_rising(a["run_dir"]), still_rising(b["run_dir"]), _older_runs(runs, a, b))))
     for entry in entries:
-        if rising and entry.verdict != NOT_TESTED:
-            entry.note = "; ".join(filter(None, (entry.note, rising)))
+        if extra and entry.verdict != NOT_TESTED:
+            entry.note = "; ".join(filter(None, (entry.note, extra)))
     return entries
+
+
+def _older_runs(runs: pd.DataFrame, *chosen: pd.Series) -> str:
+    """A sentence naming the runs of the same kind that a comparison passed over for newer ones.
+
+    Why: a rerun into the same folder (a second seed, a student's change) silently replacing the
+    run a scoreboard compared would change a shared result without a word.
+    """
+    passed = []
+    for run in chosen:
+        same = runs[(runs["regime"] == run["regime"]) & (runs["condition"] == run["condition"])
+                    & (runs["variant"] == run["variant"]) & (runs["run_id"] != run["run_id"])]
+        passed += [f"{other} (older than {run['run_id']})" for other in same["run_id"]
+                   if other not in {r["run_id"] for r in chosen}]
+    return f"the newest run of each kind is compared; passed over: {', '.join(passed)}" if passed else ""
 
 
 def _no_external_reason(records: pd.DataFrame) -> str:
