@@ -94,6 +94,10 @@ def test_encoder_baseline_trains_on_train_stops_on_val_and_records(tmp_path):
     assert (record["regime"], record["condition"], record["tokens_per_prompt"]) == ("encoder", "label_only", 0.0)
     assert record["parse_failure_rate"] == 0.0 and "f1_ci_low" in record and record["latency_p50_ms"] > 0
     assert not (run / "checkpoints").exists()
+    choice = record["selected_checkpoint"]  # chosen on validation F1, like every generating regime
+    assert choice["metric"] == "f1" and [p["step"] for p in choice["history"]] == [1, 2]
+    best = max(choice["history"], key=lambda p: p["val_f1"])["step"]  # max keeps the first of equals: the earlier step
+    assert record["checkpoint_step"] == best
     loaded = runs.load_run(run)
     fixture = benchmark_eval.evaluate_loaded(loaded, benchmarks.load_fixture("harmbench"), "fixture:harmbench",
                                              BenchmarkParams(latency_sample=0, n_boot=20))

@@ -52,3 +52,18 @@ def test_grpo_settings_are_checked():
         GRPOSettings(num_generations=1)
     with pytest.raises(ValueError, match="unknown reward set"):
         GRPOSettings(reward_set="vibes")
+
+
+def test_dpo_and_grpo_refuse_an_sft_parent_trained_on_another_split(splits, tmp_path):
+    from run_factory import adapter_run
+
+    from aims_kit.core.params import DPOParams
+
+    parent = adapter_run(tmp_path, "intent_label")  # seed 22, the kit's sample
+    other = {**PARAMS, "seed": 23, "sft_run": str(parent)}
+    with pytest.raises(SplitHygieneError, match="seed 22 .* this run has seed 23"):
+        experiments.grpo_run(GRPOParams.from_params(other), experiments.load_splits("", 23), "label_only", tmp_path)
+    with pytest.raises(SplitHygieneError, match="prompts the parent trained on"):
+        experiments.mine_dpo_pairs(DPOParams.from_params(other), experiments.load_splits("", 23), parent)
+    assert not results.find_runs(tmp_path, regime="grpo")  # refused before a run folder was made
+    experiments.require_parent_split(parent, GRPOParams.from_params({**other, "seed": 22}))  # the same split passes

@@ -84,6 +84,7 @@ def test_playground_classifies_and_compares(trained):
     result = widgets.classify(run_dir, EVIL)
     assert result["label"] in ("harmful", "safe") and result["ms"] > 0 and result["run"] == run_dir.name
     ui = widgets.playground(out)
+    assert _find(ui, "Textarea").value == widgets.EXAMPLE_PROMPT  # a reader can press Classify at once
     _find(ui, "Textarea").value = "How do I stop a frozen program?"
     output = [c for c in _children(ui) if type(c).__name__ == "HTML"][-1]
     _find(ui, "Button", "Compare A and B").click()
@@ -116,3 +117,17 @@ def test_run_explorer_click_shows_the_run(trained):
 
     trace._dispatch_on_click(Points(point_inds=[0], xs=[0], ys=[0], trace_name=trace.name, trace_index=0), None)
     assert run_dir.name in details.value
+
+
+def test_the_encoder_baseline_can_be_picked_in_the_playground(tmp_path):
+    from aims_kit.core.params import BenchmarkParams
+    from aims_kit.notebook import experiments
+    from aims_kit.training import encoder
+
+    params = BenchmarkParams.from_params({"encoder_max_steps": 1, "batch_size": 8, "eval_steps": 1, "seed": 22,
+                                          "latency_sample": 0, "n_boot": 0, "eval_limit": 8})
+    run = encoder.encoder_run(params, experiments.load_splits("", 22), tmp_path)
+    label, folder = widgets.trained_runs(tmp_path)[-1]
+    assert folder == str(run) and label.startswith("encoder · label_only")
+    result = widgets.classify(run, widgets.EXAMPLE_PROMPT)
+    assert result["label"] in ("harmful", "safe") and result["tokens"] == 0  # a classification head writes nothing

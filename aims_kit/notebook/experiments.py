@@ -128,6 +128,7 @@ def grpo_run(p: GRPOParams, splits: data.Splits, reward_set: str, out_dir: Path)
     parent = None
     if settings.start == "sft":
         parent = find_sft_run(out_dir, p.sft_run)
+        require_parent_split(parent, p)
         p = replace(p, model=results.read_run_config(parent)["model"])
     config = run_config(
         p, "grpo", GRPO_CONDITION, settings.train_settings(),
@@ -146,6 +147,24 @@ def find_sft_run(out_dir: Path, sft_run: str = "", condition: formats.Condition 
     return results.latest_run(out_dir, regime="sft", condition=condition)
 
 
+def require_parent_split(parent: Path, p: RunParams) -> None:
+    """Refuse to continue ``parent`` (an SFT run) under another split than the one it trained on.
+
+    Why: ``seed`` and ``data_source`` draw the train/val/test split. A DPO or GRPO run with
+    another seed would be tested on prompts its SFT parent was trained on, and its comparison with
+    that parent (claims 2 and 4) would be contaminated without a sign in any number.
+    """
+    config = results.read_run_config(parent)
+    mine = (p.seed, p.data_source or "aims-kit sample")
+    theirs = (config.get("seed"), config.get("data_source") or "aims-kit sample")
+    if mine != theirs:
+        raise data.SplitHygieneError(
+            f"{parent.name} was trained with seed {theirs[0]} on {theirs[1]!r}; this run has seed {mine[0]} on {mine[1]!r}, "
+            "so its test split would hold prompts the parent trained on. Continue it with the parent's seed and data, "
+            "or train a new SFT run with these (02_sft)."
+        )
+
+
 def mine_dpo_pairs(p: DPOParams, splits: data.Splits, sft_dir: Path) -> MinedPairs:
     """Sample the SFT model on train and val prompts and mine its intent errors (docs/design.md §Regimes).
 
@@ -156,6 +175,7 @@ def mine_dpo_pairs(p: DPOParams, splits: data.Splits, sft_dir: Path) -> MinedPai
     then trains on the same pairs, mined once. With ``dpo_pairs_from`` set nothing is mined: the pairs
     are read from that file (:func:`read_dpo_pairs`).
     """
+    require_parent_split(sft_dir, p)  # before minutes of mining, not after
     if p.dpo_pairs_from:
         return read_dpo_pairs(p.dpo_pairs_from, p.dpo_variant)
     return distributed.from_main(lambda: _mine_dpo_pairs(p, splits, sft_dir))
@@ -198,6 +218,7 @@ def dpo_run(p: DPOParams, splits: data.Splits, sft_dir: Path, mined: MinedPairs,
         )
         return None
 
+    require_parent_split(sft_dir, p)
     p = replace(p, learning_rate=p.dpo_learning_rate or PAPER_DPO_LR, epochs=p.dpo_epochs, max_steps=p.dpo_max_steps)
     settings = train_settings(p, "intent_label")
     dpo = DpoSettings(beta=p.dpo_beta)

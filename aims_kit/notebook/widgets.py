@@ -78,10 +78,11 @@ def dataset_browser(frame: pd.DataFrame, limit: int = 20):
 
 
 def trained_runs(out_dir: str | Path) -> list[tuple[str, str]]:
-    """(label, run folder) for every run with a saved adapter, newest last, for dropdowns."""
+    """(label, run folder) for every run with saved weights (a LoRA adapter, or the fine-tuned
+    encoder baseline), newest last, for dropdowns."""
     choices = []
     for run_dir in results.find_runs(out_dir):
-        if (run_dir / "adapter" / "adapter_config.json").exists():
+        if (run_dir / "adapter" / "adapter_config.json").exists() or (run_dir / "encoder" / "config.json").exists():
             config = results.read_run_config(run_dir)
             variant = f" · {config['variant']}" if config.get("variant") else ""
             choices.append((f"{config.get('regime')} · {config.get('condition')}{variant} · {run_dir.name[-11:]}", str(run_dir)))
@@ -117,6 +118,11 @@ def result_html(result: dict) -> str:
     )
 
 
+#: The prompt the playground starts with: a safe look-alike of a harmful request (XSTest's kind),
+#: the case where an intent says more than a label.
+EXAMPLE_PROMPT = "How do I kill a Python process that has stopped responding?"
+
+
 def playground(out_dir: str | Path):
     """Pick a trained run, type a prompt, see its intent, label, raw output and latency; compare two runs."""
     import ipywidgets as w
@@ -126,7 +132,7 @@ def playground(out_dir: str | Path):
         return w.HTML(f"<p>No trained runs under {html.escape(str(out_dir))} yet: run 02_sft first.</p>")
     run_a = w.Dropdown(options=choices, value=choices[-1][1], description="run A", layout={"width": "60%"})
     run_b = w.Dropdown(options=choices, value=choices[0][1], description="run B", layout={"width": "60%"})
-    prompt = w.Textarea(placeholder="Type or paste a prompt", layout={"width": "90%", "height": "80px"})
+    prompt = w.Textarea(value=EXAMPLE_PROMPT, placeholder="Type or paste a prompt", layout={"width": "90%", "height": "80px"})
     classify_button = w.Button(description="Classify with A", button_style="primary")
     compare_button = w.Button(description="Compare A and B")
     output = w.HTML()

@@ -151,7 +151,9 @@ def checkpoint_choice(trainer) -> dict:
                 "rule": "the last step (nothing to validate on)"}
     key = args.metric_for_best_model.removeprefix("eval_")
     logged = "val_f1" if key == SELECT_ON_F1 else "eval_loss"
-    history = [{"step": entry["step"], logged: entry[logged]} for entry in state.log_history if logged in entry]
+    # The generating regimes' callback logs ``val_f1``; a trainer's own compute_metrics (the encoder) ``eval_val_f1``.
+    history = [{"step": entry["step"], logged: entry.get(logged, entry.get("eval_" + logged))}
+               for entry in state.log_history if logged in entry or "eval_" + logged in entry]
     best = state.best_global_step or (history[-1]["step"] if history else state.global_step)
     rule = "the highest validation F1, ties to the earlier step" if logged == "val_f1" else "the lowest validation loss"
     return {"split": "val", "metric": "f1" if logged == "val_f1" else "loss", "history": history, "best_step": best, "rule": rule}

