@@ -65,7 +65,7 @@ PROFILES: dict[str, dict] = {
     },
     "cpu-full": {
         # SmolLM2-135M-Instruct on 2 CPU cores, budgets that let the claims come out either way:
-        # about 50 minutes (measured: 02 19:35, 03 5:12, see the README). Chosen on
+        # about 50 minutes (measured: 02 19:35, 03 5:12, docs/measurements.md). Chosen on
         # the validation split only (never the test split or a benchmark): 100 SFT steps for the
         # label-only target (val F1 at 60 / 100 steps: 0.735 / 0.786, val loss flat from ~50);
         # the intent target learns its label later (val F1 0.695 / 0.727 / 0.827 at 60 / 120 /
@@ -186,8 +186,9 @@ PROFILES: dict[str, dict] = {
 }
 #: The paper's settings (docs/design.md §Regimes): the GPU profile with an 8B model, longer generations,
 #: more rollouts and more bootstrap resamples.
-#: The default: ``cpu-full`` cut to about half an hour on 2 cores. Every cut is a budget, and
-#: each is measured against ``cpu-full`` (README): the intent target gets the label-only
+#: The default: ``cpu-full`` cut towards half an hour on 2 cores (measured 41:48 on a 2-core CPU
+#: with native bf16, docs/results.md: over the target). Every cut is a budget, and
+#: each is measured against ``cpu-full`` (docs/measurements.md): the intent target gets the label-only
 #: target's 100 steps (its validation F1 is still rising there, which the claims scoreboard
 #: notes); DPO mines 64 prompts (about 33 pairs, 30% safe) and trains 6 steps; benchmarks are a
 #: stratified 200-row sample (XSTest: 200 of 450; every table names the sample; three reasoning

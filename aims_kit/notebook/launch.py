@@ -69,7 +69,7 @@ def train(regime: str, params: dict, *, log=print) -> list[Path]:
         run_dir = experiments.dpo_run(p, splits, sft_dir, mined, out)
         return [run_dir] if run_dir else []
     if regime == "distill":
-        trace_sets, skipped, teacher = experiments.distill_traces(p, splits)
+        trace_sets, skipped, teacher = experiments.distill_traces(p, splits, out)  # as 04 does: synthetic intents from out's SFT run
         for name, reason in skipped.items():
             log(f"skipped {name}: {reason}")
         return [experiments.distill_run(p, splits, trace_set, teacher, out) for trace_set in trace_sets.values()]
