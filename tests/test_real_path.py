@@ -418,11 +418,11 @@ def test_unreadable_reclassification_is_counted_never_a_reject():
 
 
 def test_hub_model_judge_unreadable_answer_is_a_failure_that_the_cache_counts(monkeypatch):
-    from aims_kit.inference import generation
+    from aims_kit.inference import engines, generation
     from aims_kit.scoring import judges
 
     answers = ["good", "I am not sure what you mean"]
-    monkeypatch.setattr(generation, "generate", lambda *a, **k: generation.Generation(answers, [1, 6], 0.0))
+    monkeypatch.setattr(generation, "generate", lambda *a, **k: engines.Generation(answers, [1, 6], 0.0))
     judge = judges.HubModelJudge("some/judge")
     judge._loaded = (None, None)  # no model needed: generation is replaced above
     pairs = [("The user wants a cake.", "cake"), ("The user wants a bomb.", "baking")]

@@ -26,14 +26,29 @@ from __future__ import annotations
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, Sequence
+from typing import Protocol, Sequence
 from urllib.parse import urlparse
 
 from aims_kit.inference.endpoints import EndpointError, chat_reply
 
-if TYPE_CHECKING:  # the endpoint backend needs no torch; Generation's module imports it
-    from aims_kit.inference.generation import Generation
+
+
+@dataclass
+class Generation:
+    """What every engine returns for a batch of conversations: the answers, their cost and, where
+    the engine can read it, P(harmful). Defined beside :class:`Engine` (not with the transformers
+    backend), so the endpoint backend and serving import no torch."""
+
+    texts: list[str]
+    new_tokens: list[int]
+    seconds: float
+    #: P(harmful) per row: from one forward pass (label-only scoring), or read at the step that
+    #: wrote the label during greedy decoding (``None`` for a row with no readable label).
+    p_harmful: list[float | None] | None = None
+    #: ``generated`` (decoded text) or ``scored`` (the label's first token from one forward pass).
+    method: str = "generated"
 
 
 class Engine(Protocol):
@@ -43,10 +58,10 @@ class Engine(Protocol):
     backend: str
 
     def generate(self, conversations: Sequence[list[dict]], *, max_new_tokens: int, stop_strings: Sequence[str] = (),
-                 desc: str = "") -> "Generation":
+                 desc: str = "") -> Generation:
         """Greedy answers, one per conversation, in order, stopping at ``stop_strings`` (``desc``: progress title)."""
 
-    def score(self, conversations: Sequence[list[dict]], *, desc: str = "") -> "Generation | None":
+    def score(self, conversations: Sequence[list[dict]], *, desc: str = "") -> Generation | None:
         """A label-only answer per conversation from one forward pass, with P(harmful); ``None`` where the backend cannot."""
 
     def device_info(self) -> dict:
@@ -78,9 +93,8 @@ class EndpointEngine:
             raise EndpointError(f"prompt {i}: {err}") from None
 
     def generate(self, conversations: Sequence[list[dict]], *, max_new_tokens: int, stop_strings: Sequence[str] = (),
-                 desc: str = "") -> "Generation":
-        """A :class:`aims_kit.inference.generation.Generation` of the replies (imported here: serving alone needs no torch)."""
-        from aims_kit.inference.generation import Generation
+                 desc: str = "") -> Generation:
+        """A :class:`Generation` of the replies."""
 
         start = time.perf_counter()
         if len(conversations) == 1:

@@ -6,7 +6,7 @@ silent); a CUDA out-of-memory batch halved and retried. Everything that makes a 
 evaluation, :class:`aims_kit.Classifier`, judges, teachers, DPO pair mining, the playground —
 comes through here, so an answer never depends on who asked. An ``engine`` (the vLLM backend,
 :mod:`aims_kit.inference.vllm`, or a served endpoint, :mod:`aims_kit.inference.engines`) can stand in for
-transformers with the same :class:`Generation` result. Scoring (parse, metrics, latency,
+transformers with the same :class:`aims_kit.inference.engines.Generation` result. Scoring (parse, metrics, latency,
 records) is :mod:`aims_kit.scoring.evaluate`.
 """
 
@@ -22,20 +22,8 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from aims_kit.core.progress import progress_bar
 from aims_kit.datasets import formats
-from aims_kit.inference.engines import Engine
+from aims_kit.inference.engines import Engine, Generation
 from aims_kit.models.precision import device_info, inference_autocast
-
-
-@dataclass
-class Generation:
-    texts: list[str]
-    new_tokens: list[int]
-    seconds: float
-    #: P(harmful) per row: from one forward pass (label-only scoring), or read at the step that
-    #: wrote the label during greedy decoding (``None`` for a row with no readable label).
-    p_harmful: list[float | None] | None = None
-    #: ``generated`` (decoded text) or ``scored`` (the label's first token from one forward pass).
-    method: str = "generated"
 
 
 def chat_inputs(tokenizer, conversations: Sequence[list[dict]]) -> list[list[int]]:

@@ -29,7 +29,8 @@ from aims_kit.core.params import RunParams
 from aims_kit.core.results import read_run_config
 from aims_kit.datasets import formats
 from aims_kit.inference.engines import Engine
-from aims_kit.inference.generation import Generation, TransformersEngine, generate
+from aims_kit.inference.engines import Generation
+from aims_kit.inference.generation import TransformersEngine, generate
 from aims_kit.models.loading import resolve_model_id
 from aims_kit.models.precision import has_cuda
 
