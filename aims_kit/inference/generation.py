@@ -113,8 +113,12 @@ def generate(
         batch = pending.pop(0)
         try:
             with inference_autocast(model):
-                out = _generate_batch(model, [encoded[i] for i in batch], pad_id, eos_ids, stopping, max_new_tokens,
-                                      do_sample, temperature, k, reader.start())
+                if do_sample or k > 1 or not plain_greedy(model):
+                    out = _generate_batch(model, [encoded[i] for i in batch], pad_id, eos_ids, stopping, max_new_tokens,
+                                          do_sample, temperature, k, reader.start())
+                else:
+                    out = greedy_batch(model, tokenizer, [encoded[i] for i in batch], pad_id, eos_ids, stop_strings,
+                                       max_new_tokens, reader.start())
         except torch.cuda.OutOfMemoryError:
             if len(batch) == 1:
                 raise
@@ -199,6 +203,77 @@ class _KeepLabelLogits(LogitsProcessor):
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         self.steps.append(scores[:, self.ids.to(scores.device)].float().cpu())
         return scores
+
+    def keep_rows(self, scores: torch.Tensor, rows: torch.Tensor, batch: int) -> None:
+        """One step of :func:`greedy_batch`, whose batch holds only ``rows`` of the ``batch`` it began with
+        (a finished row's entry stays NaN: :meth:`LabelProbability.read` never reaches past a row's end)."""
+        step = torch.full((batch, len(self.ids)), float("nan"))
+        step[rows.cpu()] = scores[:, self.ids.to(scores.device)].float().cpu()
+        self.steps.append(step)
+
+
+#: Generation-config settings that change which token greedy decoding picks; a model that sets
+#: one decodes through ``model.generate``, which applies them.
+ARGMAX_CHANGING = ("repetition_penalty", "no_repeat_ngram_size", "bad_words_ids", "suppress_tokens",
+                   "begin_suppress_tokens", "forced_bos_token_id", "forced_eos_token_id", "min_new_tokens", "min_length",
+                   "sequence_bias", "encoder_repetition_penalty")
+
+
+def plain_greedy(model) -> bool:
+    """Whether greedy decoding of ``model`` is the argmax of its logits at every step (:func:`greedy_batch` applies)."""
+    config = model.generation_config
+    neutral = {"repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "min_new_tokens": 0, "min_length": 0}
+    return all(getattr(config, name, None) in (None, neutral.get(name)) for name in ARGMAX_CHANGING)
+
+
+def greedy_batch(model, tokenizer, ids: list[list[int]], pad_id: int, eos_ids: list[int], stop_strings: Sequence[str],
+                 max_new_tokens: int, keep_logits: "_KeepLabelLogits | None" = None) -> list[list[int]]:
+    """Greedy decoding of one left-padded batch that drops each row, and its KV cache, once it has finished.
+
+    Why: ``model.generate`` keeps a finished row in the batch to the end, so every later step
+    multiplies it by every weight; an intent answer ends after 15-40 tokens of a 48-token budget
+    and a label-only one after a few, so the batch's tail steps ran mostly on rows already done.
+    Here a row leaves at end-of-turn or once its new text holds one of ``stop_strings``, and the
+    remaining steps run on the rows still writing. The answer of each row is what greedy decoding
+    writes either way; only padding-shaped arithmetic can differ in the last bits (label
+    agreement with ``model.generate`` is measured by perf/bench_inference.py). Returns each row's
+    new tokens, ending with its end-of-turn token where it wrote one.
+    """
+    from transformers import DynamicCache
+
+    device = model.device
+    width = max(len(x) for x in ids)
+    input_ids = torch.tensor([[pad_id] * (width - len(x)) + x for x in ids], device=device)
+    attention = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=device)
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache()
+    logits = model(input_ids=input_ids, attention_mask=attention, position_ids=positions, past_key_values=cache,
+                   use_cache=True, logits_to_keep=1).logits[:, -1, :]
+    eos = torch.tensor(eos_ids, device=device)
+    active = torch.arange(len(ids), device=device)  # original row of each row still in the batch
+    written: list[list[int]] = [[] for _ in ids]
+    longest_stop = max((len(tokenizer(stop, add_special_tokens=False)["input_ids"]) for stop in stop_strings), default=0) + 2
+    for step in range(max_new_tokens):
+        if keep_logits is not None:
+            keep_logits.keep_rows(logits, active, len(ids))
+        tokens = logits.argmax(-1)
+        done = torch.isin(tokens, eos)
+        for j, (row, token) in enumerate(zip(active.tolist(), tokens.tolist())):
+            written[row].append(token)
+            if stop_strings and not done[j]:
+                tail = tokenizer.decode(written[row][-longest_stop:], skip_special_tokens=True)
+                done[j] = any(stop in tail for stop in stop_strings)
+        if step == max_new_tokens - 1 or bool(done.all()):
+            break
+        if bool(done.any()):
+            still = (~done).nonzero().squeeze(1)
+            cache.batch_select_indices(still)
+            active, tokens, attention, positions = active[still], tokens[still], attention[still], positions[still]
+        attention = torch.cat([attention, attention.new_ones((len(active), 1))], dim=1)
+        positions = positions[:, -1:] + 1
+        logits = model(input_ids=tokens[:, None], attention_mask=attention, position_ids=positions, past_key_values=cache,
+                       use_cache=True).logits[:, -1, :]
+    return written
 
 
 def _generate_batch(model, ids, pad_id, eos_ids, stopping, max_new_tokens, do_sample, temperature, k, keep_logits=None) -> list[list[int]]:
