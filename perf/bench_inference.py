@@ -4,7 +4,9 @@ For each run (label-only, intent, reasoning) the script evaluates the same promp
 process, one path after the other:
 
 - **fp32 generation**: the adapter unmerged, fp32 weights, no autocast, every answer decoded
-  (label-only too) — what evaluation did before the precision policy;
+  (label-only too) by ``model.generate`` — what evaluation did before the precision policy;
+- **kit, model.generate**: the kit's model and precision, but decoded by ``model.generate``, which
+  keeps finished rows in the batch (runs that generate: the decoding lever alone);
 - **kit**: :func:`aims_kit.models.loading.load_for_inference` (adapter merged, bf16 weights and bf16
   autocast where the CPU multiplies bf16 natively) and :func:`aims_kit.scoring.evaluate.evaluate`
   (label-only runs read their label from one forward pass).
@@ -22,6 +24,7 @@ and the kit's speed-up and label agreement against fp32.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -61,6 +64,17 @@ def parameter_counts(model) -> tuple[int, int]:
     return total - embedding - (0 if tied else head.numel()), head.numel()
 
 
+@contextlib.contextmanager
+def model_generate():
+    """Decode through ``model.generate`` (finished rows stay in the batch) instead of :func:`generation.greedy_batch`."""
+    kit = generation.plain_greedy
+    generation.plain_greedy = lambda model: False
+    try:
+        yield
+    finally:
+        generation.plain_greedy = kit
+
+
 def fp32_path(run_dir: Path, frame, condition: str, budget: int, batch_size: int) -> tuple[list[str], float, float]:
     """The plain path: fp32, adapter unmerged, answers decoded. Returns (labels, seconds, generated tokens/prompt)."""
     os.environ[precision.PRECISION_ENV] = "fp32"
@@ -68,7 +82,9 @@ def fp32_path(run_dir: Path, frame, condition: str, budget: int, batch_size: int
         model, tokenizer = models.load_trained(run_dir)
         _, conversations, _ = generation.classifier_inputs(model, tokenizer, list(frame["Prompt"]), condition, budget)
         stops = () if condition == "label_only" else generation.LABEL_STOPS
-        gen = generation.generate(model, tokenizer, conversations, max_new_tokens=budget, batch_size=batch_size, stop_strings=stops, desc="fp32")
+        with model_generate():
+            gen = generation.generate(model, tokenizer, conversations, max_new_tokens=budget, batch_size=batch_size,
+                                      stop_strings=stops, desc="fp32")
     finally:
         os.environ.pop(precision.PRECISION_ENV, None)
     labels = [formats.parse_output(text).label_or_rule() for text in gen.texts]
@@ -117,6 +133,13 @@ def main() -> None:
                                                    batch_size=args.batch_size, max_new_tokens=budget, latency_sample=0, n_boot=1000)
         kit_labels = [p["pred"] for p in predictions]
         kit_seconds = metrics["ms_per_prompt"] * len(frame) / 1000
+        kept_rows = None
+        if metrics["label_method"] == "generated":
+            with model_generate():
+                kept_metrics, kept_predictions = evaluation.evaluate(
+                    kit_model, tokenizer, frame, condition=condition, dataset=args.dataset, batch_size=args.batch_size,
+                    max_new_tokens=budget, latency_sample=0, n_boot=1000)
+            kept_rows = (kept_metrics, [p["pred"] for p in kept_predictions], [p["output"] for p in kept_predictions])
         del kit_model
 
         fp32_labels, fp32_seconds, fp32_tokens = fp32_path(run_dir, frame, condition, budget, args.batch_size)
@@ -126,6 +149,15 @@ def main() -> None:
         print(row("fp32 generation", fp32_seconds, len(frame), prompt_tokens, fp32_tokens, params, peaks["float32"], f1_fp32))
         kit_name = f"kit ({metrics['compute_dtype']}, {metrics['label_method']})"
         peak = peaks.get(metrics["compute_dtype"], peaks["float32"])
+        if kept_rows is not None:
+            kept, kept_labels, kept_outputs = kept_rows
+            kept_seconds = kept["ms_per_prompt"] * len(frame) / 1000
+            kept_f1 = {key: kept[key] for key in ("f1", "f1_ci_low", "f1_ci_high")}
+            print(row("kit, generate()", kept_seconds, len(frame), prompt_tokens, kept["tokens_per_prompt"], params, peak, kept_f1))
+            same_text = sum(a == b for a, b in zip(kept_outputs, [p["output"] for p in predictions])) / len(frame)
+            same_label = sum(a == b for a, b in zip(kept_labels, kit_labels)) / len(frame)
+            print(f"  dropping finished rows: {kept_seconds / kit_seconds:.2f}x faster than model.generate; "
+                  f"identical answers {same_text:.3f}, labels {same_label:.3f}")
         print(row(kit_name[:16], kit_seconds, len(frame), prompt_tokens, metrics["tokens_per_prompt"], params, peak, f1_kit))
         agree = sum(a == b for a, b in zip(kit_labels, fp32_labels)) / len(frame)
         within = f1_fp32["f1_ci_low"] <= metrics["f1"] <= f1_fp32["f1_ci_high"]
