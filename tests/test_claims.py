@@ -281,3 +281,11 @@ def test_the_newest_dpo_run_is_compared_whatever_its_variant(folder):
     judge = _run(out, "dpo", "intent_label", "judge", parent=parent_id, datasets={"aims_test": _preds(90)}, created="2026-01-01T00:00:07")
     entry = _entry(claims.scoreboard(results.load_records(out)), 2, "aims_test")
     assert entry.run_a == results.read_run_config(judge)["run_id"]
+
+
+def test_a_folders_scoreboard_ignores_a_newer_run_written_to_another_folder(folder, tmp_path):
+    out, _ = folder
+    before = [(e.claim, e.dataset, e.run_a, e.run_b, e.verdict) for e in claims.scoreboard(results.load_records(out))]
+    _run(tmp_path / "student", "sft", "intent_label", datasets={"aims_test": _preds(20)}, created="2026-01-01T00:00:09")
+    after = [(e.claim, e.dataset, e.run_a, e.run_b, e.verdict) for e in claims.scoreboard(results.load_records(out))]
+    assert after == before and any(entry[2] for entry in before)

@@ -31,7 +31,8 @@ def test_runs_started_at_once_get_different_folders(tmp_path):
 
 
 class _OomOverTwo:
-    """Wraps a model: ``generate`` raises CUDA out-of-memory for batches larger than two rows."""
+    """Wraps a model: its forward pass (greedy decoding) and ``generate`` (sampling) raise CUDA out-of-memory
+    for batches larger than two rows; ``batches`` records the size of each batch that started decoding."""
 
     def __init__(self, model):
         self.model, self.batches = model, []
@@ -39,10 +40,18 @@ class _OomOverTwo:
     def __getattr__(self, name):
         return getattr(self.model, name)
 
-    def generate(self, input_ids, **kwargs):
+    def _check(self, input_ids, first: bool) -> None:
         if input_ids.shape[0] > 2:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
-        self.batches.append(input_ids.shape[0])
+        if first:
+            self.batches.append(input_ids.shape[0])
+
+    def __call__(self, input_ids, **kwargs):
+        self._check(input_ids, first=input_ids.shape[1] > 1)  # the prompt's pass, not a one-token decoding step
+        return self.model(input_ids=input_ids, **kwargs)
+
+    def generate(self, input_ids, **kwargs):
+        self._check(input_ids, first=True)
         return self.model.generate(input_ids=input_ids, **kwargs)
 
 
@@ -55,6 +64,10 @@ def test_out_of_memory_halves_the_batch_and_keeps_every_row(tmp_path):
         got = generation.generate(wrapped, tokenizer, conversations, max_new_tokens=3, batch_size=8, desc="")
     assert max(wrapped.batches) <= 2 and sum(wrapped.batches) == 7
     assert got.texts == expected.texts
+    sampled = _OomOverTwo(model)  # sampling decodes through model.generate: the same halving
+    with pytest.warns(UserWarning, match="halving the batch"):
+        generation.generate(sampled, tokenizer, conversations, max_new_tokens=3, batch_size=8, do_sample=True, desc="")
+    assert max(sampled.batches) <= 2 and sum(sampled.batches) == 7
 
 
 def test_same_seed_same_profile_same_metrics(tmp_path):

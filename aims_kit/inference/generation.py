@@ -247,7 +247,7 @@ def greedy_batch(model, tokenizer, ids: list[list[int]], pad_id: int, eos_ids: l
     attention = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=device)
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
     cache = DynamicCache()
-    logits = model(input_ids=input_ids, attention_mask=attention, position_ids=positions, past_key_values=cache,
+    logits = model(input_ids=input_ids, attention_mask=attention, position_ids=positions, cache=cache,
                    use_cache=True, logits_to_keep=1).logits[:, -1, :]
     eos = torch.tensor(eos_ids, device=device)
     active = torch.arange(len(ids), device=device)  # original row of each row still in the batch
@@ -271,7 +271,7 @@ def greedy_batch(model, tokenizer, ids: list[list[int]], pad_id: int, eos_ids: l
             active, tokens, attention, positions = active[still], tokens[still], attention[still], positions[still]
         attention = torch.cat([attention, attention.new_ones((len(active), 1))], dim=1)
         positions = positions[:, -1:] + 1
-        logits = model(input_ids=tokens[:, None], attention_mask=attention, position_ids=positions, past_key_values=cache,
+        logits = model(input_ids=tokens[:, None], attention_mask=attention, position_ids=positions, cache=cache,
                        use_cache=True).logits[:, -1, :]
     return written
 
