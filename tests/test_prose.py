@@ -16,8 +16,10 @@ def test_mining_summary_states_the_counts_and_the_rule_that_kept_them():
     text = prose.mining_summary(_mined({"harmful": 23, "safe": 10}, {"harmful": 32, "safe": 10}, True), 0.3).data
     assert "64 prompts mined, 32 from harmful prompts and 10 from safe prompts; kept 23 harmful : 10 safe" in text
     assert "at least 30% of the kept pairs: 30%" in text
+    text = prose.mining_summary(_mined({"harmful": 8, "safe": 4}, {"harmful": 8, "safe": 4}, True), 0.3).data
+    assert "kept 8 harmful : 4 safe — every pair was kept: the smaller class (safe) already made up 33%" in text
     text = prose.mining_summary(_mined({"harmful": 8, "safe": 0}, {"harmful": 8, "safe": 0}, False), 0.5).data
-    assert "every pair was kept" in text and "undersampled" not in text
+    assert "one class had none" in text and "cut" not in text
 
 
 def test_selection_summary_reads_each_runs_choice(tmp_path):

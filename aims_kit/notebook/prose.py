@@ -37,11 +37,13 @@ def mining_summary(mined, min_class_share: float) -> Markdown:
             continue
         smaller = min(kept, key=kept.get)
         share = kept[smaller] / kept_total
-        if report.balanced:
+        if kept != found and report.balanced:
             rule = (f"the larger class was cut until the smaller ({smaller}) made up at least {min_class_share:.0%} "
                     f"of the kept pairs: {share:.0%}")
+        elif report.balanced:
+            rule = f"every pair was kept: the smaller class ({smaller}) already made up {share:.0%}, at least {min_class_share:.0%}"
         else:
-            rule = "every pair was kept (one class had none, or the smaller already made up its share)"
+            rule = "every pair was kept: one class had none, so there was nothing to balance against"
         kept_text = " : ".join(f"{n} {label}" for label, n in kept.items())
         lines.append(f"- **{split}**: {report.prompts} prompts mined, {found_text}; kept {kept_text} — {rule}.")
     return Markdown("In this run:\n\n" + "\n".join(lines))

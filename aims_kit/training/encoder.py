@@ -47,7 +47,6 @@ def train_encoder(train: pd.DataFrame, val: pd.DataFrame, settings: TrainSetting
     """
     from datasets import Dataset
     from transformers import (
-        AutoModelForSequenceClassification,
         AutoTokenizer,
         DataCollatorWithPadding,
         EarlyStoppingCallback,
@@ -62,7 +61,7 @@ def train_encoder(train: pd.DataFrame, val: pd.DataFrame, settings: TrainSetting
     torch.manual_seed(settings.seed)
     path = encoder_weights()
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
+    model = _with_new_head(path)
 
     def dataset(frame: pd.DataFrame) -> Dataset:
         encoded = _tokenize(tokenizer, frame["Prompt"].tolist())
@@ -86,6 +85,28 @@ def train_encoder(train: pd.DataFrame, val: pd.DataFrame, settings: TrainSetting
     results.atomic_write_json(run_dir / "val_selection.json", checkpoint_choice(trainer))
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     return trainer
+
+
+def _with_new_head(path):
+    """MiniLM with a fresh two-way classification head, the one part of it that starts random.
+
+    transformers reports the head's missing weights as a coloured "LOAD REPORT" table on every
+    load, which is expected here and noise in a notebook; the report is silenced only after
+    checking that nothing but the head is missing (any other missing weight is an error).
+    """
+    from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    previous = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model, info = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2, output_loading_info=True)
+    finally:
+        hf_logging.set_verbosity(previous)
+    unexpected = [key for key in info["missing_keys"] if not key.startswith("classifier.")]
+    if unexpected or info.get("mismatched_keys"):
+        raise RuntimeError(f"{path}: the encoder's weights are incomplete ({unexpected or info['mismatched_keys']})")
+    return model
 
 
 def _val_f1(prediction) -> dict[str, float]:
