@@ -139,6 +139,18 @@ def val_f1_callback(val: pd.DataFrame, condition: str, tokenizer, max_new_tokens
     return _ValF1()
 
 
+def selection(settings: TrainSettings, val_f1=None) -> tuple[str, list]:
+    """What a validating trainer keeps its checkpoint by, and the callbacks that make the choice.
+
+    With ``val_f1`` (a :func:`val_f1_callback`) the validation F1 chooses, and that callback comes
+    before early stopping, which reads the metric it adds to the same pass; without, the loss.
+    """
+    from transformers import EarlyStoppingCallback
+
+    stopping = EarlyStoppingCallback(early_stopping_patience=settings.early_stopping_patience)
+    return (SELECT_ON_F1, [val_f1, stopping]) if val_f1 is not None else (SELECT_ON_LOSS, [stopping])
+
+
 def checkpoint_choice(trainer) -> dict:
     """Which step the saved adapter is from, and the validation curve it was chosen from.
 

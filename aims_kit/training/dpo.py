@@ -22,11 +22,11 @@ from aims_kit.datasets.aims import require_split
 from aims_kit.models.loading import load_trained
 from aims_kit.models.precision import uses_4bit
 from aims_kit.training.common import (
-    SELECT_ON_F1,
     SELECT_ON_LOSS,
     TrainSettings,
     attach_progress,
     save_training,
+    selection,
     trainer_kwargs,
     val_f1_callback,
 )
@@ -68,7 +68,6 @@ def train_dpo(
     ``val_selection.json``). Returns the trainer.
     """
     from datasets import Dataset
-    from transformers import EarlyStoppingCallback
     from trl import DPOConfig, DPOTrainer
 
     if train_pairs.empty:
@@ -86,15 +85,14 @@ def train_dpo(
         {"train": dpo_records(train_pairs), "val": dpo_records(val_pairs)}, tokenizer, settings.max_length, run_dir, "DPO"
     )
     by_f1 = with_eval and val is not None and val_f1_tokens > 0
+    val_f1 = val_f1_callback(val, "intent_label", tokenizer, val_f1_tokens, settings.batch_size * 4) if by_f1 else None
+    select_on, callbacks = selection(settings, val_f1) if with_eval else (SELECT_ON_LOSS, [])
     config = DPOConfig(
-        **trainer_kwargs(settings, run_dir, with_eval=with_eval, select_on=SELECT_ON_F1 if by_f1 else SELECT_ON_LOSS),
+        **trainer_kwargs(settings, run_dir, with_eval=with_eval, select_on=select_on),
         max_length=settings.max_length,
         beta=dpo.beta,
         loss_type=[dpo.loss_type],
     )
-    callbacks = [EarlyStoppingCallback(early_stopping_patience=settings.early_stopping_patience)] if with_eval else []
-    if by_f1:  # first: early stopping reads the F1 it adds to the pass
-        callbacks.insert(0, val_f1_callback(val, "intent_label", tokenizer, val_f1_tokens, settings.batch_size * 4))
     trainer = DPOTrainer(
         model=model,
         args=config,

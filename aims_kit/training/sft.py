@@ -19,11 +19,10 @@ from aims_kit.datasets import formats
 from aims_kit.datasets.aims import require_split
 from aims_kit.models.loading import load_model
 from aims_kit.training.common import (
-    SELECT_ON_F1,
-    SELECT_ON_LOSS,
     TrainSettings,
     attach_progress,
     save_training,
+    selection,
     trainer_kwargs,
     val_f1_callback,
 )
@@ -114,7 +113,6 @@ def train_sft(
     the losses and F1 for plotting).
     """
     from datasets import Dataset
-    from transformers import EarlyStoppingCallback
     from trl import SFTConfig, SFTTrainer
 
     require_split(train, "train", "SFT training data")
@@ -124,8 +122,10 @@ def train_sft(
         {"train": sft_records(train, condition, train_completions), "val": sft_records(val, condition, val_completions)},
         tokenizer, settings.max_length, run_dir, f"SFT {condition}",
     )
+    val_f1 = val_f1_callback(val, condition, tokenizer, val_f1_tokens, settings.batch_size * 4) if val_f1_tokens else None
+    select_on, callbacks = selection(settings, val_f1)
     config = SFTConfig(
-        **trainer_kwargs(settings, run_dir, select_on=SELECT_ON_F1 if val_f1_tokens else SELECT_ON_LOSS),
+        **trainer_kwargs(settings, run_dir, select_on=select_on),
         max_length=settings.max_length,
         completion_only_loss=True,
         # Batches of similar length compute less padding; prompts run from 10 to 200+ tokens.
@@ -138,11 +138,7 @@ def train_sft(
         eval_dataset=Dataset.from_list(records["val"]),
         processing_class=tokenizer,
         peft_config=settings.lora.to_peft(model),
-        # The F1 callback first: early stopping reads the metric it adds to the same pass.
-        callbacks=[
-            *([val_f1_callback(val, condition, tokenizer, val_f1_tokens, settings.batch_size * 4)] if val_f1_tokens else []),
-            EarlyStoppingCallback(early_stopping_patience=settings.early_stopping_patience),
-        ],
+        callbacks=callbacks,
     )
     attach_progress(trainer, f"SFT {condition}")
     trainer.train(resume_from_checkpoint=_last_checkpoint(run_dir))
