@@ -1,17 +1,21 @@
-"""Training speed of the cpu profile's SFT settings against TRL's defaults, as ratios.
+"""Training throughput of the kit's regimes, as tokens/s, % of this machine's matmul peak and ratios.
 
-Every variant trains the same model on the same intent → label records, seed and number of
-steps; the loss after the last step is printed beside the speed so that a faster setting cannot
-hide a broken loss. Variants (each adds to the one before):
+Each regime (SFT intent → label, a distillation student on the shipped ``human_intent`` traces,
+DPO on pairs whose rejected answer flips the gold label) trains with the cpu profile's settings
+(LoRA on the top ``--layers`` blocks, batches grouped by length, fp32 unless the CPU has native
+bf16) twice, from the same seed on the same records:
 
-- ``TRL defaults``: LoRA on every linear layer of every block, random batches, fp32;
-- ``top layers``: LoRA on the top ``--layers`` blocks only (the cpu profile's ``lora_layers``),
-  so backpropagation stops there;
-- ``+ group by length``: batches of similar length, so less padding is computed;
-- ``+ bf16 autocast``: bf16 matmuls on CPUs that have them (measured; the kit keeps fp32 on CPU
-  unless this shows a gain).
+- ``every position``: TRL's fused LM head as it runs off a Triton GPU, projecting every position
+  of the padded batch through the 49,152-word vocabulary (the kit's path until 2026-12);
+- ``label positions``: the kit's path, :func:`aims_kit.training.common.fit`, projecting only
+  the positions that carry a label.
 
-    python perf/bench_train.py [--model HuggingFaceTB/SmolLM2-135M-Instruct] [--steps 8]
+The per-step losses are printed side by side: a faster path must train the same model. The
+peak is a large matmul timed here in the precision training computes in, so "% of peak" is
+against this machine's own limit. FLOPs per step are estimated from the parameter count
+(2 x parameters x tokens forward, plus the backward through the LoRA blocks and the head).
+
+    python perf/bench_train.py [--model HuggingFaceTB/SmolLM2-135M-Instruct] [--steps 8] [--regimes sft,distill,dpo]
 """
 
 from __future__ import annotations
@@ -19,59 +23,150 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from dataclasses import replace
+from contextlib import nullcontext
 from pathlib import Path
 
+import pandas as pd
+import torch
+
+from aims_kit.datasets import formats
 from aims_kit.models.loading import load_model
 from aims_kit.models.lora import LoraSettings
 from aims_kit.notebook import experiments
-from aims_kit.training.common import TrainSettings, trainer_kwargs
+from aims_kit.training.common import TrainSettings, label_positions_only, trainer_kwargs
+from aims_kit.training.dpo_pairs import dpo_records
 from aims_kit.training.sft import sft_records
+from aims_kit.training.teachers import TracesFileTeacher
 
 
-def train(model_name: str, settings: TrainSettings, extra: dict, label: str) -> tuple[float, float]:
-    """Train ``settings.max_steps`` steps; returns (seconds per step, last training loss)."""
-    from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
-
-    splits = experiments.load_splits("", 22)
-    model, tokenizer = load_model(model_name)
-    config = SFTConfig(
-        **{**trainer_kwargs(settings, Path(tempfile.mkdtemp()), with_eval=False), "save_strategy": "no", **extra},
-        max_length=settings.max_length,
-        completion_only_loss=True,
-    )
-    trainer = SFTTrainer(
-        model=model, args=config, processing_class=tokenizer, peft_config=settings.lora.to_peft(model),
-        train_dataset=Dataset.from_list(sft_records(splits.train, "intent_label")),
-    )
+def matmul_peak_gflops(dtype: torch.dtype, size: int = 2048, repeats: int = 20) -> float:
+    """GFLOP/s of a large square matmul in ``dtype``: the ceiling training's matmuls can reach here."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a @ b
     start = time.perf_counter()
-    trainer.train()
-    per_step = (time.perf_counter() - start) / settings.max_steps
-    loss = [h["loss"] for h in trainer.state.log_history if "loss" in h][-1]
-    print(f"{label:>22}: {per_step:6.2f} s/step  loss after {settings.max_steps} steps {loss:.3f}", flush=True)
-    return per_step, loss
+    for _ in range(repeats):
+        a @ b
+    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def regime_records(regime: str, seed: int) -> tuple[list[dict], str]:
+    """The training records of one regime, and the TRL trainer that takes them."""
+    splits = experiments.load_splits("", seed)
+    if regime == "sft":
+        return sft_records(splits.train, "intent_label"), "sft"
+    if regime == "distill":
+        traces = TracesFileTeacher().traces(splits.train, "human_intent")
+        frame = splits.train.set_index(splits.train["ID"].astype(str)).loc[[t.id for t in traces]].reset_index(drop=True)
+        return sft_records(frame, "reasoning_intent_label", [t.completion for t in traces]), "sft"
+    train = splits.train
+    flip = {"harmful": "safe", "safe": "harmful"}
+    pairs = pd.DataFrame({
+        "prompt": train["Prompt"],
+        "chosen": [formats.format_target("intent_label", label, intent=i) for i, label in zip(train["Intent"], train["label"])],
+        "rejected": [formats.format_target("intent_label", flip[label], intent=i) for i, label in zip(train["Intent"], train["label"])],
+    })
+    return dpo_records(pairs), "dpo"
+
+
+def parameters_and_backward_share(model) -> tuple[int, float]:
+    """All parameters, and the share of them the backward pass multiplies by: the adapted blocks and the head.
+
+    LoRA on the top blocks stops backpropagation below the lowest adapted block; the head (tied
+    to the embedding in SmolLM2) is always on the backward path.
+    """
+    import re
+
+    named = dict(model.named_parameters())
+    total = sum(p.numel() for name, p in named.items() if "lora_" not in name)
+    adapted = {int(m.group(1)) for name, p in named.items() if p.requires_grad and (m := re.search(r"layers\.(\d+)\.", name))}
+    lowest = min(adapted, default=0)
+    blocks = sum(p.numel() for name, p in named.items() if "lora_" not in name
+                 and (m := re.search(r"layers\.(\d+)\.", name)) and int(m.group(1)) >= lowest)
+    head = model.get_output_embeddings().weight.numel()
+    return total, (blocks + head) / total
+
+
+def train(model_name: str, settings: TrainSettings, records: list[dict], kind: str, narrow: bool) -> dict:
+    """``settings.max_steps`` steps; seconds per step after the first, tokens per step, per-step losses."""
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from transformers.trainer_callback import PrinterCallback
+    from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
+
+    model, tokenizer = load_model(model_name, trainable=True)
+    kwargs = {**trainer_kwargs(settings, Path(tempfile.mkdtemp()), with_eval=False), "save_strategy": "no", "logging_steps": 1}
+    if kind == "sft":
+        config = SFTConfig(**kwargs, max_length=settings.max_length, completion_only_loss=True,
+                           train_sampling_strategy="group_by_length")
+        trainer = SFTTrainer(model=model, args=config, processing_class=tokenizer, peft_config=settings.lora.to_peft(model),
+                             train_dataset=Dataset.from_list(records))
+    else:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, settings.lora.to_peft(model))
+        config = DPOConfig(**kwargs, max_length=settings.max_length, beta=0.3)
+        trainer = DPOTrainer(model=model, args=config, processing_class=tokenizer, train_dataset=Dataset.from_list(records))
+
+    tokens, stamps = [], []
+    compute_loss = trainer.compute_loss
+
+    def counting(model, inputs, *args, **kw):
+        mask = inputs.get("attention_mask")
+        tokens.append(int(mask.sum()) if mask is not None else inputs["input_ids"].numel())
+        return compute_loss(model, inputs, *args, **kw)
+
+    class _Clock(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            stamps.append(time.perf_counter())
+
+    trainer.compute_loss = counting
+    trainer.remove_callback(PrinterCallback)  # disable_tqdm's per-log dicts: the losses are printed below
+    trainer.add_callback(_Clock())
+    start = time.perf_counter()
+    with label_positions_only() if narrow else nullcontext():
+        trainer.train()
+    # The first step warms allocators and caches: timed from its end.
+    seconds = (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else stamps[-1] - start
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    steps = len(stamps)
+    return {"s_per_step": seconds, "tokens_per_step": sum(tokens) / max(1, steps), "losses": losses,
+            "params": parameters_and_backward_share(trainer.model)}
+
+
+def step_gflop(tokens: float, model_params: int, backward_share: float) -> float:
+    """Estimated GFLOPs of one step with every position projected: forward over every parameter,
+    the backward's input gradients through the adapted share (LoRA's own weights are negligible).
+    The label-positions path does less work for the same tokens, so its figure is the useful rate."""
+    return 2 * model_params * tokens * (1 + backward_share) / 1e9
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="HuggingFaceTB/SmolLM2-135M-Instruct")
     parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--layers", type=int, default=10)
+    parser.add_argument("--layers", type=int, default=10, help="LoRA on the top N blocks (the cpu profile's lora_layers)")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--regimes", default="sft,distill,dpo")
     args = parser.parse_args()
-    base = TrainSettings(learning_rate=1e-3, max_steps=args.steps, batch_size=args.batch_size, eval_steps=args.steps)
-    top = replace(base, lora=LoraSettings(top_layers=args.layers))
-    variants = [
-        ("TRL defaults", base, {}),
-        ("top layers", top, {}),
-        ("+ group by length", top, {"train_sampling_strategy": "group_by_length"}),
-        ("+ bf16 autocast", top, {"train_sampling_strategy": "group_by_length", "bf16": True}),
-    ]
-    results = {label: train(args.model, settings, extra, label) for label, settings, extra in variants}
-    reference = results["TRL defaults"][0]
-    for label, (per_step, loss) in results.items():
-        print(f"speed ratio {label} / TRL defaults: {reference / per_step:.2f}x (loss {loss:.3f})")
+    settings = TrainSettings(learning_rate=1e-3, max_steps=args.steps, batch_size=args.batch_size, eval_steps=args.steps,
+                             lora=LoraSettings(top_layers=args.layers))
+    dtype = torch.bfloat16 if settings.bf16 else torch.float32
+    peak = matmul_peak_gflops(dtype)
+    print(f"matmul peak here: {peak:,.0f} GFLOP/s in {dtype} ({torch.get_num_threads()} threads)")
+    for regime in args.regimes.split(","):
+        records, kind = regime_records(regime, 22)
+        runs = {label: train(args.model, settings, records, kind, narrow) for label, narrow in
+                (("every position", False), ("label positions", True))}
+        print(f"\n{regime}: {len(records)} records, batch {args.batch_size}, {args.steps} steps, {dtype}")
+        for label, run in runs.items():
+            gflops = step_gflop(run["tokens_per_step"], *run["params"]) / run["s_per_step"]
+            print(f"  {label:>16}: {run['s_per_step']:6.2f} s/step  {run['tokens_per_step'] / run['s_per_step']:7.0f} tokens/s"
+                  f"  ~{gflops:5.0f} GFLOP/s = {100 * gflops / peak:3.0f}% of peak")
+        before, after = runs["every position"], runs["label positions"]
+        print(f"  speed ratio label positions / every position: {before['s_per_step'] / after['s_per_step']:.2f}x")
+        print("  loss per step (every position | label positions):")
+        for step, (a, b) in enumerate(zip(before["losses"], after["losses"]), start=1):
+            print(f"    {step:3d}  {a:.4f} | {b:.4f}")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from aims_kit.training.common import (
     SELECT_ON_LOSS,
     TrainSettings,
     attach_progress,
+    fit,
     save_training,
     selection,
     trainer_kwargs,
@@ -104,7 +105,7 @@ def train_dpo(
     attach_progress(trainer, "DPO")
     if "ref" not in trainer.model.peft_config:
         raise RuntimeError("TRL did not create the frozen reference adapter; the reference would be the base model")
-    trainer.train()
+    fit(trainer)
     trainer.model.delete_adapter("ref")
     save_training(trainer, run_dir)
     return trainer

@@ -37,7 +37,7 @@ from aims_kit.models.lora import LoraSettings
 from aims_kit.models.precision import has_cuda, uses_4bit
 from aims_kit.scoring import evaluate as evaluation
 from aims_kit.scoring.judges import OnFailure, make_judge
-from aims_kit.training.common import TrainSettings, attach_progress, trainer_kwargs
+from aims_kit.training.common import TrainSettings, attach_progress, fit, trainer_kwargs
 from aims_kit.training.rewards import REWARD_SETS, RewardSet, make_reward_set
 
 #: GRPO trains the intent → label output (the reasoning variant also earns the format reward).
@@ -174,7 +174,7 @@ def train_grpo(
         callbacks=[selection.callback()],
     )
     attach_progress(trainer, f"GRPO {settings.reward_set}")
-    trainer.train()
+    fit(trainer)
     _save_logs(trainer, reward, selection, run_dir, judge)
     return trainer
 

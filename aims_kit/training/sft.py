@@ -21,6 +21,7 @@ from aims_kit.models.loading import load_model
 from aims_kit.training.common import (
     TrainSettings,
     attach_progress,
+    fit,
     save_training,
     selection,
     trainer_kwargs,
@@ -141,7 +142,7 @@ def train_sft(
         callbacks=callbacks,
     )
     attach_progress(trainer, f"SFT {condition}")
-    trainer.train(resume_from_checkpoint=_last_checkpoint(run_dir))
+    fit(trainer, resume_from_checkpoint=_last_checkpoint(run_dir))
     save_training(trainer, run_dir)
     return trainer
 
