@@ -1,6 +1,8 @@
-"""Greedy decoding that drops finished rows writes what ``model.generate`` writes, row for row."""
+"""Greedy decoding that drops finished rows and runs the prompts' shared prefix once writes what
+``model.generate`` writes, row for row; label scoring reads what each prompt alone gives."""
 
 import pytest
+import torch
 from run_factory import SMOKE_MODEL
 
 from aims_kit.datasets import formats
@@ -46,3 +48,28 @@ def test_a_model_whose_config_changes_the_argmax_decodes_through_model_generate(
         assert not generation.plain_greedy(model)
     finally:
         model.generation_config.repetition_penalty = None
+
+
+def test_shared_prefix_leaves_every_row_a_token_of_its_own():
+    assert generation.shared_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5, 6]]) == 3
+    assert generation.shared_prefix_length([[1, 2, 3], [1, 2, 3, 4]]) == 2  # the shorter row keeps its last token
+    assert generation.shared_prefix_length([[7, 2], [1, 2]]) == 0
+
+
+def test_the_shared_prefix_runs_once_and_label_scores_match_each_prompt_alone(monkeypatch, model_and_prompts):
+    model, tokenizer, _ = model_and_prompts
+    conversations = [formats.prompt_messages(p, "label_only") for p in experiments.load_splits("", 22).test["Prompt"][:6]]
+    encoded = generation.chat_inputs(tokenizer, conversations)
+    shared = generation.shared_prefix_length(encoded)
+    assert shared >= generation.MIN_SHARED_PREFIX  # the system turn and the instruction
+    forward, shapes = model.forward, []
+
+    def spy(*args, **kwargs):
+        shapes.append(tuple(kwargs["input_ids"].shape))
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", spy)
+    batched = generation.score_conversations(model, tokenizer, conversations, batch_size=6)
+    assert shapes == [(1, shared), (6, max(map(len, encoded)) - shared)]
+    alone = [generation.score_conversations(model, tokenizer, [c], batch_size=1).p_harmful[0] for c in conversations]
+    torch.testing.assert_close(torch.tensor(batched.p_harmful), torch.tensor(alone), rtol=0, atol=1e-5)

@@ -226,6 +226,51 @@ def plain_greedy(model) -> bool:
     return all(getattr(config, name, None) in (None, neutral.get(name)) for name in ARGMAX_CHANGING)
 
 
+#: Shortest common prefix worth its own forward pass: below it the batch runs as one left-padded pass.
+MIN_SHARED_PREFIX = 8
+
+
+def shared_prefix_length(ids: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens every row of ``ids`` shares, leaving each row at least one token of its own."""
+    first, shortest = ids[0], min(len(x) for x in ids)
+    length = 0
+    while length < shortest - 1 and all(x[length] == first[length] for x in ids):
+        length += 1
+    return length
+
+
+def prefill(model, ids: list[list[int]], pad_id: int, cache) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The prompts' forward pass into ``cache``; returns the last position's logits, the attention mask and the positions.
+
+    Why: every prompt a classifier reads starts with the same chat-template system turn and
+    instruction: on AIMS test 27 of a label-only prompt's 73 tokens on average, 41 of 87 for
+    intent → label, 57 of 103 for a reasoning student with intent, and most of a short
+    benchmark prompt. The prompt pass is about half of CPU evaluation's time, and it is
+    arithmetic-bound (perf/bench_inference.py), so the rows' common prefix runs once, for one
+    row, and its cache is copied to every row. Each row's own tokens follow, padded on the
+    left of that part (``[prefix, pad…, own tokens]``, pads masked), and positions count on from
+    the prefix as in a left-padded batch, so each row's answer is the one it gets alone, up to
+    the last bits of the arithmetic (label agreement is measured by perf/bench_inference.py).
+    A batch of one row, or one whose prefix is shorter than :data:`MIN_SHARED_PREFIX`, is one
+    left-padded pass.
+    """
+    device = model.device
+    shared = shared_prefix_length(ids) if len(ids) > 1 else 0
+    if shared < MIN_SHARED_PREFIX:
+        shared = 0
+    else:
+        model(input_ids=torch.tensor([ids[0][:shared]], device=device), cache=cache, use_cache=True, logits_to_keep=1)
+        cache.batch_repeat_interleave(len(ids))
+    own = [x[shared:] for x in ids]
+    width = max(len(x) for x in own)
+    input_ids = torch.tensor([[pad_id] * (width - len(x)) + x for x in own], device=device)
+    attention = torch.tensor([[1] * shared + [0] * (width - len(x)) + [1] * len(x) for x in own], device=device)
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)[:, shared:]
+    logits = model(input_ids=input_ids, attention_mask=attention, position_ids=positions, cache=cache,
+                   use_cache=True, logits_to_keep=1).logits[:, -1, :]
+    return logits, attention, positions
+
+
 def greedy_batch(model, tokenizer, ids: list[list[int]], pad_id: int, eos_ids: list[int], stop_strings: Sequence[str],
                  max_new_tokens: int, keep_logits: "_KeepLabelLogits | None" = None) -> list[list[int]]:
     """Greedy decoding of one left-padded batch that drops each row, and its KV cache, once it has finished.
@@ -242,13 +287,8 @@ def greedy_batch(model, tokenizer, ids: list[list[int]], pad_id: int, eos_ids: l
     from transformers import DynamicCache
 
     device = model.device
-    width = max(len(x) for x in ids)
-    input_ids = torch.tensor([[pad_id] * (width - len(x)) + x for x in ids], device=device)
-    attention = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=device)
-    positions = (attention.cumsum(-1) - 1).clamp(min=0)
     cache = DynamicCache()
-    logits = model(input_ids=input_ids, attention_mask=attention, position_ids=positions, cache=cache,
-                   use_cache=True, logits_to_keep=1).logits[:, -1, :]
+    logits, attention, positions = prefill(model, ids, pad_id, cache)
     eos = torch.tensor(eos_ids, device=device)
     active = torch.arange(len(ids), device=device)  # original row of each row still in the batch
     written: list[list[int]] = [[] for _ in ids]
@@ -363,11 +403,13 @@ def score_conversations(model, tokenizer, conversations: Sequence[list[dict]], *
     against p(first token of "safe"), and the label is the likelier one. A label-only answer is
     that one word, so this gives the same labels as greedy generation (checked by
     perf/bench_inference.py) at the cost of the prompt alone, and the probability feeds
-    threshold sweeps and PR curves. Only the last position's logits are computed. The logits
+    threshold sweeps and PR curves. Only the last position's logits are computed, and the prompts' shared prefix once (:func:`prefill`). The logits
     are read at the end of :func:`chat_inputs`' prompt, after a thinking template's forced empty
     ``<think></think>`` block, where the answer starts. Raises ``ValueError`` when the tokenizer
     starts both labels with the same token (then only generation can tell them apart).
     """
+    from transformers import DynamicCache
+
     first = {label: tokenizer(label, add_special_tokens=False)["input_ids"][0] for label in formats.LABELS}
     if first["harmful"] == first["safe"]:
         raise ValueError("this tokenizer starts 'harmful' and 'safe' with the same token; use generation")
@@ -377,11 +419,8 @@ def score_conversations(model, tokenizer, conversations: Sequence[list[dict]], *
     bar = progress_bar(len(encoded), desc=desc, unit="prompt")
     start = time.perf_counter()
     for batch in length_batches([len(x) for x in encoded], batch_size):
-        width = max(len(encoded[j]) for j in batch)
-        input_ids = torch.tensor([[pad_id] * (width - len(encoded[j])) + encoded[j] for j in batch], device=model.device)
-        attention = (torch.arange(width, device=model.device)[None, :] >= (width - torch.tensor([len(encoded[j]) for j in batch], device=model.device))[:, None]).long()
         with inference_autocast(model):
-            logits = model(input_ids=input_ids, attention_mask=attention, logits_to_keep=1).logits[:, -1, :]
+            logits, _, _ = prefill(model, [encoded[j] for j in batch], pad_id, DynamicCache())
         pair = torch.stack([logits[:, first["harmful"]], logits[:, first["safe"]]], dim=-1).float().softmax(-1)[:, 0]
         for j, p in zip(batch, pair.tolist()):
             probs[j] = p
