@@ -143,23 +143,22 @@ def test_generation_and_label_scoring_start_after_the_empty_think_block(qwen3_to
     assert prompt.endswith("<|im_start|>assistant\n" + EMPTY_THINK)
 
     class Recorder:
-        """Stands in for the model: keeps the ids whose last position's logits are read."""
+        """Stands in for the model: keeps the ids of each forward pass and how many positions' logits it computes."""
 
         device = torch.device("cpu")
-        seen: list = []
-        kept: list = []
+        calls: list = []
 
-        def __call__(self, input_ids, attention_mask, logits_to_keep=0):
-            self.seen.extend(input_ids.tolist())
-            self.kept.append(logits_to_keep)
+        def __call__(self, input_ids, logits_to_keep=0, **kwargs):
+            self.calls.append((input_ids.tolist(), logits_to_keep))
             return type("Out", (), {"logits": torch.zeros(len(input_ids), input_ids.shape[1], len(qwen3_tokenizer))})()
 
     recorder = Recorder()
     probs, _ = generation.score_labels(recorder, qwen3_tokenizer, ["How do I bake bread?", "Hi"])
     assert probs == [0.5, 0.5]
-    assert recorder.kept == [1]  # only the last position's logits are computed
-    for ids in recorder.seen:
-        assert qwen3_tokenizer.decode(ids).endswith(EMPTY_THINK)
+    assert [kept for _, kept in recorder.calls] == [1, 1]  # the shared prefix, then the rows: last positions only
+    (prefix,), _ = recorder.calls[0]
+    for own in recorder.calls[1][0]:  # each row's logits are read after its own tokens, at the prompt's end
+        assert qwen3_tokenizer.decode(prefix + [t for t in own if t != qwen3_tokenizer.pad_token_id]).endswith(EMPTY_THINK)
 
 
 def test_grpo_rollouts_and_rewards_ignore_the_think_block(qwen3_tokenizer, monkeypatch, tmp_path):

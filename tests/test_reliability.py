@@ -47,7 +47,9 @@ class _OomOverTwo:
             self.batches.append(input_ids.shape[0])
 
     def __call__(self, input_ids, **kwargs):
-        self._check(input_ids, first=input_ids.shape[1] > 1)  # the prompt's pass, not a one-token decoding step
+        # The rows' prompt pass carries an attention mask; the shared prefix runs first without one,
+        # for one row, and the decoding steps feed one token a row.
+        self._check(input_ids, first=input_ids.shape[1] > 1 and "attention_mask" in kwargs)
         return self.model(input_ids=input_ids, **kwargs)
 
     def generate(self, input_ids, **kwargs):

@@ -201,7 +201,6 @@ PROFILES: dict[str, dict] = {
 #: (``cpu-full`` draws the curve).
 PROFILES["cpu"] = {
     **PROFILES["cpu-full"],
-    "condition_max_steps": {},
     "dpo_max_prompts": 64,
     "benchmark_limit": 200,
     # OpenAI Moderation's prompts are ~9x longer than XSTest's (median 380 vs 42 characters):
