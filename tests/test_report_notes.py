@@ -18,3 +18,10 @@ def test_a_hostile_model_name_is_escaped_in_the_report(tmp_path):
     results.write_record(run, "aims_test", metrics, [])
     page = report.write_report(tmp_path, {"model": "<script>alert(1)</script>"}).read_text()
     assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_the_results_page_keeps_a_dirty_trees_mark():
+    from aims_kit.notebook.report import _short_commit
+
+    assert _short_commit("0123456789abcdef0123+dirty") == "0123456789ab+dirty"
+    assert _short_commit("0123456789abcdef0123") == "0123456789ab"

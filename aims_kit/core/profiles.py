@@ -186,19 +186,21 @@ PROFILES: dict[str, dict] = {
 }
 #: The paper's settings (docs/design.md §Regimes): the GPU profile with an 8B model, longer generations,
 #: more rollouts and more bootstrap resamples.
-#: The default: ``cpu-full`` cut towards half an hour on 2 cores (measured 41:48 on a 2-core CPU
-#: with native bf16, docs/results.md: over the target). Every cut is a budget, and
-#: each is measured against ``cpu-full`` (docs/measurements.md): the intent target gets the label-only
-#: target's 100 steps (its validation F1 is still rising there, which the claims scoreboard
-#: notes); DPO mines 64 prompts (about 33 pairs, 30% safe) and trains 6 steps; benchmarks are a
-#: stratified 200-row sample (XSTest: 200 of 450; every table names the sample; three reasoning
-#: students on all 450 cost ~4 of the run's minutes: measured 32:27 with every row); the three students each see the same 320 training rows, a seeded
-#: sample (their 40 steps at batch 8 are one pass over them), so the ``synthetic_intent``
-#: condition writes 400 intents instead of 1,136 (~45 s instead of ~2 min); GRPO takes 2 steps
-#: (3 did not move the two reward sets apart: the scoreboard says so); 4 prompts timed one at a
-#: time; the encoder 100 steps (its validation loss at 100 / 150 steps: 0.354 / 0.333); one
-#: validation pass (loss and F1) at the end of each 100-step SFT run instead of two
-#: (``cpu-full`` draws the curve).
+#: The default: ``cpu-full`` cut towards half an hour on 2 cores. Training scores the LM head at
+#: label positions only (about 2x, perf/bench_train.py) and evaluation runs the prompts' shared
+#: prefix once per batch (1.2-1.6x, perf/bench_inference.py); that paid for ``cpu-full``'s 200
+#: intent SFT steps, the budget claim 1 depends on: the intent target's validation F1 read
+#: 0.71 / 0.28 / 0.58 / 0.84 at 50 / 100 / 150 / 200 steps, and at 100 steps claim 1 came out
+#: reversed (-0.181 [-0.294, -0.074]) with the intent model's F1 still rising. It is validated
+#: at 100 and 200 steps and the better kept. Still cut, each measured against ``cpu-full``
+#: (docs/measurements.md; the README lists them with their measured time): DPO mines 64 prompts
+#: (about 33 pairs, 30% safe) and trains 6 steps; benchmarks are a stratified sample (XSTest:
+#: 200 of 450; every table names the sample); the three students each see the same 320 training
+#: rows, a seeded sample (their 40 steps at batch 8 are one pass over them), so the
+#: ``synthetic_intent`` condition writes 400 intents instead of 1,136; GRPO takes 2 steps (3 did
+#: not move the two reward sets apart: the scoreboard says so); 4 prompts timed one at a time;
+#: the encoder 100 steps (its validation loss at 100 / 150 steps: 0.354 / 0.333); validation
+#: every 100 SFT steps (``cpu-full`` draws the curve every 50).
 PROFILES["cpu"] = {
     **PROFILES["cpu-full"],
     "dpo_max_prompts": 64,

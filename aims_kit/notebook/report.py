@@ -261,6 +261,12 @@ def claim_reading(entry) -> str:
     return sentence + "."
 
 
+def _short_commit(commit: str) -> str:
+    """A commit's first 12 characters, keeping the ``+dirty`` mark of a tree with uncommitted changes."""
+    dirty = commit.endswith("+dirty")
+    return commit.removesuffix("+dirty")[:12] + ("+dirty" if dirty else "")
+
+
 def markdown_report(out_dir: Path) -> str:
     """The results page of one run folder (``docs/results.md``): every number from that folder alone.
 
@@ -287,8 +293,8 @@ def markdown_report(out_dir: Path) -> str:
         f"`{out_dir.name}` alone; do not edit by hand (rerun the command instead).",
         "",
         f"- profile: `{parameters.get('profile', '?')}`, model `{parameters.get('model', '?')}`, seed {parameters.get('seed', '?')}",
-        f"- commit the runs were trained and scored at: {', '.join(f'`{c[:12]}`' for c in commits) or 'unknown'}; "
-        f"scoreboard and this page written at `{git_commit()[:12]}`",
+        f"- commit the runs were trained and scored at: {', '.join(f'`{_short_commit(c)}`' for c in commits) or 'unknown'}; "
+        f"scoreboard and this page written at `{_short_commit(git_commit())}`",
         f"- date: {created[0][:10] if created else 'unknown'}",
         f"- machine: {', '.join(devices) or 'unknown'}, {os.cpu_count()} cores seen by the report",
         f"- {model_note(parameters.get('model', ''))}",
