@@ -37,16 +37,7 @@ from aims_kit.training.common import TrainSettings, label_positions_only, traine
 from aims_kit.training.dpo_pairs import dpo_records
 from aims_kit.training.sft import sft_records
 from aims_kit.training.teachers import TracesFileTeacher
-
-
-def matmul_peak_gflops(dtype: torch.dtype, size: int = 2048, repeats: int = 20) -> float:
-    """GFLOP/s of a large square matmul in ``dtype``: the ceiling training's matmuls can reach here."""
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    a @ b
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
+from bench_inference import matmul_peak  # perf/ is on the path when a script here runs
 
 
 def regime_records(regime: str, seed: int) -> tuple[list[dict], str]:
@@ -76,12 +67,15 @@ def parameters_and_backward_share(model) -> tuple[int, float]:
     """
     import re
 
-    named = dict(model.named_parameters())
-    total = sum(p.numel() for name, p in named.items() if "lora_" not in name)
-    adapted = {int(m.group(1)) for name, p in named.items() if p.requires_grad and (m := re.search(r"layers\.(\d+)\.", name))}
+    def block(name: str) -> int | None:
+        found = re.search(r"layers\.(\d+)\.", name)
+        return int(found.group(1)) if found else None
+
+    base = {name: (p.numel(), block(name)) for name, p in model.named_parameters() if "lora_" not in name}
+    adapted = {block(name) for name, p in model.named_parameters() if p.requires_grad} - {None}
     lowest = min(adapted, default=0)
-    blocks = sum(p.numel() for name, p in named.items() if "lora_" not in name
-                 and (m := re.search(r"layers\.(\d+)\.", name)) and int(m.group(1)) >= lowest)
+    total = sum(n for n, _ in base.values())
+    blocks = sum(n for n, index in base.values() if index is not None and index >= lowest)
     head = model.get_output_embeddings().weight.numel()
     return total, (blocks + head) / total
 
@@ -151,7 +145,7 @@ def main() -> None:
     settings = TrainSettings(learning_rate=1e-3, max_steps=args.steps, batch_size=args.batch_size, eval_steps=args.steps,
                              lora=LoraSettings(top_layers=args.layers))
     dtype = torch.bfloat16 if settings.bf16 else torch.float32
-    peak = matmul_peak_gflops(dtype)
+    peak = matmul_peak(dtype)
     print(f"matmul peak here: {peak:,.0f} GFLOP/s in {dtype} ({torch.get_num_threads()} threads)")
     for regime in args.regimes.split(","):
         records, kind = regime_records(regime, 22)

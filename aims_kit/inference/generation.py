@@ -239,6 +239,14 @@ def shared_prefix_length(ids: Sequence[Sequence[int]]) -> int:
     return length
 
 
+def left_padded(ids: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of token ids as one batch padded on the left, and its attention mask (0 on the pads)."""
+    width = max(len(x) for x in ids)
+    input_ids = torch.tensor([[pad_id] * (width - len(x)) + list(x) for x in ids], device=device)
+    attention = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=device)
+    return input_ids, attention
+
+
 def prefill(model, ids: list[list[int]], pad_id: int, cache) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The prompts' forward pass into ``cache``; returns the last position's logits, the attention mask and the positions.
 
@@ -261,10 +269,8 @@ def prefill(model, ids: list[list[int]], pad_id: int, cache) -> tuple[torch.Tens
     else:
         model(input_ids=torch.tensor([ids[0][:shared]], device=device), cache=cache, use_cache=True, logits_to_keep=1)
         cache.batch_repeat_interleave(len(ids))
-    own = [x[shared:] for x in ids]
-    width = max(len(x) for x in own)
-    input_ids = torch.tensor([[pad_id] * (width - len(x)) + x for x in own], device=device)
-    attention = torch.tensor([[1] * shared + [0] * (width - len(x)) + [1] * len(x) for x in own], device=device)
+    input_ids, own_attention = left_padded([x[shared:] for x in ids], pad_id, device)
+    attention = torch.cat([own_attention.new_ones((len(ids), shared)), own_attention], dim=1)
     positions = (attention.cumsum(-1) - 1).clamp(min=0)[:, shared:]
     logits = model(input_ids=input_ids, attention_mask=attention, position_ids=positions, cache=cache,
                    use_cache=True, logits_to_keep=1).logits[:, -1, :]
@@ -321,9 +327,8 @@ def _generate_batch(model, ids, pad_id, eos_ids, stopping, max_new_tokens, do_sa
 
     ``keep_logits`` (a logits processor that returns its scores unchanged) sees every step's logits.
     """
-    width = max(len(x) for x in ids)
-    input_ids = torch.tensor([[pad_id] * (width - len(x)) + x for x in ids], device=model.device)
-    attention = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=model.device)
+    input_ids, attention = left_padded(ids, pad_id, model.device)
+    width = input_ids.shape[1]
     out = model.generate(
         input_ids=input_ids,
         attention_mask=attention,
@@ -403,9 +408,10 @@ def score_conversations(model, tokenizer, conversations: Sequence[list[dict]], *
     against p(first token of "safe"), and the label is the likelier one. A label-only answer is
     that one word, so this gives the same labels as greedy generation (checked by
     perf/bench_inference.py) at the cost of the prompt alone, and the probability feeds
-    threshold sweeps and PR curves. Only the last position's logits are computed, and the prompts' shared prefix once (:func:`prefill`). The logits
-    are read at the end of :func:`chat_inputs`' prompt, after a thinking template's forced empty
-    ``<think></think>`` block, where the answer starts. Raises ``ValueError`` when the tokenizer
+    threshold sweeps and PR curves. Only the last position's logits are computed, and the
+    prompts' shared prefix once (:func:`prefill`). The logits are read at the end of
+    :func:`chat_inputs`' prompt, after a thinking template's forced empty ``<think></think>``
+    block, where the answer starts. Raises ``ValueError`` when the tokenizer
     starts both labels with the same token (then only generation can tell them apart).
     """
     from transformers import DynamicCache
