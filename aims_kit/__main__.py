@@ -46,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--latency-sample", type=int, default=16, help="prompts timed one at a time for p50/p95 latency")
     ev.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the confidence intervals")
     ev.add_argument("--seed", type=int, default=22)
+    ev.add_argument("--backend", default="auto", choices=["auto", "transformers", "vllm"],
+                    help="generation engine: auto (vLLM on a CUDA GPU where it starts, else transformers), transformers or vllm")
+    ev.add_argument("--gpu-memory-utilization", type=float, default=0.5, metavar="SHARE",
+                    help="share of the GPU a vLLM engine may reserve (default 0.5)")
     ev.add_argument("--replace", action="store_true",
                     help="replace the run's earlier record of this benchmark (it moves to RUN/history/); without it a second eval is refused")
 
@@ -85,7 +89,21 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--profile", default=DEFAULT_PROFILE, choices=sorted(PROFILES))
     tr.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override a parameter the notebook declares")
     tr.add_argument("--out", type=Path, default=None, help="the notebook's out_dir: runs go to OUT/runs/ (default outputs/lab)")
+
+    dr = sub.add_parser("doctor", help="device, dtype, memory, bitsandbytes / vLLM, the recommended profile and whether a profile fits")
+    dr.add_argument("--profile", default=None, choices=sorted(PROFILES), help="profile to check (default: the recommended one)")
+    dr.add_argument("--gpu-memory", type=float, default=None, metavar="GIB",
+                    help="check against a GPU of this many GiB instead of this machine's (e.g. 16 for a T4)")
     return parser
+
+
+def main_doctor(args: argparse.Namespace) -> int:
+    """Print the doctor's findings; 1 when the chosen profile does not fit the GPU."""
+    from aims_kit.notebook.doctor import diagnose
+
+    finding = diagnose(args.profile, args.gpu_memory)
+    print("\n".join(finding.lines))
+    return 0 if finding.fits else 1
 
 
 def main_report(args: argparse.Namespace) -> int:
@@ -221,7 +239,8 @@ def main_eval(args: argparse.Namespace) -> int:
     if args.max_new_tokens:
         run.config = {**run.config, "max_new_tokens": args.max_new_tokens}
     params = BenchmarkParams(benchmark_limit=args.limit, eval_batch_size=args.batch_size, latency_sample=args.latency_sample,
-                             n_boot=args.n_boot, seed=args.seed)
+                             n_boot=args.n_boot, seed=args.seed, backend=args.backend,
+                             gpu_memory_utilization=args.gpu_memory_utilization)
     from aims_kit.inference.endpoints import EndpointError
 
     try:
@@ -315,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
         return main_serve(args)
     if args.command == "report":
         return main_report(args)
+    if args.command == "doctor":
+        return main_doctor(args)
     if args.command == "export":
         from aims_kit.serving.export import export_run
 

@@ -144,7 +144,7 @@ def main() -> None:
     args = parser.parse_args()
     settings = TrainSettings(learning_rate=1e-3, max_steps=args.steps, batch_size=args.batch_size, eval_steps=args.steps,
                              lora=LoraSettings(top_layers=args.layers))
-    dtype = torch.bfloat16 if settings.bf16 else torch.float32
+    dtype = getattr(torch, settings.compute_dtype)
     peak = matmul_peak(dtype)
     print(f"matmul peak here: {peak:,.0f} GFLOP/s in {dtype} ({torch.get_num_threads()} threads)")
     for regime in args.regimes.split(","):

@@ -50,6 +50,7 @@ HARMS = st.sampled_from([*data.HARM_MAP, data.FLAG, "", "harmful", "Completely h
 CELLS = st.one_of(st.text(max_size=50), st.none(), st.integers(), st.floats(allow_nan=True))
 
 
+@pytest.mark.filterwarnings("ignore::aims_kit.datasets.aims.AimsDataWarning")
 @settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(CELLS, CELLS, HARMS, st.sampled_from([True, False, "True", "no", "maybe", None])), min_size=1, max_size=12))
 def test_validation_either_accepts_or_names_row_and_field(rows):
@@ -61,10 +62,17 @@ def test_validation_either_accepts_or_names_row_and_field(rows):
         assert err.source == "generated.csv" and err.row is not None and 1 <= err.row <= len(rows)
         assert err.field in data.REQUIRED_COLUMNS
         return
-    kept = [h for h in harms if h != data.FLAG]
-    assert len(clean) == len(kept) and clean.attrs["n_flagged"] == len(rows) - len(kept)
+    # an empty label or intent is skipped and reported (the paper's filter), never silently
+    flagged = [h == data.FLAG for h in harms]
+    skipped = [i + 1 for i, (h, intent) in enumerate(zip(harms, intents)) if _blank(h) or (h != data.FLAG and _blank(intent))]
+    assert [e["row"] for e in clean.attrs["skipped_rows"]] == skipped
+    assert len(clean) == len(rows) - sum(flagged) - len(skipped) and clean.attrs["n_flagged"] == sum(flagged)
     assert set(clean["label"]) <= {"harmful", "safe"}
-    assert (clean["Prompt"].str.strip() != "").all()
+    assert (clean["Prompt"].str.strip() != "").all() and (clean["Intent"].str.strip() != "").all()
+
+
+def _blank(value) -> bool:
+    return data.is_missing(value) or not str(value).strip()
 
 
 def test_duplicate_ids_are_an_error_not_a_silent_drop():

@@ -19,8 +19,8 @@ def _preds(correct: int, *, flag_rest: bool = False) -> list[str]:
     return [g if i < correct else ("harmful" if flag_rest else other[g]) for i, g in enumerate(GOLD)]
 
 
-def _run(out, regime, condition, variant="", *, parent=None, datasets: dict, ms=100.0, created="2026-01-01T00:00:00"):
-    config = {"regime": regime, "condition": condition, "variant": variant, "model": "m", "profile": "t", "seed": 22,
+def _run(out, regime, condition, variant="", *, parent=None, datasets: dict, ms=100.0, created="2026-01-01T00:00:00", seed=22):
+    config = {"regime": regime, "condition": condition, "variant": variant, "model": "m", "profile": "t", "seed": seed,
               "parent_run": parent}
     run = results.create_run(out, f"{regime}-{condition}", config)
     # runs created within one second keep a stable order through an explicit timestamp
@@ -36,27 +36,38 @@ def _run(out, regime, condition, variant="", *, parent=None, datasets: dict, ms=
     return run
 
 
+def _id(run_dir):
+    return results.read_run_config(run_dir)["run_id"]
+
+
 def _entry(entries, claim, dataset):
     return next(e for e in entries if e.claim == claim and e.dataset == dataset)
 
 
 def _evidence(low, high, *, flag_low=0.05, detectable=0.01, differ=60, n=N):
     return {"diff_ci_low": low, "diff_ci_high": high, "a_vs_flag_all_ci_low": flag_low, "detectable_diff": detectable,
-            "labels_differ": differ, "n": n}
+            "labels_differ": differ, "n": n, "f1_diff": (low + high) / 2}
 
 
 def test_verdict_rule_every_branch():
-    assert claims.verdict(_evidence(0.02, 0.2)) == claims.REPRODUCED
-    assert claims.verdict(_evidence(0.02, 0.2, flag_low=-0.01)) == claims.BELOW_BASELINE  # wins, but flag-all is as good
-    assert claims.verdict(_evidence(-0.2, -0.01)) == claims.REVERSED
-    assert claims.verdict(_evidence(-0.1, 0.1, detectable=0.28)) == claims.UNDERPOWERED  # could not see a 0.02 gap
-    assert claims.verdict(_evidence(-0.01, 0.012)) == claims.INCONCLUSIVE  # power to spare, no difference
-    assert claims.verdict(_evidence(-0.01, 0.012, differ=3)) == claims.UNDERPOWERED  # labels agree on 97.5%: not trained apart
+    assert claims.verdict(_evidence(0.02, 0.2), 0.02) == claims.REPRODUCED
+    assert claims.verdict(_evidence(0.02, 0.2, flag_low=-0.01), 0.02) == claims.BELOW_BASELINE  # wins, but flag-all is as good
+    assert claims.verdict(_evidence(-0.2, -0.01), 0.02) == claims.REVERSED
+    assert claims.verdict(_evidence(-0.1, 0.1, detectable=0.28), 0.02) == claims.UNINFORMATIVE  # spans 0 and the gap
+    assert claims.verdict(_evidence(-0.01, 0.012), 0.02) == claims.SMALLER  # rules out the paper's 0.02
+    assert claims.verdict(_evidence(-0.01, 0.012), 0.01) == claims.UNINFORMATIVE  # but not a 0.01 gap
+    assert claims.verdict(_evidence(-0.01, 0.012), None) == claims.UNINFORMATIVE  # no gap stated: nothing to rule out
+    assert claims.verdict(_evidence(-0.01, 0.012, differ=3), 0.02) == claims.NOT_TRAINED_APART  # labels agree on 97.5%
+    assert claims.verdict(_evidence(-0.01, 0.012, differ=6), 0.02) == claims.NOT_TRAINED_APART  # exactly 95%
+    assert claims.verdict(_evidence(-0.01, 0.012, differ=7), 0.02) == claims.SMALLER
+    assert claims.verdict(_evidence(0.02, 0.2, differ=3), 0.02) == claims.REPRODUCED  # a significant difference still counts
+    assert set(claims.VERDICTS) == {claims.REPRODUCED, claims.BELOW_BASELINE, claims.REVERSED, claims.NOT_TRAINED_APART,
+                                    claims.SMALLER, claims.UNINFORMATIVE, claims.NOT_TESTED}
 
 
 def test_verdict_boundary_lower_end_exactly_zero_is_not_a_win():
-    assert claims.verdict(_evidence(0.0, 0.2)) == claims.INCONCLUSIVE
-    assert claims.verdict(_evidence(-0.2, 0.0)) == claims.INCONCLUSIVE  # nor a reversal at exactly 0
+    assert claims.verdict(_evidence(0.0, 0.2), 0.02) == claims.UNINFORMATIVE
+    assert claims.verdict(_evidence(-0.2, 0.0), 0.02) == claims.SMALLER  # nor a reversal at exactly 0
 
 
 @pytest.fixture()
@@ -83,14 +94,14 @@ def test_sft_verdicts_per_dataset_and_mean(folder):
     for key in ("precision_a", "recall_a", "flag_rate_a", "precision_b", "recall_b", "flag_rate_b"):
         assert 0 <= e[key] <= 1
     assert aims.run_a.startswith("sft-intent_label") and aims.run_b.startswith("sft-label_only")
-    assert _entry(entries, 1, "bench:xstest").verdict == claims.UNDERPOWERED  # 80 vs 78 right of 120
+    assert _entry(entries, 1, "bench:xstest").verdict == claims.NOT_TRAINED_APART  # 80 vs 78 right of 120: 2 labels differ
     assert _entry(entries, 1, "bench:toxicchat").verdict == claims.REVERSED  # 50 vs 90 right
     assert not _entry(entries, 1, "bench:xstest").headline  # exploratory
     mean = _entry(entries, 1, claims.EXTERNAL_MEAN)
     # the mean's difference is the mean of the per-benchmark differences, over real benchmarks only
     per = [_entry(entries, 1, d).get("f1_diff") for d in ("bench:xstest", "bench:toxicchat")]
     assert mean.get("f1_diff") == pytest.approx(np.mean(per))
-    assert mean.n == 2 * N and "aegis2" not in mean.note
+    assert mean.n == 2 * N and mean.note.startswith("mean over 2 of the paper's five benchmarks: toxicchat, xstest (missing:")
     assert not any(e.dataset.startswith("fixture:") for e in entries)
 
 
@@ -111,7 +122,7 @@ def test_a_run_that_wins_only_by_flagging_more_is_below_the_trivial_baseline():
     assert evidence["f1_diff"] == pytest.approx(0.677 - 0.455, abs=2e-3) and evidence["diff_ci_low"] > 0
     assert evidence["f1_flag_all"] == pytest.approx(2 / 3)
     assert evidence["flag_rate_a"] > evidence["flag_rate_b"]  # the gain came from flagging more
-    assert claims.verdict(evidence) == claims.BELOW_BASELINE
+    assert claims.verdict(evidence, 0.02) == claims.BELOW_BASELINE
 
 
 def _reorder(pred, tp, fn, fp, tn):
@@ -128,7 +139,7 @@ def test_the_p_value_belongs_to_the_f1_difference_not_to_accuracy():
     evidence = stats.paired_evidence([(gold, a, b, None, None)])
     assert accuracy_test["mcnemar_p"] < 0.05
     assert evidence["p_value"] > 0.05 and evidence["diff_ci_low"] < 0 < evidence["diff_ci_high"]
-    assert claims.verdict(evidence) in (claims.UNDERPOWERED, claims.INCONCLUSIVE)
+    assert claims.verdict(evidence, 0.02) in (claims.SMALLER, claims.UNINFORMATIVE)
 
 
 def test_bootstrap_p_agrees_with_the_interval():
@@ -181,15 +192,19 @@ def test_only_fixtures_means_external_not_tested(tmp_path):
 
 def test_frontier_claim(tmp_path):
     out = tmp_path / "pareto"
-    # flagging everything scores 2/3 on this balanced set; the named intent run beats every faster run and it
+    # flagging everything scores 2/3 on this balanced set; the SFT intent run beats every faster run and it
     _run(out, "sft", "intent_label", datasets={"bench:xstest": _preds(112)}, ms=300, created="2026-01-01T00:00:01")
-    _run(out, "sft", "label_only", datasets={"bench:xstest": _preds(40)}, ms=50, created="2026-01-01T00:00:02")
-    _run(out, "encoder", "label_only", "minilm", datasets={"bench:xstest": _preds(0, flag_rest=True)}, ms=5, created="2026-01-01T00:00:03")
-    _run(out, "sft", "intent_label", "slower", datasets={"bench:xstest": _preds(20)}, ms=900, created="2026-01-01T00:00:00")
+    label_only = _run(out, "sft", "label_only", datasets={"bench:xstest": _preds(40)}, ms=50, created="2026-01-01T00:00:02")
+    encoder = _run(out, "encoder", "label_only", "minilm", datasets={"bench:xstest": _preds(0, flag_rest=True)}, ms=5,
+                   created="2026-01-01T00:00:03")
+    slower = _run(out, "sft", "intent_label", "slower", datasets={"bench:xstest": _preds(20)}, ms=900, created="2026-01-01T00:00:00")
     entry = _entry(claims.scoreboard(results.load_records(out)), 5, "bench:xstest")
     assert entry.verdict == claims.REPRODUCED and entry.run_a.startswith("sft-intent_label")
-    assert entry.details["intent_run"] == entry.run_a and entry.details["ms_per_prompt"] == 300
-    assert len(entry.details["faster_rivals"]) == 2  # label-only and the encoder; the slower run is no rival
+    own = entry.details["intent_runs"][entry.run_a]
+    assert own["ms_per_prompt"] == 300 and set(entry.details["intent_runs"]) == {entry.run_a, _id(slower)}
+    # label-only, the encoder and flag-all are faster; the slower intent run is an intent-aware run, no rival
+    assert [r["run"] for r in own["rivals"]] == sorted([_id(label_only), _id(encoder)]) + [claims.FLAG_ALL]
+    assert all({"f1_diff", "diff_ci_low", "diff_ci_high"} <= set(r) for r in own["rivals"])
     assert entry.get("f1_flag_all") == pytest.approx(2 / 3)
 
 
@@ -198,9 +213,10 @@ def test_frontier_claim_fails_when_flag_everything_dominates(tmp_path):
     _run(out, "sft", "intent_label", datasets={"bench:xstest": _preds(70)}, ms=300, created="2026-01-01T00:00:01")
     _run(out, "sft", "label_only", datasets={"bench:xstest": _preds(30)}, ms=50, created="2026-01-01T00:00:02")
     entry = _entry(claims.scoreboard(results.load_records(out)), 5, "bench:xstest")
-    assert entry.get("f1_diff") > 0  # the intent run is better than the other run ...
+    rival = entry.details["intent_runs"][entry.run_a]["rivals"][0]
+    assert rival["f1_diff"] > 0  # the intent run is better than the other run ...
     assert entry.verdict != claims.REPRODUCED and "flagging everything" in entry.note  # ... but not than flagging all
-    assert entry.get("a_vs_flag_all_ci_low") < 0
+    assert entry.run_b == claims.FLAG_ALL and entry.get("f1_diff") < 0 and entry.get("a_vs_flag_all_ci_low") < 0
 
 
 def test_five_headline_tests_named_in_advance_with_holm(folder):
@@ -246,13 +262,13 @@ def test_runs_scored_on_different_prompts_are_not_tested(tmp_path):
     assert entry.verdict == claims.NOT_TESTED and "same prompts" in entry.note
 
 
-def test_runs_whose_labels_barely_differ_are_underpowered(tmp_path):
+def test_runs_whose_labels_barely_differ_did_not_train_apart(tmp_path):
     out = tmp_path / "grpo"
     _run(out, "grpo", "intent_label", "label_intent", datasets={"aims_test": _preds(80)}, created="2026-01-01T00:00:01")
     _run(out, "grpo", "intent_label", "label_only", datasets={"aims_test": _preds(78)}, created="2026-01-01T00:00:02")
     entry = _entry(claims.scoreboard(results.load_records(out)), 4, "aims_test")
     assert entry.get("labels_differ") == 2  # labels, not raw text, are compared
-    assert entry.verdict == claims.UNDERPOWERED and entry.get("f1_diff") is not None  # the numbers are still shown
+    assert entry.verdict == claims.NOT_TRAINED_APART and entry.get("f1_diff") is not None  # the numbers are still shown
 
 
 def test_a_run_still_improving_on_validation_is_noted(folder):

@@ -60,7 +60,6 @@ def test_missing_column_names_file_and_field(tmp_path):
     "column, value, message",
     [
         ("Prompt", "   ", "empty prompt"),
-        ("Intent", "", "empty intent"),
         ("Annotator Harm", "Somewhat Bad", "unknown label"),
         ("Adversarial", "maybe", "not a boolean"),
         ("ID", "1", "duplicate ID"),
@@ -72,6 +71,26 @@ def test_bad_rows_name_row_and_field(tmp_path, column, value, message):
         data.load_aims(path)
     text = str(err.value)
     assert message in text and "row 5" in text and f"field '{column}'" in text and str(path) in text
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_rows_with_an_empty_label_or_intent_are_skipped_and_reported_by_id(tmp_path, suffix):
+    """The paper's loaders filter them; the kit does too, never silently (it used to be an error)."""
+    frame = make_rows(overrides={(4, "Intent"): "  ", (9, "Annotator Harm"): "", (12, "Intent"): None})
+    path = write(tmp_path, frame, suffix)
+    with pytest.warns(data.AimsDataWarning) as caught:
+        loaded = data.load_aims(path)
+    assert len(loaded) == 37 and not {"5", "10", "13"} & set(loaded["ID"])
+    skipped = {(e["id"], e["field"], e["row"]) for e in loaded.attrs["skipped_rows"]}
+    assert skipped == {("5", "Intent", 5), ("10", "Annotator Harm", 10), ("13", "Intent", 13)}
+    message = str(caught[0].message)
+    assert str(path) in message and "skipped 3 row(s)" in message and "IDs 5, 13" in message and "ID 10" in message
+    assert [e["id"] for e in data.summary(loaded)["skipped_empty_label_or_intent"]] == ["5", "10", "13"]
+
+
+def test_a_clean_file_skips_nothing_and_warns_nothing(tmp_path, recwarn):
+    loaded = data.load_aims(write(tmp_path, make_rows()))
+    assert loaded.attrs["skipped_rows"] == [] and not [w for w in recwarn if w.category is data.AimsDataWarning]
 
 
 def test_flagged_rows_may_have_empty_text(tmp_path):

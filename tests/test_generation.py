@@ -72,4 +72,7 @@ def test_the_shared_prefix_runs_once_and_label_scores_match_each_prompt_alone(mo
     batched = generation.score_conversations(model, tokenizer, conversations, batch_size=6)
     assert shapes == [(1, shared), (6, max(map(len, encoded)) - shared)]
     alone = [generation.score_conversations(model, tokenizer, [c], batch_size=1).p_harmful[0] for c in conversations]
-    torch.testing.assert_close(torch.tensor(batched.p_harmful), torch.tensor(alone), rtol=0, atol=1e-5)
+    # Batched and one-prompt passes add in another order: equal to fp32 rounding in fp32, to a
+    # few bf16 steps where the device policy computes in bf16 (eps 2^-8).
+    atol = 1e-5 if precision.model_precision(model).compute_dtype in ("float32", "as loaded") else 4 * 2.0 ** -8
+    torch.testing.assert_close(torch.tensor(batched.p_harmful), torch.tensor(alone), rtol=0, atol=atol)

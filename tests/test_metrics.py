@@ -43,13 +43,15 @@ def test_auprc_and_auroc_match_scikit_learn_on_a_fixed_example():
     y = [g == "harmful" for g in gold]
     assert average_precision(gold, scores) == pytest.approx(average_precision_score(y, scores))
     assert auroc(gold, scores) == pytest.approx(roc_auc_score(y, scores))
-    # a row without P(harmful) (no readable label) ranks as the parse-failure rule's label: 0
+    # a row without P(harmful) (no readable label) is left out of the ranking, and counted
     missing = threshold_free(gold, [*scores[:-1], None])
-    assert missing["p_harmful_missing"] == 1 and missing["auprc"] == pytest.approx(average_precision_score(y, [*scores[:-1], 0.0]))
+    assert missing["p_harmful_missing"] == 1 and missing["auprc"] == pytest.approx(average_precision_score(y[:-1], scores[:-1]))
+    assert missing["auroc"] == pytest.approx(roc_auc_score(y[:-1], scores[:-1]))
 
 
-def test_a_missing_p_harmful_read_back_from_a_frame_as_nan_takes_the_rule_score():
-    """Predictions read into a DataFrame hold a missing P(harmful) as NaN, not None: it must not reach the ranking."""
+def test_a_missing_p_harmful_read_back_from_a_frame_as_nan_is_left_out_of_the_ranking():
+    """Predictions read into a DataFrame hold a missing P(harmful) as NaN, not None: it must not reach the ranking
+    (where every row needs a score, :func:`scores_or_rule` gives it the rule's)."""
     import pandas as pd
 
     from aims_kit.scoring import metrics as m
@@ -58,4 +60,4 @@ def test_a_missing_p_harmful_read_back_from_a_frame_as_nan_takes_the_rule_score(
     assert m.scores_or_rule(column) == [0.9, m.MISSING_SCORE, 0.2]
     gold = ["harmful", "harmful", "safe"]
     assert m.threshold_free(gold, column)["p_harmful_missing"] == 1
-    assert m.threshold_free(gold, column)["auprc"] == m.average_precision(gold, [0.9, m.MISSING_SCORE, 0.2])
+    assert m.threshold_free(gold, column)["auprc"] == m.average_precision(["harmful", "safe"], [0.9, 0.2])

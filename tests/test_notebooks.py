@@ -64,7 +64,7 @@ def test_smoke_distillation_trains_a_student_per_available_condition(smoke_sessi
     assert set(distill["condition"]) == {"reasoning_label", "reasoning_intent_label"}
     for run_dir in distill["run_dir"]:
         traces = results.read_jsonl(f"{run_dir}/traces.jsonl")
-        assert traces and list(traces[0]) == ["id", "condition", "teacher", "reasoning", "intent", "label", "completion"]
+        assert traces and list(traces[0]) == ["id", "condition", "teacher", "reasoning", "intent", "label", "completion", "prompt_sha256"]
 
 
 def test_notebooks_declare_parsable_parameters():

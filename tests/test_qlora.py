@@ -58,9 +58,10 @@ def _four_bit_layers(model) -> int:
 def _assert_nf4_run(run_dir) -> None:
     config = results.read_run_config(run_dir)
     assert config["train"]["quantize"] is True
-    assert (config["quantization"], config["compute_dtype"]) == (NF4, "bfloat16")
+    policy = precision.dtype_name(precision.compute_dtype())  # QLoRA's compute dtype is the device policy's
+    assert (config["quantization"], config["compute_dtype"]) == (NF4, policy)
     record = results.read_json(run_dir / "results" / "aims_test.json")
-    assert (record["quantization"], record["compute_dtype"]) == (NF4, "bfloat16")  # scored in 4-bit too
+    assert (record["quantization"], record["compute_dtype"]) == (NF4, policy)  # scored in 4-bit too
 
 
 def test_sft_trains_a_4bit_base_and_its_records_say_nf4(sft_run):

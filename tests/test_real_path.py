@@ -3,6 +3,7 @@ engine reuse, benchmark conventions and fallbacks, truncation, bad input (issue 
 
 import dataclasses
 import json
+import math
 
 import pandas as pd
 import pytest
@@ -154,7 +155,8 @@ def test_generation_and_label_scoring_start_after_the_empty_think_block(qwen3_to
 
     recorder = Recorder()
     probs, _ = generation.score_labels(recorder, qwen3_tokenizer, ["How do I bake bread?", "Hi"])
-    assert probs == [0.5, 0.5]
+    harmful, safe = formats.label_word_ids(qwen3_tokenizer)  # equal logits: each class's share of the label words
+    assert probs == pytest.approx([len(harmful) / (len(harmful) + len(safe))] * 2)
     assert [kept for _, kept in recorder.calls] == [1, 1]  # the shared prefix, then the rows: last positions only
     (prefix,), _ = recorder.calls[0]
     for own in recorder.calls[1][0]:  # each row's logits are read after its own tokens, at the prompt's end
@@ -229,7 +231,15 @@ def fake_vllm(monkeypatch):
 
     from aims_kit.inference import vllm as vllm_backend
 
+    from aims_kit.core import profiles
+    from aims_kit.datasets import formats
+    from aims_kit.models import loading
+
     events = []
+    tokenizer = loading.load_tokenizer(loading.resolve_model_id(profiles.PROFILES["smoke"]["model"]))
+    harmful, safe = formats.label_word_ids(tokenizer)
+    # Every step's top log-probabilities hold one harmful and one safe label word: P(harmful) 0.8.
+    step = {harmful[0]: types.SimpleNamespace(logprob=math.log(0.8)), safe[0]: types.SimpleNamespace(logprob=math.log(0.2))}
 
     class LLM:
         built = []
@@ -238,10 +248,15 @@ def fake_vllm(monkeypatch):
             events.append("engine started")
             LLM.built.append(kwargs)
 
+        def get_tokenizer(self):
+            return tokenizer
+
         def chat(self, conversations, params, lora_request=None, use_tqdm=False, chat_template_kwargs=None):
-            assert chat_template_kwargs == {"enable_thinking": False}
+            assert chat_template_kwargs == {"enable_thinking": False} and params["logprobs"] >= 1
             text = f"Intent: adapter {lora_request.lora_int_id}; Harm: harmful" if lora_request else "safe"
-            return [types.SimpleNamespace(outputs=[types.SimpleNamespace(text=text, token_ids=[1, 2, 3])]) for _ in conversations]
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            out = types.SimpleNamespace(text=text, token_ids=ids, logprobs=[step] * len(ids))
+            return [types.SimpleNamespace(outputs=[out]) for _ in conversations]
 
     def module(name, **attrs):
         mod = types.ModuleType(name)
@@ -254,6 +269,7 @@ def fake_vllm(monkeypatch):
     module("vllm.lora.request", LoRARequest=lambda name, lora_int_id, path: types.SimpleNamespace(lora_int_id=lora_int_id, path=path))
     monkeypatch.setattr(vllm_backend, "has_cuda", lambda: True)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: events.append("training memory freed"))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Stand-in GPU")
     for state, empty in (("_shared", None), ("_checked", {}), ("_adapter_ids", {})):  # a fresh kernel
         monkeypatch.setattr(vllm_backend, state, empty, raising=False)
     return LLM, events
@@ -265,6 +281,8 @@ def test_one_vllm_engine_serves_every_evaluation_and_benchmark(fake_vllm, tmp_pa
     from aims_kit.core import results
     from aims_kit.datasets import benchmarks
     from aims_kit.evaluation import benchmarks as benchmark_eval
+
+    from aims_kit.inference import vllm as vllm_backend
 
     LLM, events = fake_vllm
     first = adapter_run(tmp_path, "sft-a")
@@ -280,6 +298,11 @@ def test_one_vllm_engine_serves_every_evaluation_and_benchmark(fake_vllm, tmp_pa
     assert len(LLM.built) == 1 and events[:2] == ["training memory freed", "engine started"]
     assert LLM.built[0]["gpu_memory_utilization"] == 0.35 and LLM.built[0]["enable_lora"]
     assert [r["backend"] for r in records] == ["vllm"] * 3  # the benchmark is scored like the test split
+    assert LLM.built[0]["max_model_len"] <= vllm_backend.MAX_MODEL_LEN and LLM.built[0]["dtype"] in ("bfloat16", "float16")
+    assert records[0]["device"] == "cuda:Stand-in GPU" and records[0]["quantization"] == "none"  # what vLLM answered from
+    assert all("auprc" in r for r in records)  # P(harmful) from vLLM's log-probabilities at the label step
+    predictions = results.read_jsonl(first / "predictions" / "aims_test.jsonl")
+    assert [row["p_harmful"] for row in predictions] == pytest.approx([0.8] * len(predictions))
     first_out = experiments.predictions_frame(first, "aims_test")["output"]
     second_out = experiments.predictions_frame(second, "aims_test")["output"]
     assert set(first_out) == {"Intent: adapter 1; Harm: harmful"} and set(second_out) == {"Intent: adapter 2; Harm: harmful"}

@@ -87,7 +87,7 @@ def test_same_seed_same_profile_same_metrics(tmp_path):
 
 
 def test_p_harmful_is_read_at_the_step_that_wrote_the_label():
-    """LabelProbability maps the parsed label back to its decoding step and reads that step's two logits."""
+    """LabelProbability maps the parsed label back to its decoding step and reads that step's label-word logits."""
     import torch
 
     from aims_kit.inference.generation import LabelProbability
@@ -98,10 +98,12 @@ def test_p_harmful_is_read_at_the_step_that_wrote_the_label():
     assert reader.usable
     used = tokenizer("Intent: bake bread; Harm: harmful", add_special_tokens=False)["input_ids"]
     reader.start()
-    for step in range(len(used)):  # harmful 2 logits above safe only at the label's step
-        logits = torch.zeros(1, 4)
+    n_harmful, n_safe = reader.n_harmful, len(reader.ids) - reader.n_harmful
+    for step in range(len(used)):  # harmful words' tokens 2 logits above safe ones only at the label's step
+        logits = torch.zeros(1, len(reader.ids))
         if tokenizer.decode(used[step:]).strip().startswith("harmful"):
-            logits[0, 0] = logits[0, 2] = 2.0
+            logits[0, :n_harmful] = 2.0
         reader.steps.append(logits)
-    assert reader.read(0, used) == pytest.approx(float(torch.sigmoid(torch.tensor(2.0))))
+    e2 = float(torch.tensor(2.0).exp())
+    assert reader.read(0, used) == pytest.approx(n_harmful * e2 / (n_harmful * e2 + n_safe))
     assert reader.read(0, tokenizer("no label", add_special_tokens=False)["input_ids"]) is None

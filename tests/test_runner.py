@@ -108,10 +108,26 @@ def test_summary_puts_f1_ci_beside_flag_all_for_each_run():
     assert [(r["intent repeats"], r["intent sim."]) for r in with_intents] == [("4%", "0.61"), ("–", "–")]
 
 
+def test_an_override_no_selected_notebook_uses_is_refused_before_anything_runs(tmp_path):
+    books = tmp_path / "nbs"
+    books.mkdir()
+    notebook(books / "01_train.ipynb", "pass", parameters="out_dir = ''\nreport_to = 'none'")
+    notebook(books / "02_plot.ipynb", "pass")
+    with pytest.raises(runner.ParameterError, match=r"no selected notebook \(02_plot\) uses report_to.*01_train"):
+        runner.run_all("smoke", {"report_to": "tensorboard"}, out=tmp_path / "out", only=["02_plot"], notebooks_dir=books,
+                       log=lambda _: None)
+    assert not (tmp_path / "out").exists()  # refused before a run folder was made
+    with pytest.raises(runner.ParameterError, match="selects no notebook"):
+        runner.run_all("smoke", out=tmp_path / "out", only=["09_nothing"], notebooks_dir=books, log=lambda _: None)
+
+
 def test_smoke_sft_notebook_runs_clean_with_live_progress_and_a_summary(tmp_path, capfd):
-    """02_sft on the smoke profile: live line in the terminal, no library chatter in the notebook, a summary."""
+    """02_sft on the smoke profile: live line in the terminal, no library chatter in the notebook, a summary;
+    ``-p report_to=tensorboard`` reaches the notebook's trainers (event files in each run folder)."""
     screen, lines = _Terminal(), []
-    session = runner.run_all("smoke", out=tmp_path, only=["02_sft"], log=lines.append, live=screen)
+    session = runner.run_all("smoke", {"report_to": "tensorboard"}, out=tmp_path, only=["02_sft"], log=lines.append, live=screen)
+    trained = sorted((session / "runs").iterdir())
+    assert len(trained) == 2 and all(list(run.glob("checkpoints/runs/**/events.out.tfevents.*")) for run in trained)
     outputs = json.dumps(nbformat.read(session / "notebooks" / "02_sft.ipynb", as_version=4)["cells"])
     for chatter in ("Tokenizing", "Loading weights", "FutureWarning", "{'loss'", "{'eval_loss'", "gemm_4bit"):
         assert chatter not in outputs

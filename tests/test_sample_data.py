@@ -292,7 +292,7 @@ def test_every_row_has_exactly_one_trace_per_condition(traces, kept, df):
 def test_trace_rows_valid(traces, df):
     rows = df.set_index(df["ID"].astype(int))
     for t in traces:
-        assert set(t) == {"id", "condition", "teacher", "reasoning", "intent", "label", "completion"}
+        assert set(t) == {"id", "condition", "teacher", "reasoning", "intent", "label", "completion", "prompt_sha256"}
         assert t["teacher"] == "aims-kit-authored-v2"
         row = rows.loc[t["id"]]
         assert t["label"] == BINARY[row["Annotator Harm"]]

@@ -122,3 +122,63 @@ def test_slice_f1():
 
 def test_mean_interval_of_independent_benchmarks():
     assert stats.mean_f1_interval([0.1, 0.1, 0.1, 0.1]) == pytest.approx(0.05)
+
+
+def test_bootstrap_p_counts_a_lump_at_zero_half_on_each_side():
+    lump = np.r_[np.zeros(50), np.ones(50)]  # half the resamples exactly 0, the rest above
+    # below: (0 + (50 + 1) / 2) / 101, above: (50 + 51 / 2) / 101; twice the smaller
+    assert stats._bootstrap_p(lump) == pytest.approx(51 / 101)
+    assert stats._bootstrap_p(np.zeros(100)) == 1.0
+    assert stats._bootstrap_p(np.r_[-lump, lump]) == 1.0  # symmetric: no evidence either way
+
+
+def test_permutation_of_identical_runs_gives_p_one():
+    gold, pred = _noisy(200, 0.3)
+    result = stats.permutation_p([(gold, pred, pred)])
+    assert result["p_value"] == 1.0 and result["p_a_better"] == result["p_b_better"] == 0.5
+    assert result["n_perm"] >= 10_000
+
+
+def test_permutation_p_matches_the_exact_enumeration_with_ties_counted_half():
+    """Ten prompts, 2**10 swap patterns enumerated by hand; F1 differences tie often at this size."""
+    import itertools
+
+    gold = ["harmful"] * 5 + ["safe"] * 5
+    a = ["harmful", "harmful", "harmful", "harmful", "safe", "safe", "safe", "safe", "harmful", "safe"]
+    b = ["harmful", "safe", "safe", "harmful", "safe", "harmful", "safe", "harmful", "harmful", "safe"]
+
+    def delta(x, y):
+        return binary_metrics(gold, x)["f1"] - binary_metrics(gold, y)["f1"]
+
+    observed = abs(delta(a, b))
+    swapped = np.array([abs(delta([q if s else p for p, q, s in zip(a, b, flips)], [p if s else q for p, q, s in zip(a, b, flips)]))
+                        for flips in itertools.product([False, True], repeat=len(gold))])
+    exact = np.mean(swapped > observed + 1e-12) + 0.5 * np.mean(np.abs(swapped - observed) <= 1e-12)
+    assert exact == pytest.approx(0.0625)
+    result = stats.permutation_p([(gold, a, b)], n_perm=40_000, seed=1)
+    assert result["p_value"] == pytest.approx(exact, abs=0.01)
+    mirrored = stats.permutation_p([(gold, b, a)], n_perm=40_000, seed=1)
+    assert mirrored["p_value"] == result["p_value"] and mirrored["p_a_better"] == result["p_b_better"]
+
+
+def test_permutation_takes_one_run_per_arm():
+    gold, pred = _noisy(50, 0.2)
+    with pytest.raises(ValueError, match="one run per arm"):
+        stats.permutation_p([(gold, [pred, pred], pred)])
+
+
+def test_two_level_bootstrap_widens_the_interval_when_seeds_disagree():
+    gold, steady = _noisy(300, 0.2, seed=1)
+    seeds = [_noisy(300, error, seed=s)[1] for s, error in ((2, 0.05), (3, 0.2), (4, 0.35))]
+    one = stats.paired_evidence([(gold, seeds[1], steady, None, None)], n_boot=1000)
+    several = stats.paired_evidence([(gold, seeds, steady, None, None)], n_boot=1000, n_perm=2000)
+    assert several["seeds_a"] == 3 and several["p_method"] == "two-level bootstrap"  # no permutation across seeds
+    assert one["p_method"] == "bootstrap" and one["seeds_a"] == 1
+    assert several["diff_ci_high"] - several["diff_ci_low"] > 1.5 * (one["diff_ci_high"] - one["diff_ci_low"])
+    assert several["f1_a"] == pytest.approx(np.mean([binary_metrics(gold, s)["f1"] for s in seeds]))
+
+
+def test_one_seed_in_a_list_is_the_same_comparison_as_one_run():
+    gold, a = _noisy(150, 0.2, seed=1)
+    _, b = _noisy(150, 0.3, seed=2)
+    assert stats.paired_evidence([(gold, [a], [b], None, None)]) == stats.paired_evidence([(gold, a, b, None, None)])

@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from aims_kit.core.results import atomic_write_jsonl, atomic_write_text  # noqa: E402
-from aims_kit.datasets import formats
+from aims_kit.datasets import formats  # noqa: E402
+from aims_kit.datasets.aims import load_aims, prompt_sha256  # noqa: E402
 from aims_kit.scoring import probes  # noqa: E402
 from aims_kit.training.distill import intent_leakage  # noqa: E402
 from aims_kit.training.teachers import Trace  # noqa: E402
@@ -307,9 +308,13 @@ def build_table(expanded: list[Row]) -> pd.DataFrame:
     return df
 
 
-def build_traces(expanded: list[Row], reasoning: dict[tuple[str, str], str]) -> list[dict]:
+def build_traces(expanded: list[Row], reasoning: dict[tuple[str, str], str], prompt_hashes: dict[str, str]) -> list[dict]:
     """Two traces per non-flagged row, sharing one reasoning: ``no_intent``, and ``human_intent``
-    which adds the gold intent once, on its own line, before the label."""
+    which adds the gold intent once, on its own line, before the label.
+
+    ``prompt_hashes`` maps each row ID to :func:`aims_kit.datasets.aims.prompt_sha256` of its
+    prompt as the kit loads the written CSV (see :func:`build`); every trace carries it.
+    """
     out = []
     for i, r in enumerate(expanded, 1):
         if r.flagged:
@@ -320,6 +325,7 @@ def build_traces(expanded: list[Row], reasoning: dict[tuple[str, str], str]) -> 
             out.append({
                 "id": i, "condition": condition, "teacher": TEACHER, "reasoning": text, "intent": intent,
                 "label": r.label, "completion": formats.format_target(fmt, r.label, intent=intent, reasoning=text),
+                "prompt_sha256": prompt_hashes[str(i)],
             })
     return out
 
@@ -451,9 +457,10 @@ def build(out_dir: Path = OUT, src: Path = SRC) -> tuple[pd.DataFrame, list[dict
     reasoning = match_traces(rows, read_traces(src))
     expanded = expand(rows)
     df = build_table(expanded)
-    traces = build_traces(expanded, reasoning)
     out_dir = Path(out_dir)
     atomic_write_text(out_dir / "aims_sample.csv", df.to_csv(index=False, lineterminator="\n"))
+    loaded = load_aims(out_dir / "aims_sample.csv")  # the prompts exactly as the kit will hold them
+    traces = build_traces(expanded, reasoning, dict(zip(loaded["ID"], loaded["Prompt"].map(prompt_sha256))))
     atomic_write_jsonl(out_dir / "reference_traces.jsonl", traces)
     template = (src / "README_template.md").read_text(encoding="utf-8")
     readme = template.replace("{{STATS}}", stats_markdown(df, traces)).replace("{{SCREENS}}", screens_markdown(df, traces))

@@ -40,6 +40,9 @@ class TrainingBasics:
     max_steps: int = -1
     epochs: float = 3.0
     batch_size: int = 32
+    #: Batches whose gradients add up before each optimiser step: the effective batch is
+    #: ``batch_size × gradient_accumulation_steps`` (a 16 GB GPU keeps the paper's 32 as 8 × 4).
+    gradient_accumulation_steps: int = 1
     #: Evaluate on validation every this many steps; early stopping and the kept checkpoint
     #: are chosen on validation alone.
     eval_steps: int = 20
@@ -190,6 +193,11 @@ class GRPOParams(RunParams):
     grpo_temperature: float | None = None
     grpo_beta: float | None = None
     grpo_learning_rate: float | None = None
+    #: Learning rates tried first, each in a pilot of ``grpo_lr_pilot_steps`` steps with the
+    #: label + intent reward; the best validation F1 picks the rate both reward sets train with
+    #: (empty: ``grpo_learning_rate`` as given). Validation only: never test, never a benchmark.
+    grpo_lr_candidates: tuple[float, ...] = ()
+    grpo_lr_pilot_steps: int = 0
     grpo_eval_steps: int | None = None
     #: Validation rows of each checkpoint-selection snapshot, balanced over labels (``None``:
     #: ``eval_limit``). On a CPU a snapshot of the whole val split costs as much as a few steps.

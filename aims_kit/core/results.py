@@ -30,15 +30,43 @@ from aims_kit.core.paths import REPO_DIR, outputs_dir
 
 
 def share_like_umask(path: str | Path) -> None:
-    """Give ``path`` the mode a plain ``open`` / ``mkdir`` would have under this process's umask.
+    """Give ``path`` the mode a plain ``open`` / ``mkdir`` would have under this process's umask;
+    a folder, with everything under it.
 
     Why: ``tempfile`` creates files 0600 and folders 0700 (private by design), so a file written
     atomically through a temporary one, or a folder built in a staging one, would stay unreadable
-    to the rest of a class sharing a run folder, whatever their umask says.
+    to the rest of a class sharing a run folder, whatever their umask says. safetensors writes
+    weights the same way: every ``adapter_model.safetensors`` (final adapter and checkpoints) and
+    ``model.safetensors`` (the encoder, a merged export, the tiny model) lands 0600. So after the
+    libraries have written a run, the trainers pass its whole folder here.
+
+    Under a folder, links are left alone, and an entry that vanished meanwhile (a checkpoint
+    rotated out) or that belongs to another account (not this process's to change) is skipped.
     """
+    mask = _umask()
+    path = Path(path)
+    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+    if path.is_dir() and not path.is_symlink():
+        for root, folders, files in os.walk(path):
+            for name in (*folders, *files):
+                _chmod_like_umask(Path(root) / name, mask)
+
+
+def _umask() -> int:
+    """This process's umask (reading it means setting it: set it straight back)."""
     mask = os.umask(0)
     os.umask(mask)
-    os.chmod(path, (0o777 if Path(path).is_dir() else 0o666) & ~mask)
+    return mask
+
+
+def _chmod_like_umask(path: Path, mask: int) -> None:
+    """One entry under a folder given to :func:`share_like_umask` (links, vanished and foreign entries skipped)."""
+    if path.is_symlink():
+        return
+    try:
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+    except (FileNotFoundError, PermissionError):
+        pass
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -7,11 +7,19 @@ Splits: a source that publishes its own train / validation / test splits keeps t
 dataset does; they are the paper's 1,378 / 173 / 173, and its test set is only comparable if
 it is the same rows). Only a single-table source is split by the kit's policy
 (:func:`split_aims`).
+
+Rows with an empty ``Annotator Harm`` or an empty ``Intent`` are skipped, as the paper's
+loaders filter them — never silently: :func:`validate` warns with their count and IDs and lists
+them in ``df.attrs["skipped_rows"]``. Every other bad value (an unknown label, an empty prompt,
+a duplicate ID, a non-boolean ``Adversarial``) stays an :class:`AimsDataError` naming the file,
+row and field.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -62,6 +70,22 @@ class AimsDataError(ValueError):
         self.source, self.row, self.field = source, row, field
 
 
+class AimsDataWarning(UserWarning):
+    """Rows left out of the data on purpose (empty label or intent), with their IDs."""
+
+
+def prompt_sha256(prompt: object) -> str:
+    """The fingerprint that ties a distillation trace to the prompt it was written for.
+
+    SHA-256 (hex) of the prompt's UTF-8 bytes after one normalisation: line endings unified to
+    ``\\n`` and surrounding whitespace stripped. Nothing else changes (case, inner spacing and
+    Unicode form are kept), so two prompts that differ in any word hash differently. Hash the
+    prompt as a loaded row holds it (``load_aims(...)["Prompt"]``).
+    """
+    text = str(prompt).replace("\r\n", "\n").replace("\r", "\n").strip()
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 @dataclass(frozen=True)
 class Splits:
     """Train / val / test frames. Only ``train`` and ``val`` may drive training decisions.
@@ -87,17 +111,22 @@ def load_aims(source: str | Path | None = None) -> pd.DataFrame:
     ``datasets.load_dataset``; when the source has train, validation and test splits, each is
     validated on its own and every row keeps its split in the :data:`SOURCE_SPLIT` column,
     which :func:`split_aims` honours. The number of dropped flagged rows is kept in
-    ``df.attrs["n_flagged"]``.
+    ``df.attrs["n_flagged"]``; rows skipped for an empty ``Annotator Harm`` or ``Intent`` (the
+    paper's filter) are listed in ``df.attrs["skipped_rows"]`` and announced in one
+    :class:`AimsDataWarning` (see :func:`validate`).
     """
     raw, name = read_table(source)
     if SOURCE_SPLIT not in raw.columns:
         return validate(raw, name)
     parts = [
-        validate(part.drop(columns=SOURCE_SPLIT).reset_index(drop=True), f"{name} [{split}]").assign(**{SOURCE_SPLIT: split})
+        validate(part.drop(columns=SOURCE_SPLIT).reset_index(drop=True), f"{name} [{split}]", warn=False)
+        .assign(**{SOURCE_SPLIT: split})
         for split, part in raw.groupby(SOURCE_SPLIT, sort=False)
     ]
     df = pd.concat(parts, ignore_index=True)
-    df.attrs = {"n_flagged": sum(p.attrs["n_flagged"] for p in parts), "source": name}
+    skipped = [entry for p in parts for entry in p.attrs["skipped_rows"]]
+    df.attrs = {"n_flagged": sum(p.attrs["n_flagged"] for p in parts), "skipped_rows": skipped, "source": name}
+    report_skipped(name, skipped)
     return df
 
 
@@ -219,10 +248,15 @@ def _combine_splits(source: str, parts: dict[str, pd.DataFrame]) -> pd.DataFrame
     )
 
 
-def validate(raw: pd.DataFrame, source: str) -> pd.DataFrame:
+def validate(raw: pd.DataFrame, source: str, *, warn: bool = True) -> pd.DataFrame:
     """Check columns and every row; return clean rows with a binary ``label`` column.
 
     Rows are numbered from 1 as in a spreadsheet's data rows (the header is not counted).
+    Flagged rows are dropped (counted in ``attrs["n_flagged"]``). A row with an empty
+    ``Annotator Harm`` or an empty ``Intent`` is skipped as the paper's loaders skip it, and
+    reported: ``attrs["skipped_rows"]`` lists ``{source, row, id, field, reason}`` for each, and
+    (unless ``warn`` is false) an :class:`AimsDataWarning` gives their count and IDs. Any other
+    bad value is an :class:`AimsDataError` naming the row and field.
     """
     missing = [c for c in REQUIRED_COLUMNS if c not in raw.columns]
     if missing:
@@ -233,6 +267,7 @@ def validate(raw: pd.DataFrame, source: str) -> pd.DataFrame:
     for column in ("Prompt", "Intent", "Annotator Harm"):
         df[column] = df[column].map(lambda v: "" if is_missing(v) else str(v))
     seen_ids: dict[str, int] = {}
+    skipped: list[dict] = []
     for position, row in enumerate(df.itertuples(index=False), start=1):
         values = dict(zip(df.columns, row))
         row_id = str(values["ID"])
@@ -242,28 +277,58 @@ def validate(raw: pd.DataFrame, source: str) -> pd.DataFrame:
             raise AimsDataError(source, f"duplicate ID {row_id!r} (first at row {seen_ids[row_id]})", row=position, field="ID")
         seen_ids[row_id] = position
         harm = values["Annotator Harm"].strip()
+        if not harm:  # the paper's filter: skipped and reported, not an error
+            skipped.append({"source": source, "row": position, "id": row_id, "field": "Annotator Harm", "reason": "empty label"})
+            continue
         if harm not in HARM_MAP and harm != FLAG:
             allowed = ", ".join([*HARM_MAP, FLAG])
             raise AimsDataError(source, f"unknown label {harm!r}; expected one of: {allowed}", row=position, field="Annotator Harm")
         if harm == FLAG:
             continue
+        if not values["Intent"].strip():  # the paper's filter too
+            skipped.append({"source": source, "row": position, "id": row_id, "field": "Intent", "reason": "empty intent"})
+            continue
         if not values["Prompt"].strip():
             raise AimsDataError(source, "empty prompt", row=position, field="Prompt")
-        if not values["Intent"].strip():
-            raise AimsDataError(source, "empty intent", row=position, field="Intent")
         if _as_bool(values["Adversarial"]) is None:
             raise AimsDataError(source, f"not a boolean: {values['Adversarial']!r}", row=position, field="Adversarial")
     df["Annotator Harm"] = df["Annotator Harm"].str.strip()
     df["row"] = np.arange(1, len(df) + 1)
     flagged = df["Annotator Harm"] == FLAG
-    df = df.loc[~flagged].reset_index(drop=True)
+    dropped = flagged | df["row"].isin([entry["row"] for entry in skipped])
+    df = df.loc[~dropped].reset_index(drop=True)
     df["label"] = df["Annotator Harm"].map(HARM_MAP)
     df["Adversarial"] = df["Adversarial"].map(_as_bool)
     df["ID"] = df["ID"].astype(str)
     df["Duplicate ID"] = df["Duplicate ID"].map(lambda v: "" if is_missing(v) else str(v).strip())
     df.attrs["n_flagged"] = int(flagged.sum())
+    df.attrs["skipped_rows"] = skipped
     df.attrs["source"] = source
+    if warn:
+        report_skipped(source, skipped)
     return df
+
+
+def report_skipped(source: str, skipped: list[dict], *, show: int = 20) -> str | None:
+    """Warn (:class:`AimsDataWarning`) which rows were skipped for an empty label or intent; returns the message.
+
+    The message names the count, the field and the IDs (the first ``show`` per field; all of
+    them are in the frame's ``attrs["skipped_rows"]``). Nothing skipped: no warning, ``None``.
+    """
+    if not skipped:
+        return None
+    parts = []
+    for field in ("Annotator Harm", "Intent"):
+        entries = [e for e in skipped if e["field"] == field]
+        if not entries:
+            continue
+        ids = [e["id"] + (f" {e['source'][len(source):].strip()}" if e["source"] != source else "") for e in entries]
+        more = f" and {len(ids) - show} more" if len(ids) > show else ""
+        parts.append(f"{len(entries)} with an empty {field!r} (ID{'s' if len(ids) > 1 else ''} {', '.join(ids[:show])}{more})")
+    message = (f"{source}: skipped {len(skipped)} row(s), as the paper's loaders do: {'; '.join(parts)}. "
+               "They are listed in the loaded frame's attrs['skipped_rows'].")
+    warnings.warn(message, AimsDataWarning, stacklevel=3)
+    return message
 
 
 def split_aims(df: pd.DataFrame, *, seed: int = 22, val_frac: float = 0.1, test_frac: float = 0.1) -> Splits:
@@ -360,6 +425,9 @@ def summary(df: pd.DataFrame) -> dict:
         "source": df.attrs.get("source", "?"),
         "rows": int(len(df)),
         "flagged_dropped": int(df.attrs.get("n_flagged", 0)),
+        "skipped_empty_label_or_intent": [
+            {k: e[k] for k in ("id", "field", "source")} for e in df.attrs.get("skipped_rows", [])
+        ],
         "labels": {k: int(v) for k, v in df["label"].value_counts().sort_index().items()},
         "annotator_harm": {k: int(v) for k, v in df["Annotator Harm"].value_counts().sort_index().items()},
         "adversarial_share": round(float(df["Adversarial"].mean()), 3),

@@ -207,6 +207,58 @@ def label_offset(text: str) -> int | None:
     return bare.start(1) if bare else None
 
 
+def label_word_forms(word: str) -> tuple[str, ...]:
+    """How a model plausibly writes a label word the parser accepts: lower, Capitalised and UPPER case,
+    each without and with a leading space (the parser ignores case; a field's label follows a space)."""
+    cases = dict.fromkeys((word.lower(), word.lower().capitalize(), word.upper()))
+    return tuple(space + form for form in cases for space in ("", " "))
+
+
+def label_word_ids(tokenizer) -> tuple[list[int], list[int]]:
+    """The first-token ids of every label word :func:`parse_output` accepts: ``(harmful ids, safe ids)``.
+
+    The words are the parser's synonyms (harmful, unsafe → harmful; safe, unharmful, benign,
+    not harmful, harmless → safe) in every form of :func:`label_word_forms`. P(harmful) at the
+    step that writes a label is the probability mass of the harmful ids over the mass of both
+    lists (:mod:`aims_kit.inference.generation`, and the vLLM backend's logprobs), so it reads
+    a label the way the parser does, whatever synonym, case or spacing the model uses.
+
+    **Ambiguous first tokens.** A token that starts words of both classes cannot say which label
+    is being written ("un" of unsafe / unharmful, "U" of Unsafe / Unharmful): it is dropped from
+    both lists. One exception: the first token of a *canonical* label word ("harmful" or "safe",
+    the words the kit trains models to write, in any form) stays in its own class's list when
+    no canonical form of the other class starts with it. Without it a tokenizer that splits
+    "harm|ful" and "harm|less" would lose the very token a trained model writes first, and a
+    side could be left empty. So a synonym that starts like the other class's canonical word
+    ("harmless" after "harm") is counted for neither, and only a token that begins canonical
+    forms of *both* classes is dropped outright. If that leaves a list empty (no first token
+    separates "harmful" from "safe" in any form), both lists are returned empty: the tokenizer
+    cannot tell the labels apart at their first token, and only generation can.
+
+    Both lists are sorted and disjoint.
+    """
+    claims: dict[int, set[Label]] = {}
+    canonical: dict[int, set[Label]] = {}
+    for word, label in _SYNONYMS.items():
+        for form in label_word_forms(word):
+            ids = tokenizer(form, add_special_tokens=False)["input_ids"]
+            if not ids:
+                continue
+            claims.setdefault(ids[0], set()).add(label)
+            if word == label:
+                canonical.setdefault(ids[0], set()).add(label)
+    sides: dict[Label, list[int]] = {label: [] for label in LABELS}
+    for token, labels in sorted(claims.items()):
+        owners = canonical.get(token, set())
+        if len(owners) == 1:
+            sides[next(iter(owners))].append(token)
+        elif not owners and len(labels) == 1:
+            sides[next(iter(labels))].append(token)
+    if not all(sides.values()):
+        return [], []
+    return sides["harmful"], sides["safe"]
+
+
 def _normalise(word: str) -> Label:
     return _SYNONYMS[re.sub(r"\s+", " ", word.lower())]
 

@@ -3,70 +3,90 @@
 Everything here is computed from the results records and prediction files a run folder holds
 (:func:`aims_kit.core.results.load_records`), never written by hand, and from that folder's runs
 only. Each claim names in advance the two runs it compares; they are compared **paired, on the
-same prompts** (:func:`aims_kit.scoring.stats.paired_evidence`, one seed and :data:`N_BOOT`
-resamples everywhere): ΔF1 = F1(paper's winner) − F1(the other) with its 95% interval and the
-bootstrap p of that same difference, ΔAUPRC where both runs carry P(harmful), precision, recall and
-flag rate of both runs, and F1(winner) − F1(flag everything) on the same resamples. The verdict:
-
-- *reproduced*: the ΔF1 interval lies above 0 **and** the winner beats flagging everything;
-- *reproduced, below the trivial baseline*: above 0, but the winner does not beat flag-all
-  (F1 ignores true negatives: flagging more can buy F1);
-- *reversed*: the interval lies below 0;
-- *underpowered*: the interval spans 0 and the smallest difference detectable at this n
-  (2.8 × the bootstrap standard error) exceeds the paper's gap, or the two runs' labels differ on
-  fewer than 5% of prompts (they did not train apart);
-- *inconclusive*: the interval spans 0 with power to spare;
-- *not tested*: a run or a dataset is missing (the reason is given).
+same prompts** (:func:`aims_kit.scoring.stats.paired_draws`, one random seed and :data:`N_BOOT`
+resamples everywhere): ΔF1 = F1(paper's winner) − F1(the other) with its interval and p,
+ΔAUPRC where both runs carry P(harmful), precision, recall and flag rate of both runs, and
+F1(winner) − F1(flag everything) on the same resamples. Runs that differ only in seed form one
+arm, compared by a two-level bootstrap (seeds, then prompts); with one seed an interval covers
+prompts only, and the entry says which.
 
 **Multiplicity.** Five headline tests are named before any number is seen, one per claim (its
-runs and one dataset, :attr:`Claim.headline`, no fallback to another dataset), and their p
-values are Holm-adjusted together. Every other cell is exploratory and says so.
+runs and one dataset, :attr:`Claim.headline`, no fallback to another dataset). Their p comes from
+a paired permutation test (:data:`N_PERM` draws; :func:`aims_kit.scoring.stats.permutation_p`),
+or the two-level bootstrap when an arm has several seeds, and the five are Holm-adjusted
+together. A headline's verdict follows its Holm p, and its interval is shown at the matching
+level (:func:`holm_level`). Every other cell is exploratory: the plain 95% interval decides it,
+and its p is the bootstrap p of the same resamples. The verdicts (:func:`verdict`):
 
-Datasets are the AIMS test split and every **real** external benchmark both runs were scored on,
-plus ``external mean``: the paper's headline, the unweighted mean F1 over those benchmarks.
-Fixture rows (``fixture:<name>``, a dozen of the kit's own sentences in a benchmark's file format)
-are never a benchmark: a folder with only fixtures has its external claims *not tested*.
+- *reproduced*: significant with ΔF1 > 0 **and** the winner beats flagging everything;
+- *reproduced, below the trivial baseline*: significant with ΔF1 > 0, but the winner does not
+  beat flag-all (F1 ignores true negatives: flagging more can buy F1);
+- *reversed*: significant with ΔF1 < 0;
+- *not trained apart*: not significant, and the two runs' labels differ on fewer than 5% of
+  prompts: the comparison says nothing about the method at this budget;
+- *smaller than the paper's gap*: not significant, and the interval lies below the claim's gap
+  (:attr:`Claim.gap`): a difference the size the paper reports is ruled out;
+- *uninformative*: not significant, and the interval reaches the gap (it spans 0 and the gap):
+  this many prompts cannot tell;
+- *not tested*: a run or a dataset is missing (the reason is given).
+
+"Significant" is Holm p < :data:`ALPHA` for a headline (direction: the sign of ΔF1), and the
+95% interval excluding 0 for an exploratory cell. Claim 5 is a frontier test (:func:`_frontier_cell`).
+
+Datasets are the AIMS test split, every **real** external benchmark both runs were scored on
+(exploratory), and ``external mean``: the paper's headline, the unweighted mean F1 over its five
+benchmarks (:data:`aims_kit.datasets.registry.PAPER_FIVE`), over whichever of the five are
+present, named in the entry's note. SimpleSafetyTests, HarmBench, JailbreakBench and any other
+benchmark get their own cells but never enter the mean. Fixture rows (``fixture:<name>``, a dozen
+of the kit's own sentences in a benchmark's file format) are never a benchmark.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from statistics import NormalDist
 from typing import Callable
 
 import pandas as pd
 
 from aims_kit.core.results import atomic_write_json, load_records, read_json
+from aims_kit.datasets.registry import PAPER_FIVE
 from aims_kit.scoring import stats
-from aims_kit.scoring.metrics import scores_or_rule
+from aims_kit.scoring.metrics import POSITIVE, scores_or_rule
 
 REPRODUCED = "reproduced"
 BELOW_BASELINE = "reproduced, below the trivial baseline"
-INCONCLUSIVE = "inconclusive"
 REVERSED = "reversed"
-UNDERPOWERED = "underpowered"
+NOT_TRAINED_APART = "not trained apart"
+SMALLER = "smaller than the paper's gap"
+UNINFORMATIVE = "uninformative"
 NOT_TESTED = "not tested"
-VERDICTS = (REPRODUCED, BELOW_BASELINE, INCONCLUSIVE, REVERSED, UNDERPOWERED, NOT_TESTED)
+VERDICTS = (REPRODUCED, BELOW_BASELINE, REVERSED, NOT_TRAINED_APART, SMALLER, UNINFORMATIVE, NOT_TESTED)
 
+#: Family-wise error rate of the five headline tests (Holm), and the level of an exploratory cell.
+ALPHA = 0.05
 #: Bootstrap resamples and seed of every scoreboard: the notebooks, the report and the terminal
 #: print the same intervals.
 N_BOOT = 2000
 SEED = 0
-#: The paper's reported gaps are a few F1 points (DPO .812 vs SFT .792 on the five-benchmark mean:
-#: 0.020); a comparison that cannot detect a difference this size cannot show the claim either way.
-PAPER_GAP = 0.02
-#: The dataset name of the mean over real external benchmarks.
+#: Permutation draws behind a headline p (at least; drawn in mirrored pairs).
+N_PERM = 10_000
+#: The dataset name of the mean over the paper's five benchmarks.
 EXTERNAL_MEAN = "external mean"
 #: Two runs whose labels agree on at least this share of prompts did not train apart: a
-#: comparison between them is *underpowered* at this budget, whatever its interval.
+#: comparison between them that finds nothing is *not trained apart*, whatever its interval.
 SAME_LABEL_SHARE = 0.95
 #: Output conditions whose answer states the user's intent.
 INTENT_CONDITIONS = ("intent_label", "reasoning_intent_label")
+#: The trivial rival of the frontier: every prompt flagged harmful, at 0 ms.
+FLAG_ALL = "flag everything"
 
 
 @dataclass(frozen=True)
 class Claim:
-    """One of the paper's claims: what it says, which two runs test it, and its headline test."""
+    """One of the paper's claims: what it says, which two runs test it, its headline test and gap."""
 
     number: int
     name: str
@@ -76,20 +96,33 @@ class Claim:
     paper: str
     #: The one dataset of the claim's headline test, named in advance (Holm-adjusted with the others).
     headline: str
+    #: The F1 difference the paper reports for this claim: a comparison whose interval lies below
+    #: it rules out the paper's effect size; ``None`` where the claim states no difference (claim 5).
+    gap: float | None
 
 
 CLAIMS: tuple[Claim, ...] = (
+    # The paper reports SFT intent-vs-label differences without one figure on the five-benchmark
+    # mean (docs/design.md gives SFT .792 only): a few F1 points, taken as 0.02.
     Claim(1, "intent SFT", "intent → label SFT beats label-only SFT",
-          "SFT with the intent-then-label target is the base every other regime builds on", "aims_test"),
+          "SFT with the intent-then-label target is the base every other regime builds on", "aims_test", gap=0.02),
+    # DPO .812 vs SFT .792 on the five-benchmark mean.
     Claim(2, "DPO on intent errors", "DPO on the SFT model's own intent errors beats its SFT start",
-          "DPO mean F1 .812 vs SFT .792 (Llama-8B, five benchmarks)", "aims_test"),
+          "DPO mean F1 .812 vs SFT .792 (Llama-8B, five benchmarks)", "aims_test", gap=0.02),
+    # Distillation .817 is given; the reasoning-only student's mean is not (docs/): taken as 0.02.
     Claim(3, "intent-conditioned distillation", "a student of intent-conditioned traces beats one of reasoning-only traces",
-          "human-intent traces beat reasoning-only traces for most teacher/student pairs (distillation .817)", "aims_test"),
+          "human-intent traces beat reasoning-only traces for most teacher/student pairs (distillation .817)", "aims_test", gap=0.02),
+    # GRPO label + intent .826 is given, but no figure for the label-only reward exists in the
+    # kit's record of the paper (docs/design.md, PAPER_MEAN_F1): 0.01 is an assumed gap.
     Claim(4, "GRPO intent reward", "GRPO rewarding intent faithfulness beats GRPO rewarding the label only, on mean F1 over external benchmarks",
-          "label + intent reward: best mean F1 on five benchmarks (.826)", EXTERNAL_MEAN),
+          "label + intent reward: best mean F1 on five benchmarks (.826)", EXTERNAL_MEAN, gap=0.01),
     Claim(5, "Pareto frontier", "intent-aware models form the latency–F1 Pareto frontier",
-          "the intent-aware models form the latency–F1 frontier (SFT 4.66 ms/prompt … GRPO 25.3, one GPU)", EXTERNAL_MEAN),
+          "the intent-aware models form the latency–F1 frontier (SFT 4.66 ms/prompt … GRPO 25.3, one GPU)", EXTERNAL_MEAN, gap=None),
 )
+
+#: How many more prompts a headline test needs under Holm than alone: at its strictest step Holm
+#: tests at α/5, and z(1 − α/10) + z(0.8) against :data:`aims_kit.scoring.stats.DETECTABLE_SE`, squared (≈ 1.49).
+HOLM_SAMPLE_FACTOR = ((NormalDist().inv_cdf(1 - ALPHA / (2 * len(CLAIMS))) + NormalDist().inv_cdf(0.8)) / stats.DETECTABLE_SE) ** 2
 
 
 @dataclass
@@ -105,14 +138,14 @@ class Entry:
     n: int = 0
     #: One of the five tests named in advance; every other entry is exploratory.
     headline: bool = False
-    #: Holm-adjusted p across the five headline tests (headline entries only).
+    #: Holm-adjusted p across the five headline tests (headline entries only): it decides the verdict.
     holm_p: float | None = None
-    #: The paper's gap the power check compares the detectable difference with.
-    paper_gap: float = PAPER_GAP
-    #: :func:`aims_kit.scoring.stats.paired_evidence`: ΔF1 and ΔAUPRC with intervals, the bootstrap
-    #: p of ΔF1, precision, recall and flag rate of both runs, flag-all's F1, labels that differ.
+    #: The claim's gap (:attr:`Claim.gap`) the interval and the power check are read against.
+    paper_gap: float | None = None
+    #: :meth:`aims_kit.scoring.stats.Paired.evidence`: ΔF1 and ΔAUPRC with intervals at ``ci_level``,
+    #: the p of ΔF1 (``p_method``), precision, recall and flag rate of both runs, flag-all's F1, labels that differ.
     evidence: dict = field(default_factory=dict)
-    #: Why a claim was not tested, or what else a reader needs (frontier members, still-rising curves).
+    #: Why a claim was not tested, or what else a reader needs (seeds, frontier members, still-rising curves).
     note: str = ""
     details: dict = field(default_factory=dict)
 
@@ -120,21 +153,46 @@ class Entry:
         return self.evidence.get(key)
 
 
-def verdict(evidence: dict, paper_gap: float = PAPER_GAP) -> str:
-    """The verdict for one paired comparison (paper's winner = A), from its evidence alone."""
-    if evidence["diff_ci_low"] > 0:
+def _undecided(evidence: dict, gap: float | None) -> str:
+    """The verdict of a comparison that found no significant difference: why not, in one phrase."""
+    if 1 - evidence["labels_differ"] / evidence["n"] >= SAME_LABEL_SHARE:
+        return NOT_TRAINED_APART
+    return SMALLER if gap is not None and evidence["diff_ci_high"] < gap else UNINFORMATIVE
+
+
+def verdict(evidence: dict, gap: float | None, holm_p: float | None = None) -> str:
+    """The verdict for one paired comparison (paper's winner = A), from its evidence alone.
+
+    A headline test (``holm_p`` given) is significant when its Holm p is below :data:`ALPHA`,
+    in the direction of ΔF1's sign; an exploratory one when its interval excludes 0. The flag-all
+    check and the gap are read off the intervals in ``evidence``, at the level they were drawn at.
+    """
+    if holm_p is None:
+        up, down = evidence["diff_ci_low"] > 0, evidence["diff_ci_high"] < 0
+    else:
+        up, down = holm_p < ALPHA and evidence["f1_diff"] > 0, holm_p < ALPHA and evidence["f1_diff"] < 0
+    if up:
         return REPRODUCED if evidence["a_vs_flag_all_ci_low"] > 0 else BELOW_BASELINE
-    if evidence["diff_ci_high"] < 0:
-        return REVERSED
-    same = 1 - evidence["labels_differ"] / evidence["n"] >= SAME_LABEL_SHARE
-    return UNDERPOWERED if same or evidence["detectable_diff"] > paper_gap else INCONCLUSIVE
+    return REVERSED if down else _undecided(evidence, gap)
+
+
+def holm_level(p: float, holm_p: float) -> float:
+    """The level of a headline test's interval: 1 − α · p / Holm p.
+
+    Holm multiplied this test's p by ``holm_p / p`` (its step's factor, raised where an earlier
+    step's adjusted p was larger). An interval at 1 − α divided by that same factor excludes 0
+    exactly when p < α · p / Holm p, i.e. when Holm p < α: the interval beside a headline verdict
+    agrees with its Holm p (up to the difference between the permutation and the bootstrap).
+    With Holm p = 5p (the strictest step) that is the Bonferroni interval at 1 − α/5.
+    """
+    return 1 - ALPHA * p / holm_p
 
 
 # ---------------------------------------------------------------- choosing the runs
 
 
 def _runs(records: pd.DataFrame) -> pd.DataFrame:
-    """One row per run: id, folder, regime, condition, variant, parent and creation time."""
+    """One row per run: id, folder, regime, condition, variant, seed, experiment, parent and creation time."""
     first = records.drop_duplicates("run_id")
     return pd.DataFrame({
         "run_id": first["run_id"],
@@ -142,6 +200,8 @@ def _runs(records: pd.DataFrame) -> pd.DataFrame:
         "regime": first["regime"],
         "condition": first["condition"],
         "variant": first["variant"].fillna("") if "variant" in first else "",
+        "seed": first["seed"] if "seed" in first else None,
+        "key": first["config"].map(lambda c: stats.experiment_key(c or {})),
         "parent": first["config"].map(lambda c: (c or {}).get("parent_run") or ""),
         "created": first["config"].map(lambda c: (c or {}).get("created") or ""),
     }).sort_values("created")
@@ -152,6 +212,16 @@ def _latest(runs: pd.DataFrame, **match) -> pd.Series | None:
     for key, value in match.items():
         chosen = chosen[chosen[key] == value]
     return chosen.iloc[-1] if len(chosen) else None
+
+
+def _arm(runs: pd.DataFrame, run: pd.Series) -> pd.DataFrame:
+    """``run`` and its seed siblings: the newest run of each other seed of the same experiment.
+
+    Why: runs that differ only in seed (:func:`aims_kit.scoring.stats.experiment_key`) are one
+    arm of a comparison; as with the newest run of a kind, a rerun of one seed replaces the older.
+    """
+    siblings = runs[(runs["key"] == run["key"]) & runs["seed"].notna() & (runs["seed"] != run["seed"])]
+    return pd.concat([run.to_frame().T, siblings.drop_duplicates("seed", keep="last")])
 
 
 Pair = tuple["pd.Series | None", "pd.Series | None", str]
@@ -180,41 +250,91 @@ PAIRS: dict[int, Callable[[pd.DataFrame], Pair]] = {1: _sft_pair, 2: _dpo_pair, 
 
 # ---------------------------------------------------------------- comparing them
 
+#: One scoreboard cell as a function of its interval level and Holm p (``None``: exploratory).
+#: Why: a headline's level is known only once all five p values are; the cell's resamples are
+#: drawn once and read again at that level.
+Grade = Callable[[float, "float | None"], "Entry"]
+
 
 def real_benchmarks(records: pd.DataFrame) -> list[str]:
     """The real external benchmark datasets among the records (never fixtures)."""
     return sorted(d for d in records["dataset"].unique() if str(d).startswith("bench:"))
 
 
+def paper_five(datasets: list[str]) -> list[str]:
+    """The paper's five benchmarks among ``datasets``: the only ones the external mean averages."""
+    return [d for d in datasets if _short(d) in PAPER_FIVE]
+
+
 def _datasets_of(records: pd.DataFrame, run_id: str) -> set[str]:
     return set(records.loc[records["run_id"] == run_id, "dataset"])
 
 
-def _paired(a: pd.Series, b: pd.Series, datasets: list[str]) -> dict:
-    """:func:`aims_kit.scoring.stats.paired_evidence` of two runs' saved predictions on ``datasets``."""
+def _scores(merged: pd.DataFrame) -> list[float] | None:
+    column = merged.get("p_harmful_b")
+    return scores_or_rule(column) if column is not None and column.notna().any() else None
+
+
+def _every_or_none(values: list) -> list | None:
+    return values if values and all(v is not None for v in values) else None
+
+
+def _sets(arm_a: pd.DataFrame, arm_b: pd.DataFrame | None, datasets: list[str], scores: bool) -> list[tuple]:
+    """Per dataset: gold and both arms' saved predictions (one row per seed), aligned on prompt ids.
+
+    ``arm_b`` ``None`` is flagging everything; ``scores`` False leaves P(harmful) out (no ΔAUPRC).
+    """
+    dirs = [Path(d) for d in (*arm_a["run_dir"], *([] if arm_b is None else arm_b["run_dir"]))]
     sets = []
     for dataset in datasets:
-        merged = stats.aligned_predictions(Path(a["run_dir"]), Path(b["run_dir"]), dataset)
-        columns = [f"p_harmful_{side}" for side in "ab"]
-        scores = [scores_or_rule(merged[c]) if c in merged and merged[c].notna().any() else None for c in columns]
-        sets.append((merged["gold_a"].tolist(), merged["pred_a"].tolist(), merged["pred_b"].tolist(), *scores))
-    return stats.paired_evidence(sets, n_boot=N_BOOT, seed=SEED)
+        merged = [stats.aligned_predictions(dirs[0], run_dir, dataset) for run_dir in dirs]
+        gold = merged[0]["gold_a"].tolist()
+        preds = [m["pred_b"].tolist() for m in merged] + ([[POSITIVE] * len(gold)] if arm_b is None else [])
+        probs = [_scores(m) if scores else None for m in merged]
+        split = len(arm_a)
+        sets.append((gold, preds[:split], preds[split:], _every_or_none(probs[:split]), _every_or_none(probs[split:])))
+    return sets
 
 
-def _entry(claim: Claim, dataset: str, a, b, datasets: list[str], *, note: str = "", details=None) -> Entry:
+def _paired(arm_a: pd.DataFrame, arm_b: pd.DataFrame | None, datasets: list[str], *, headline: bool,
+            scores: bool = True) -> stats.Paired:
+    """:func:`aims_kit.scoring.stats.paired_draws` of two arms' saved predictions; a headline test's p by permutation."""
+    return stats.paired_draws(_sets(arm_a, arm_b, datasets, scores), n_boot=N_BOOT, seed=SEED,
+                              n_perm=N_PERM if headline else 0)
+
+
+def _seed_note(*arms: pd.DataFrame) -> str:
+    """What an interval covers: seeds and prompts (two-level bootstrap) when an arm has several seeds, else prompts."""
+    several = [f"{arm.iloc[0]['run_id']} with {len(arm)} seeds ({', '.join(str(s) for s in arm['seed'])})"
+               for arm in arms if len(arm) > 1]
+    if not several:
+        return "one seed per run: the interval covers prompts only, not seed-to-seed spread"
+    return f"two-level bootstrap (seeds resampled, then prompts; p from the same resamples): {'; '.join(several)}"
+
+
+def _pair_cell(claim: Claim, dataset: str, arm_a: pd.DataFrame, arm_b: pd.DataFrame, datasets: list[str], note: str) -> Grade:
+    run_a, run_b = arm_a.iloc[0]["run_id"], arm_b.iloc[0]["run_id"]
     try:
-        evidence = _paired(a, b, datasets)
+        paired = _paired(arm_a, arm_b, datasets, headline=dataset == claim.headline)
     except ValueError as err:  # evaluated on different prompts (another eval_limit): no paired test
-        return _not_tested(claim, dataset, f"{a['run_id']} vs {b['run_id']}: {err}")
-    return Entry(
-        claim=claim.number, name=claim.name, dataset=dataset, verdict=verdict(evidence),
-        run_a=a["run_id"], run_b=b["run_id"], n=evidence["n"], headline=dataset == claim.headline,
-        evidence=evidence, note=note, details=details or {},
-    )
+        return _fixed(_not_tested(claim, dataset, f"{run_a} vs {run_b}: {err}"))
+
+    def grade(level: float, holm_p: float | None) -> Entry:
+        evidence = paired.evidence(level)
+        return Entry(claim=claim.number, name=claim.name, dataset=dataset, verdict=verdict(evidence, claim.gap, holm_p),
+                     run_a=run_a, run_b=run_b, n=evidence["n"], headline=dataset == claim.headline, holm_p=holm_p,
+                     paper_gap=claim.gap, evidence=evidence, note=note)
+    return grade
 
 
 def _not_tested(claim: Claim, dataset: str, why: str) -> Entry:
-    return Entry(claim=claim.number, name=claim.name, dataset=dataset, verdict=NOT_TESTED, headline=dataset == claim.headline, note=why)
+    return Entry(claim=claim.number, name=claim.name, dataset=dataset, verdict=NOT_TESTED, headline=dataset == claim.headline,
+                 paper_gap=claim.gap, note=why)
+
+
+def _fixed(entry: Entry) -> Grade:
+    """A cell that no level changes (one not tested)."""
+    return lambda level, holm_p: entry
 
 
 def still_rising(run_dir: str | Path, margin: float = 0.02) -> str:
@@ -230,128 +350,185 @@ def still_rising(run_dir: str | Path, margin: float = 0.02) -> str:
 
 
 def _mean_note(datasets: list[str]) -> str:
-    return f"mean over {', '.join(_short(d) for d in datasets)}"
+    """Which of the paper's five benchmarks a mean covers, and which it lacks."""
+    names = [_short(d) for d in datasets]
+    missing = [name for name in PAPER_FIVE if name not in names]
+    return (f"mean over {len(names)} of the paper's five benchmarks: {', '.join(names)}"
+            + (f" (missing: {', '.join(missing)})" if missing else ""))
 
 
-def _pair_entries(claim: Claim, records: pd.DataFrame, runs: pd.DataFrame, external: list[str]) -> list[Entry]:
-    a, b, where = PAIRS[claim.number](runs)
-    wanted = ["aims_test", *external, EXTERNAL_MEAN]
-    if a is None or b is None:
-        missing = "both runs" if a is None and b is None else ("the first run" if a is None else "the second run")
-        return [_not_tested(claim, dataset, f"{missing} missing in this folder: run {where}") for dataset in wanted]
-    shared = _datasets_of(records, a["run_id"]) & _datasets_of(records, b["run_id"])
-    entries = []
-    for dataset in ["aims_test", *external]:
-        if dataset not in shared:
-            entries.append(_not_tested(claim, dataset, f"not evaluated on {dataset} by both runs"))
-        else:
-            entries.append(_entry(claim, dataset, a, b, [dataset]))
-    both = [d for d in external if d in shared]
-    if both:
-        entries.append(_entry(claim, EXTERNAL_MEAN, a, b, both, note=_mean_note(both)))
-    else:
-        entries.append(_not_tested(claim, EXTERNAL_MEAN, _no_external_reason(records)))
-    extra = "; ".join(filter(None, (still_rising(a["run_dir"]), still_rising(b["run_dir"]), _older_runs(runs, a, b))))
-    for entry in entries:
-        if extra and entry.verdict != NOT_TESTED:
-            entry.note = "; ".join(filter(None, (entry.note, extra)))
-    return entries
-
-
-def _older_runs(runs: pd.DataFrame, *chosen: pd.Series) -> str:
-    """A sentence naming the runs of the same kind that a comparison passed over for newer ones.
-
-    Why: a rerun into the same folder (a second seed, a student's change) silently replacing the
-    run a scoreboard compared would change a shared result without a word.
-    """
-    passed = []
-    for run in chosen:
-        same = runs[(runs["regime"] == run["regime"]) & (runs["condition"] == run["condition"])
-                    & (runs["variant"] == run["variant"]) & (runs["run_id"] != run["run_id"])]
-        passed += [f"{other} (older than {run['run_id']})" for other in same["run_id"]
-                   if other not in {r["run_id"] for r in chosen}]
-    return f"the newest run of each kind is compared; passed over: {', '.join(passed)}" if passed else ""
-
-
-def _no_external_reason(records: pd.DataFrame) -> str:
+def _no_mean_reason(records: pd.DataFrame, external: list[str]) -> str:
+    if paper_five(external):
+        return "no benchmark of the paper's five was evaluated by every run compared"
+    if external:
+        return (f"none of the paper's five benchmarks ({', '.join(PAPER_FIVE)}) was evaluated; "
+                f"{', '.join(_short(d) for d in external)} never enter the mean")
     if any(str(d).startswith("fixture:") for d in records["dataset"].unique()):
         return "only fixture rows (the kit's own sentences, not benchmarks): no real external benchmark was evaluated"
     return "no real external benchmark was evaluated (06_benchmarks)"
 
 
-def _frontier_entry(claim: Claim, records: pd.DataFrame, runs: pd.DataFrame, datasets: list[str], label: str) -> Entry:
-    """Claim 5 on one dataset (or the external mean): is the SFT intent → label run on the latency–F1 frontier?
+def _pair_cells(claim: Claim, records: pd.DataFrame, runs: pd.DataFrame, external: list[str]) -> list[Grade]:
+    a, b, where = PAIRS[claim.number](runs)
+    if a is None or b is None:
+        missing = "both runs" if a is None and b is None else ("the first run" if a is None else "the second run")
+        return [_fixed(_not_tested(claim, dataset, f"{missing} missing in this folder: run {where}"))
+                for dataset in ["aims_test", *external, EXTERNAL_MEAN]]
+    arm_a, arm_b = _arm(runs, a), _arm(runs, b)
+    shared = set.intersection(*(_datasets_of(records, run_id) for run_id in (*arm_a["run_id"], *arm_b["run_id"])))
+    extra = "; ".join(filter(None, (_seed_note(arm_a, arm_b), still_rising(a["run_dir"]), still_rising(b["run_dir"]),
+                                    _older_runs(runs, arm_a, arm_b))))
+    cells = [_pair_cell(claim, dataset, arm_a, arm_b, [dataset], extra) if dataset in shared
+             else _fixed(_not_tested(claim, dataset, f"not evaluated on {dataset} by both runs"))
+             for dataset in ["aims_test", *external]]
+    five = [d for d in paper_five(external) if d in shared]
+    cells.append(_pair_cell(claim, EXTERNAL_MEAN, arm_a, arm_b, five, f"{_mean_note(five)}; {extra}") if five
+                 else _fixed(_not_tested(claim, EXTERNAL_MEAN, _no_mean_reason(records, external))))
+    return cells
 
-    The intent-aware run is named in advance (the latest SFT intent → label run), never picked by
-    test F1. It is on the frontier when nothing at least as fast beats its F1: every run without
-    intent that is as fast or faster, and flagging everything (F1 ``f1_flag_all`` at 0 ms). Each
-    of those is a paired comparison; membership holds when every one of them is won (an
-    intersection–union test, which needs no multiplicity penalty). The entry shows the closest of
-    them, the one whose lower bound decides, with its own Δ, interval and p.
+
+def _older_runs(runs: pd.DataFrame, *arms: pd.DataFrame) -> str:
+    """A sentence naming the runs of the same kind that a comparison passed over for newer ones.
+
+    Why: a rerun into the same folder (a student's change, another setting) silently replacing
+    the run a scoreboard compared would change a shared result without a word. Seed siblings are
+    compared, not passed over.
     """
-    intent = _latest(runs, regime="sft", condition="intent_label")
-    if intent is None:
-        return _not_tested(claim, label, "no SFT intent → label run in this folder: run 02_sft")
+    compared = {run_id for arm in arms for run_id in arm["run_id"]}
+    passed = []
+    for arm in arms:
+        run = arm.iloc[0]
+        same = runs[(runs["regime"] == run["regime"]) & (runs["condition"] == run["condition"])
+                    & (runs["variant"] == run["variant"]) & ~runs["run_id"].isin(compared)]
+        passed += [f"{other} (older than {run['run_id']})" for other in same["run_id"]]
+    return f"the newest run of each kind is compared; passed over: {', '.join(passed)}" if passed else ""
+
+
+def _frontier_cell(claim: Claim, records: pd.DataFrame, runs: pd.DataFrame, datasets: list[str], label: str,
+                   note: str = "") -> Grade:
+    """Claim 5 on one dataset (or the external mean): do intent-aware runs sit on the latency–F1 frontier?
+
+    An intent-aware run (its answer states the intent, :data:`INTENT_CONDITIONS`) is on the
+    frontier when nothing at least as fast beats its F1: no run without intent with lower or
+    equal ms/prompt (a tie in latency counts as at least as fast), and not flagging everything
+    (:data:`FLAG_ALL`, F1 computed from the gold labels, at 0 ms). Each is a paired comparison on
+    the same prompts, and a run is on the frontier only when it wins every one of them: an
+    intersection–union test, whose p is the largest of its one-sided p values, with no penalty
+    for the number of rivals.
+
+    - *reproduced*: some intent-aware run wins every comparison (every lower bound above 0). Its p
+      is that run's largest one-sided p; taking the best of K intent-aware runs multiplies it by
+      K (Bonferroni), since choosing a run by its result must cost what it gains.
+    - *reversed*: one rival at least as fast as every intent-aware run beats each of them (each
+      upper bound below 0); p likewise, times the number of such rivals.
+    - The entry's p is twice the smaller of the two (either verdict could have been reached, as
+      in a two-sided test); Holm adjusts that p, and a headline verdict follows the Holm p.
+
+    A rival whose F1 is below flagging everything (its paired 95% interval against flag-all lies
+    below 0, decided once, at 95%) is off the frontier: flag-all, faster and better, stands in for
+    it, so it enters neither test; it is listed all the same. ``details`` holds every
+    comparison with its Δ, interval and one-sided p. The entry shows the binding one: for the
+    chosen run, the rival with the largest p (then the smallest Δ, then the name: a tie is never
+    settled by position). Comparisons here are on F1 alone (no ΔAUPRC): there are K × rivals of them.
+    """
     subset = records[records["dataset"].isin(datasets)]
-    per_run = subset.groupby("run_id").agg(run_dir=("run_dir", "first"), condition=("condition", "first"),
-                                           n=("dataset", "nunique"), f1=("f1", "mean"), ms=("ms_per_prompt", "mean"))
-    per_run = per_run[per_run["n"] == len(datasets)]
-    if intent["run_id"] not in per_run.index:
-        return _not_tested(claim, label, f"{intent['run_id']} was not evaluated on {label}")
-    ms = float(per_run.loc[intent["run_id"], "ms"])
-    rivals = per_run[~per_run["condition"].isin(INTENT_CONDITIONS) & (per_run["ms"] <= ms)].reset_index()
+    coverage = subset.groupby("run_id")["dataset"].nunique()
+    complete = runs[runs["run_id"].isin(coverage.index[coverage == len(datasets)])]
+    ms = subset.groupby("run_id")["ms_per_prompt"].mean()
+    arms = {run["run_id"]: _arm(complete, run) for _, run in complete.drop_duplicates("key", keep="last").iterrows()}
+    speed = {FLAG_ALL: 0.0, **{name: float(ms[arm["run_id"]].mean()) for name, arm in arms.items()}}
+    intent = sorted(name for name, arm in arms.items() if arm.iloc[0]["condition"] in INTENT_CONDITIONS)
+    if not intent:
+        return _fixed(_not_tested(claim, label, f"no intent-aware run was evaluated on {label}"))
+    others = sorted(name for name in arms if name not in intent)
+    rivals = {k: [r for r in others if speed[r] <= speed[k]] + [FLAG_ALL] for k in intent}
     try:
-        comparisons = [(r["run_id"], _paired(intent, r, datasets)) for _, r in rivals.iterrows()]
-        own = None if comparisons else _paired(intent, intent, datasets)
-    except ValueError as err:  # a rival evaluated on other prompts: no paired test
-        return _not_tested(claim, label, f"{intent['run_id']} vs a faster run: {err}")
-    if own is not None:  # flagging everything is the one rival: its column of the run's own pairing
-        comparisons = [("flag everything", {**own, "f1_b": own["f1_flag_all"], "f1_diff": own["f1_a"] - own["f1_flag_all"],
-                                            "diff_ci_low": own["a_vs_flag_all_ci_low"], "diff_ci_high": own["a_vs_flag_all_ci_high"],
-                                            "p_value": own["a_vs_flag_all_p"], "labels_differ": own["n"]})]
-    # the binding rival: the one the intent run beats by the least (its lower bound decides membership);
-    # its Δ, interval and p are shown together, so the p always belongs to the Δ beside it
-    name, evidence = min(comparisons, key=lambda item: min(item[1]["diff_ci_low"], item[1]["a_vs_flag_all_ci_low"]))
-    details = {"intent_run": intent["run_id"], "ms_per_prompt": ms, "faster_rivals": [
-        {"run": run, "f1": e["f1_b"], "f1_diff": e["f1_diff"], "diff_ci_low": e["diff_ci_low"], "diff_ci_high": e["diff_ci_high"]}
-        for run, e in comparisons]}
-    entry = Entry(claim=claim.number, name=claim.name, dataset=label, verdict=verdict(evidence), run_a=intent["run_id"],
-                  run_b=name, n=evidence["n"], headline=label == claim.headline, evidence=evidence, details=details)
-    entry.note = (f"{intent['run_id']} ({ms:.0f} ms/prompt) against every run without intent as fast or faster "
-                  f"({', '.join(run for run, _ in comparisons)}) and flagging everything (F1 {evidence['f1_flag_all']:.3f} at 0 ms); "
-                  f"shown: the closest, {name}")
-    return entry
+        pairs = {(k, r): _paired(arms[k], arms.get(r), datasets, headline=label == claim.headline, scores=False)
+                 for k in intent for r in rivals[k]}
+        against_flag = {r: _paired(arms[r], None, datasets, headline=False, scores=False).evidence()
+                        for r in sorted({r for rs in rivals.values() for r in rs} - {FLAG_ALL})}
+    except ValueError as err:  # runs evaluated on other prompts: no paired test
+        return _fixed(_not_tested(claim, label, f"the runs were not evaluated on the same prompts: {err}"))
+    off = {r for r, e in against_flag.items() if e["diff_ci_high"] < 0}
+    contest = {k: [r for r in rivals[k] if r not in off] for k in intent}
+
+    def closeness(k: str, r: str, side: str) -> tuple:
+        """Order of comparisons by how little they show: largest p, then the smallest margin, then the name."""
+        margin = pairs[k, r].point["f1_diff"] * (1 if side == "p_a_better" else -1)
+        return pairs[k, r].point[side], -margin, r if side == "p_a_better" else k
+
+    binding = {k: max(contest[k], key=lambda r: closeness(k, r, "p_a_better")) for k in intent}
+    p_run = {k: pairs[k, binding[k]].point["p_a_better"] for k in intent}
+    shared = [r for r in contest[intent[0]] if all(r in contest[k] for k in intent)]  # as fast as every one, on the frontier
+    strongest = {r: max(intent, key=lambda k: closeness(k, r, "p_b_better")) for r in shared}
+    p_rival = {r: pairs[strongest[r], r].point["p_b_better"] for r in shared}
+    p_for = min(1.0, len(intent) * min(p_run.values()))
+    p_against = min(1.0, len(shared) * min(p_rival.values()))
+    p = min(1.0, 2 * min(p_for, p_against))
+
+    def grade(level: float, holm_p: float | None) -> Entry:
+        evidence = {key: paired.evidence(level) for key, paired in pairs.items()}
+        won = [k for k in intent if all(evidence[k, r]["diff_ci_low"] > 0 for r in contest[k])]
+        lost = [r for r in shared if all(evidence[k, r]["diff_ci_high"] < 0 for k in intent)]
+        if holm_p is None:
+            direction = 1 if won else -1 if lost else 0
+        else:
+            direction = 0 if holm_p >= ALPHA else 1 if p_for <= p_against else -1
+        best = min(won or intent, key=lambda run: (p_run[run], run))
+        threat = min(lost or shared, key=lambda rival: (p_rival[rival], rival))
+        shown = (best, binding[best]) if direction > 0 or (direction == 0 and p_for <= p_against) else (strongest[threat], threat)
+        chosen = {**evidence[shown], "p_value": p, "p_reproduced": p_for, "p_reversed": p_against}
+        named = REPRODUCED if direction > 0 else REVERSED if direction < 0 else _undecided(chosen, None)
+        details = {
+            "intent_runs": {k: {"ms_per_prompt": speed[k], "seeds": len(arms[k]), "p_on_frontier": p_run[k], "rivals": [
+                {"run": r, "ms_per_prompt": speed[r], "f1": evidence[k, r]["f1_b"], "f1_diff": evidence[k, r]["f1_diff"],
+                 "diff_ci_low": evidence[k, r]["diff_ci_low"], "diff_ci_high": evidence[k, r]["diff_ci_high"],
+                 "p_a_better": evidence[k, r]["p_a_better"], "off_frontier": r in off} for r in rivals[k]]} for k in intent},
+            "against_flag_all": {r: {"f1_diff": e["f1_diff"], "diff_ci_low": e["diff_ci_low"], "diff_ci_high": e["diff_ci_high"],
+                                     "off_frontier": r in off} for r, e in against_flag.items()},
+            "p_reproduced": p_for, "p_reversed": p_against,
+        }
+        text = "; ".join(filter(None, (
+            note,
+            f"{', '.join(f'{k} ({speed[k]:.0f} ms/prompt)' for k in intent)} against every run without intent as fast "
+            f"or faster and flagging everything (F1 {chosen['f1_flag_all']:.3f} at 0 ms); shown: {shown[0]} vs {shown[1]}, "
+            "the binding comparison",
+            f"off the frontier (below flagging everything): {', '.join(sorted(off))}" if off else "",
+            _seed_note(*(arms[name] for name in shown if name in arms)),
+        )))
+        return Entry(claim=claim.number, name=claim.name, dataset=label, verdict=named, run_a=shown[0], run_b=shown[1],
+                     n=chosen["n"], headline=label == claim.headline, holm_p=holm_p, paper_gap=claim.gap,
+                     evidence=chosen, note=text, details=details)
+    return grade
 
 
-def _frontier_entries(claim: Claim, records: pd.DataFrame, runs: pd.DataFrame, external: list[str]) -> list[Entry]:
-    entries = [_frontier_entry(claim, records, runs, [dataset], dataset) for dataset in ["aims_test", *external]]
-    if external:
-        entries.append(_frontier_entry(claim, records, runs, external, EXTERNAL_MEAN))
-        entries[-1].note = f"{_mean_note(external)}; " + entries[-1].note
-    else:
-        entries.append(_not_tested(claim, EXTERNAL_MEAN, _no_external_reason(records)))
-    return entries
+def _frontier_cells(claim: Claim, records: pd.DataFrame, runs: pd.DataFrame, external: list[str]) -> list[Grade]:
+    cells = [_frontier_cell(claim, records, runs, [dataset], dataset) for dataset in ["aims_test", *external]]
+    five = paper_five(external)
+    cells.append(_frontier_cell(claim, records, runs, five, EXTERNAL_MEAN, _mean_note(five)) if five
+                 else _fixed(_not_tested(claim, EXTERNAL_MEAN, _no_mean_reason(records, external))))
+    return cells
 
 
 def scoreboard(records: pd.DataFrame, only: int | None = None) -> list[Entry]:
-    """Every claim on the AIMS test split, each real external benchmark and their mean; headline p Holm-adjusted.
+    """Every claim on the AIMS test split, each real external benchmark and the paper's mean; headlines by Holm.
 
-    ``only`` computes one claim (a notebook's own table); Holm needs all five, so it is left out there.
+    Each cell is drawn once at 95%; then the tested headline p values are Holm-adjusted and each
+    headline is read again at its :func:`holm_level`, its verdict from its Holm p. ``only``
+    computes one claim (a notebook's own table); Holm needs all five, so it is left out there.
     """
     chosen = [claim for claim in CLAIMS if only in (None, claim.number)]
     if records.empty:
         return [_not_tested(claim, claim.headline, "no results records in this folder") for claim in chosen]
     runs = _runs(records)
     external = real_benchmarks(records)
-    entries: list[Entry] = []
+    cells: list[Grade] = []
     for claim in chosen:
-        if claim.number in PAIRS:
-            entries += _pair_entries(claim, records, runs, external)
-        else:
-            entries += _frontier_entries(claim, records, runs, external)
-    tested = [e for e in entries if e.headline and e.verdict != NOT_TESTED] if only is None else []
-    for entry, adjusted in zip(tested, stats.holm([e.get("p_value") for e in tested])):
-        entry.holm_p = adjusted
+        cells += (_pair_cells if claim.number in PAIRS else _frontier_cells)(claim, records, runs, external)
+    entries = [grade(1 - ALPHA, None) for grade in cells]
+    tested = [i for i, e in enumerate(entries) if e.headline and e.verdict != NOT_TESTED] if only is None else []
+    for i, adjusted in zip(tested, stats.holm([entries[i].get("p_value") for i in tested])):
+        entries[i] = cells[i](holm_level(entries[i].get("p_value"), adjusted), adjusted)
     return entries
 
 
@@ -365,18 +542,23 @@ def _cell(entry: Entry) -> str:
     if entry.verdict == NOT_TESTED:
         return NOT_TESTED
     e = entry.evidence
-    text = f"{entry.verdict}: ΔF1 {e['f1_diff']:+.3f} [{e['diff_ci_low']:+.3f}, {e['diff_ci_high']:+.3f}], p {e['p_value']:.2g}"
+    level = e.get("ci_level", 1 - ALPHA)
+    text = f"{entry.verdict}: ΔF1 {e['f1_diff']:+.3f} [{e['diff_ci_low']:+.3f}, {e['diff_ci_high']:+.3f}]"
+    if level != 1 - ALPHA:
+        text += f" ({100 * level:.4g}% Holm interval)"
+    text += f", p {e['p_value']:.2g}" + (" (permutation)" if e.get("p_method") == "permutation" else "")
     if entry.holm_p is not None:
         text += f", Holm p {entry.holm_p:.2g}"
     if "auprc_diff" in e:
         text += f"; ΔAUPRC {e['auprc_diff']:+.3f} [{e['auprc_diff_ci_low']:+.3f}, {e['auprc_diff_ci_high']:+.3f}]"
-    if entry.verdict in (UNDERPOWERED, INCONCLUSIVE):
-        text += f"; detectable Δ {e['detectable_diff']:.2f} vs paper's {entry.paper_gap:.2f}"
+    if entry.verdict in (NOT_TRAINED_APART, SMALLER, UNINFORMATIVE):
+        gap = "no gap stated" if entry.paper_gap is None else f"paper's gap {entry.paper_gap:.2f}"
+        text += f"; detectable Δ {e['detectable_diff']:.2f} vs {gap}"
     return text + ("" if entry.headline else " (exploratory)")
 
 
 def scoreboard_frame(entries: list[Entry]) -> pd.DataFrame:
-    """One row per claim, one column per dataset: verdict, ΔF1 with its 95% interval and bootstrap p, ΔAUPRC."""
+    """One row per claim, one column per dataset: verdict, ΔF1 with its interval and p, ΔAUPRC."""
     datasets = list(dict.fromkeys(e.dataset for e in entries))
     rows = []
     for claim in CLAIMS:
@@ -386,12 +568,44 @@ def scoreboard_frame(entries: list[Entry]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def power_table(entries: list[Entry]) -> pd.DataFrame:
+    """Per claim's headline test: how far this folder is from being able to see the paper's gap.
+
+    - ``discordance``: the share of prompts on which the two runs' correctness differs (for a
+      binary label: where their labels differ). Only those prompts carry evidence either way.
+    - ``detectable_diff``: the smallest difference detectable at this n, 5% two-sided with 80%
+      power (:data:`aims_kit.scoring.stats.DETECTABLE_SE` × the bootstrap standard error of ΔF1).
+    - ``prompts_needed``: the standard error shrinks as 1/√n, so detecting the claim's gap takes
+      n × (detectable / gap)² prompts (the same mix of datasets); ``prompts_needed_holm``: × about
+      1.5 (:data:`HOLM_SAMPLE_FACTOR`) for Holm's strictest step, α/5. With several seeds the seed
+      part of the error does not shrink with prompts, so both are lower bounds.
+
+    Empty cells: a claim not tested, or one without a gap (claim 5).
+    """
+    rows = []
+    for claim in CLAIMS:
+        entry = headline(entries, claim)
+        row = {"claim": claim.number, "dataset": _short(claim.headline), "verdict": entry.verdict, "n": entry.n or None,
+               "discordance": None, "detectable_diff": None, "paper_gap": claim.gap, "prompts_needed": None,
+               "prompts_needed_holm": None}
+        if entry.verdict != NOT_TESTED:
+            detectable = entry.get("detectable_diff")
+            row.update(discordance=entry.get("labels_differ") / entry.n, detectable_diff=detectable)
+            if claim.gap:
+                needed = entry.n * (detectable / claim.gap) ** 2
+                row.update(prompts_needed=math.ceil(needed), prompts_needed_holm=math.ceil(needed * HOLM_SAMPLE_FACTOR))
+        rows.append(row)
+    return pd.DataFrame(rows).astype({"n": "Int64", "prompts_needed": "Int64", "prompts_needed_holm": "Int64"})
+
+
 def _short(dataset: str) -> str:
     return dataset.removeprefix("bench:")
 
 
-RULE_TEXT = (f"paired on the same prompts, {N_BOOT} bootstrap resamples; ΔF1 = F1 of the paper's winner minus the other, "
-             "95% interval and the bootstrap p of that difference; Holm p across the five headline tests")
+RULE_TEXT = (f"paired on the same prompts, {N_BOOT} bootstrap resamples; ΔF1 = F1 of the paper's winner minus the other. "
+             f"Headline tests (one per claim, named in advance): p from a paired permutation test ({N_PERM:,} draws), "
+             f"Holm-adjusted across the five; the verdict follows Holm p < {ALPHA}, beside an interval at the matching "
+             "Holm level. Other cells are exploratory: the 95% interval decides, with the bootstrap p of the same difference")
 
 
 def summary_text(entries: list[Entry]) -> str:
@@ -410,7 +624,7 @@ def summary_text(entries: list[Entry]) -> str:
 
 
 #: The evidence a claim's notebook table shows, in order.
-TABLE_EVIDENCE = ("f1_a", "f1_b", "f1_diff", "diff_ci_low", "diff_ci_high", "p_value", "detectable_diff", "f1_flag_all",
+TABLE_EVIDENCE = ("f1_a", "f1_b", "f1_diff", "diff_ci_low", "diff_ci_high", "p_value", "p_method", "detectable_diff", "f1_flag_all",
                   "precision_a", "recall_a", "flag_rate_a", "precision_b", "recall_b", "flag_rate_b",
                   "auprc_a", "auprc_b", "auprc_diff", "auprc_diff_ci_low", "auprc_diff_ci_high", "labels_differ")
 
@@ -420,7 +634,7 @@ def claim_table(out_dir: str | Path, number: int) -> pd.DataFrame:
 
     Computed from the records under ``out_dir`` so far: a claim whose runs or datasets come in a
     later notebook says *not tested* and why. Holm's adjustment across the five headline tests is
-    in 07's scoreboard and the report.
+    in 07's scoreboard and the report; here every cell is read at 95%.
     """
     entries = scoreboard(load_records(out_dir), only=number)
     rows = [{"dataset": _short(e.dataset), "verdict": e.verdict, "headline": e.headline, "run_a": e.run_a, "run_b": e.run_b,
@@ -437,21 +651,30 @@ def write_claims(out_dir: str | Path) -> tuple[Path, list[Entry]]:
     """Compute the scoreboard from ``out_dir``'s records and write ``claims.json`` there (atomically)."""
     out_dir = Path(out_dir)
     entries = scoreboard(load_records(out_dir))
+    power = power_table(entries)
     payload = {
         "verdict_rule": {
-            REPRODUCED: "the paired 95% interval of ΔF1 above 0 and the winner's F1 above flagging everything (paired)",
-            BELOW_BASELINE: "the interval above 0, but the winner does not beat flagging everything",
-            REVERSED: "the interval below 0",
-            UNDERPOWERED: f"the interval spans 0 and the detectable Δ (2.8 × SE) exceeds the paper's gap ({PAPER_GAP}), "
-                          f"or the labels agree on ≥ {SAME_LABEL_SHARE:.0%} of prompts",
-            INCONCLUSIVE: "the interval spans 0 with power to detect the paper's gap",
+            "significant": f"headline: Holm p < {ALPHA} (direction: the sign of ΔF1), interval at 1 − {ALPHA} × p / Holm p; "
+                           "exploratory: the paired 95% interval of ΔF1 excludes 0",
+            REPRODUCED: "significant with ΔF1 > 0, and the winner's F1 above flagging everything (paired, same interval level)",
+            BELOW_BASELINE: "significant with ΔF1 > 0, but the winner does not beat flagging everything",
+            REVERSED: "significant with ΔF1 < 0",
+            NOT_TRAINED_APART: f"not significant, and the two runs' labels agree on ≥ {SAME_LABEL_SHARE:.0%} of prompts",
+            SMALLER: "not significant, and the interval lies below the claim's gap (paper_gap)",
+            UNINFORMATIVE: "not significant, and the interval reaches the claim's gap (or the claim states none)",
             NOT_TESTED: "a run or dataset is missing (see note)",
+            "frontier": "claim 5: every intent-aware run against every run without intent at least as fast and flagging "
+                        "everything; reproduced when one wins every comparison, reversed when one rival beats them all",
         },
+        "alpha": ALPHA,
         "n_boot": N_BOOT,
+        "n_perm": N_PERM,
         "seed": SEED,
         "multiplicity": "Holm across the five headline tests (claim, runs and dataset named in advance); every other cell is exploratory",
-        "claims": [{"number": c.number, "name": c.name, "statement": c.statement, "paper": c.paper,
+        "external_mean": f"unweighted mean F1 over the paper's five benchmarks present ({', '.join(PAPER_FIVE)})",
+        "claims": [{"number": c.number, "name": c.name, "statement": c.statement, "paper": c.paper, "gap": c.gap,
                     "headline": asdict(headline(entries, c))} for c in CLAIMS],
+        "power": power.astype(object).where(power.notna(), None).to_dict("records"),
         "entries": [asdict(e) for e in entries],
     }
     path = out_dir / "claims.json"

@@ -12,6 +12,7 @@ records) is :mod:`aims_kit.scoring.evaluate`.
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from dataclasses import dataclass
@@ -145,53 +146,75 @@ class LabelProbability:
     """P(harmful) of a generated answer, read at the decoding step that wrote its label word.
 
     Why: a generated label is a hard 0/1; the logits of the step that wrote it rank prompts, so
-    intent, reasoning, DPO and GRPO runs get AUROC / AUPRC and PR curves like a label-only run. At
-    every step a logits processor keeps the logits of the two label words' first tokens (with and
-    without a leading space: 4 numbers a row, not the vocabulary). After decoding, the label's
-    character offset (:func:`aims_kit.datasets.formats.label_offset`, the parser's own rule) is
-    mapped to its token, and P(harmful) = softmax over the two words' logits at that step, in the
-    spacing the model used. Nothing about decoding changes: the processor returns the logits as given.
+    intent, reasoning, DPO and GRPO runs get AUROC / AUPRC and PR curves like a label-only run.
+
+    Which words: every label word the parser accepts, by the parser's own rule
+    (:func:`aims_kit.datasets.formats.label_word_ids`: the synonyms, in lower, Capitalised and
+    UPPER case, with and without a leading space; ambiguous first tokens counted for neither).
+    At every step a logits processor keeps the logits of those first tokens (a few dozen
+    numbers a row, not the vocabulary). After decoding, the label's character offset
+    (:func:`aims_kit.datasets.formats.label_offset`) is mapped to its token, and P(harmful) = the
+    probability mass of the harmful words' first tokens over the mass of both classes' at that
+    step (:func:`harmful_share`). A row with no parsed label has no P (``None``).
+
+    **P agrees with the label.** P(harmful) >= 0.5 exactly when the parsed label is harmful. The
+    mass comparison normally says so by itself (the written token is the step's argmax and
+    belongs to its class), but not always: several forms of the other class can together
+    outweigh the written one, a sampled token need not be the likeliest, and a label can begin
+    inside a token of neither list (":harmful", an ambiguous "un"). Then P is put on the
+    label's side of the boundary, at the boundary: 0.5 for a harmful label, the largest float
+    below 0.5 for a safe one (:func:`agreeing`). Such a row is one the model wrote with no
+    margin, and ranks as that. Nothing about decoding changes: the processor returns the
+    logits as given.
     """
 
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
-        first = {(label, space): tokenizer((" " if space else "") + label, add_special_tokens=False)["input_ids"][0]
-                 for label in formats.LABELS for space in (False, True)}
-        #: Column order of the kept logits: harmful, safe without a space, then with one.
-        self.ids = [first[("harmful", False)], first[("safe", False)], first[("harmful", True)], first[("safe", True)]]
-        self.usable = self.ids[0] != self.ids[1] and self.ids[2] != self.ids[3]
+        harmful, safe = formats.label_word_ids(tokenizer)
+        #: Column order of the kept logits: the harmful ids, then the safe ids.
+        self.ids = [*harmful, *safe]
+        self.n_harmful = len(harmful)
+        self.usable = bool(harmful) and bool(safe)
         self.steps: list[torch.Tensor] = []
 
     def start(self) -> "_KeepLabelLogits | None":
-        """A fresh logits processor for one ``generate`` call (``None`` when the labels share a first token)."""
+        """A fresh logits processor for one ``generate`` call (``None`` when no first token tells the labels apart)."""
         self.steps = []
         return _KeepLabelLogits(torch.tensor(self.ids), self.steps) if self.usable else None
 
     def read(self, row: int, used: list[int]) -> float | None:
-        """P(harmful) of ``row`` of the last batch, whose new tokens up to end-of-turn are ``used``."""
+        """P(harmful) of ``row`` of the last batch, whose new tokens up to end-of-turn are ``used`` (``None``: no label)."""
         if not self.usable or not self.steps:
             return None
         text = self.tokenizer.decode(used, skip_special_tokens=True)
         offset = formats.label_offset(text)
-        if offset is None:
+        label = formats.parse_output(text).label
+        if offset is None or label is None:
             return None
         step = self._token_at(used, offset)
         if step >= len(self.steps):
             return None
-        spaced = self.tokenizer.decode(used[step:step + 1]).startswith(" ")
-        pair = self.steps[step][row, 2:4] if spaced else self.steps[step][row, 0:2]
-        return float(pair.softmax(-1)[0])
+        return agreeing(float(harmful_share(self.steps[step][row], self.n_harmful)), label)
 
     def _token_at(self, used: list[int], offset: int) -> int:
-        """The index of the token holding character ``offset`` of the decoded text (prefix lengths grow with it)."""
-        low, high = 1, len(used)
-        while low < high:  # smallest prefix whose text reaches past ``offset``
-            middle = (low + high) // 2
-            if len(self.tokenizer.decode(used[:middle], skip_special_tokens=True)) > offset:
-                high = middle
-            else:
-                low = middle + 1
-        return low - 1
+        """The index of the token holding character ``offset`` of the decoded text (:func:`token_index_at`)."""
+        return token_index_at(self.tokenizer, used, offset)
+
+
+def harmful_share(kept: torch.Tensor, n_harmful: int) -> torch.Tensor:
+    """P(harmful) from logits of the label words' first tokens, harmful ids first (last dimension):
+    the harmful ids' probability mass over both classes' (a softmax over the kept logits, summed)."""
+    kept = kept.float()
+    return (kept[..., :n_harmful].logsumexp(-1) - kept.logsumexp(-1)).exp()
+
+
+#: The largest P(harmful) a ``safe`` label can carry (the boundary's safe side).
+BELOW_HALF = math.nextafter(0.5, 0.0)
+
+
+def agreeing(p: float, label: formats.Label) -> float:
+    """``p`` put on ``label``'s side of 0.5 (at the boundary where it was not): P >= 0.5 iff the label is harmful."""
+    return max(p, 0.5) if label == "harmful" else min(p, BELOW_HALF)
 
 
 class _KeepLabelLogits(LogitsProcessor):
@@ -370,7 +393,28 @@ def _until_eos(seq: list[int], eos_ids: list[int]) -> list[int]:
     return seq
 
 
-def max_prompt_tokens(model, max_new_tokens: int, cap: int = 4096) -> int:
+#: The longest prompt plus answer evaluation sends, in tokens, whatever the model's context: long
+#: benchmark prompts are cut (counted) to fit it, and a vLLM engine is sized to it.
+PROMPT_TOKEN_CAP = 4096
+
+
+def token_index_at(tokenizer, token_ids: Sequence[int], offset: int) -> int:
+    """The index of the token holding character ``offset`` of ``token_ids``' decoded text.
+
+    Decoded prefixes only grow, so a bisection over prefix lengths finds the smallest prefix whose
+    text reaches past ``offset``; used to find the decoding step that wrote a label.
+    """
+    low, high = 1, len(token_ids)
+    while low < high:
+        middle = (low + high) // 2
+        if len(tokenizer.decode(list(token_ids[:middle]), skip_special_tokens=True)) > offset:
+            high = middle
+        else:
+            low = middle + 1
+    return low - 1
+
+
+def max_prompt_tokens(model, max_new_tokens: int, cap: int = PROMPT_TOKEN_CAP) -> int:
     """How many prompt tokens fit beside the answer in the model's context (at most ``cap``).
 
     ``model`` is a loaded model, or the context length itself (a served folder's, with no weights here).
@@ -404,21 +448,25 @@ def score_labels(model, tokenizer, prompts: Sequence[str], *, batch_size: int = 
 def score_conversations(model, tokenizer, conversations: Sequence[list[dict]], *, batch_size: int = 64, desc: str = "") -> Generation:
     """A label-only model's answers from one forward pass per prompt, no decoding.
 
-    The answer's first token decides: P(harmful) = p(first token of "harmful") normalised
-    against p(first token of "safe"), and the label is the likelier one. A label-only answer is
-    that one word, so this gives the same labels as greedy generation (checked by
-    perf/bench_inference.py) at the cost of the prompt alone, and the probability feeds
-    threshold sweeps and PR curves. Only the last position's logits are computed, and the
-    prompts' shared prefix once (:func:`prefill`). The logits are read at the end of
-    :func:`chat_inputs`' prompt, after a thinking template's forced empty ``<think></think>``
-    block, where the answer starts. Raises ``ValueError`` when the tokenizer
-    starts both labels with the same token (then only generation can tell them apart).
+    The answer's first token decides, by the parser's own words: P(harmful) = the probability
+    mass of the first tokens of every label word the parser reads as harmful over the mass of
+    both classes' (:func:`aims_kit.datasets.formats.label_word_ids`: synonyms such as unsafe,
+    benign, unharmful, in any case, with or without a leading space; :func:`harmful_share`),
+    and the label is ``harmful`` exactly when P >= 0.5, so label and P never disagree. A
+    label-only answer is that one word, so this gives greedy generation's label wherever one
+    class holds most of the label words' mass (checked by perf/bench_inference.py) at the cost
+    of the prompt alone, and the probability feeds threshold sweeps and PR curves. Only the
+    last position's logits are computed, and the prompts' shared prefix once (:func:`prefill`).
+    The logits are read at the end of :func:`chat_inputs`' prompt, after a thinking template's
+    forced empty ``<think></think>`` block, where the answer starts. Raises ``ValueError`` when
+    no first token tells "harmful" from "safe" (then only generation can tell them apart).
     """
     from transformers import DynamicCache
 
-    first = {label: tokenizer(label, add_special_tokens=False)["input_ids"][0] for label in formats.LABELS}
-    if first["harmful"] == first["safe"]:
+    harmful, safe = formats.label_word_ids(tokenizer)
+    if not harmful or not safe:
         raise ValueError("this tokenizer starts 'harmful' and 'safe' with the same token; use generation")
+    ids = torch.tensor([*harmful, *safe])
     encoded = chat_inputs(tokenizer, conversations)
     probs = [0.0] * len(encoded)
     pad_id = tokenizer.pad_token_id
@@ -427,8 +475,8 @@ def score_conversations(model, tokenizer, conversations: Sequence[list[dict]], *
     for batch in length_batches([len(x) for x in encoded], batch_size):
         with inference_autocast(model):
             logits, _, _ = prefill(model, [encoded[j] for j in batch], pad_id, DynamicCache())
-        pair = torch.stack([logits[:, first["harmful"]], logits[:, first["safe"]]], dim=-1).float().softmax(-1)[:, 0]
-        for j, p in zip(batch, pair.tolist()):
+        shares = harmful_share(logits[:, ids.to(logits.device)], len(harmful))
+        for j, p in zip(batch, shares.tolist()):
             probs[j] = p
         bar.update(len(batch))
     bar.close()

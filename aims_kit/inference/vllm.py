@@ -5,13 +5,24 @@ transformers. The paper's own pipeline once served base models while believing a
 loaded, so :func:`check_adapter_applied` compares a few greedy vLLM outputs with transformers
 outputs of the same run and refuses to continue if vLLM matches the base model instead.
 
-**Memory.** A vLLM engine reserves a fixed share of the GPU when it starts, and a notebook
-kernel evaluates many runs, often right after training one. So a kernel holds at most one
-engine, for one base model, and every run on that base model reuses it with its own adapter
-(a ``LoRARequest``); a run on another base model replaces it. Before an engine starts, the
-memory training left behind is released (``gc`` + ``torch.cuda.empty_cache``). Its share is
-the ``gpu_memory_utilization`` parameter, :data:`GPU_MEMORY_UTILIZATION` by default: the
-transformers copy of the run (adapter check, label scoring) stays on the GPU beside it.
+**What the engine is built with** (:func:`engine_settings`): the device policy's dtype
+(:func:`aims_kit.models.precision.compute_dtype`: bf16 from compute capability 8.0, fp16 on a
+T4, where vLLM refuses bf16), a context cut to what evaluation can send
+(:data:`MAX_MODEL_LEN`, not the model's own 131,072 tokens, whose KV cache alone would need
+about 16 GiB for an 8B model), and the ``gpu_memory_utilization`` parameter's share of the GPU.
+
+**Memory.** A vLLM engine reserves its share of the GPU when it starts, and a notebook kernel
+evaluates many runs, often right after training one. So a kernel holds at most one engine, for
+one base model, and every run on that base model reuses it with its own adapter (a
+``LoRARequest``); a run on another base model replaces it. Training releases it first
+(:func:`release_engine`, called by :func:`aims_kit.training.common.fit`), so a trainer or
+GRPO never starts beside an idle engine's reservation. Where the engine cannot start (an old
+GPU, too little memory), ``backend="auto"`` falls back to transformers and says why, once.
+
+**P(harmful).** vLLM returns the top :data:`TOP_LOGPROBS` log-probabilities of every generated
+token; at the step that wrote the label, P(harmful) is the mass of every harmful label word the
+parser accepts against every safe one (:func:`aims_kit.datasets.formats.label_word_ids`), the
+same rule as the transformers engine, so AUROC / AUPRC exist on every engine.
 
 This path needs a GPU; the kit's CPU tests run it against a stand-in ``vllm`` module.
 """
@@ -20,6 +31,8 @@ from __future__ import annotations
 
 import gc
 import importlib.util
+import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,17 +41,25 @@ from typing import Sequence
 from aims_kit.core.params import RunParams
 from aims_kit.core.results import read_run_config
 from aims_kit.datasets import formats
-from aims_kit.inference.engines import Engine
-from aims_kit.inference.engines import Generation
-from aims_kit.inference.generation import TransformersEngine, generate
+from aims_kit.inference.engines import Engine, Generation
+from aims_kit.inference.generation import PROMPT_TOKEN_CAP, TransformersEngine, generate, token_index_at
 from aims_kit.models.loading import resolve_model_id
-from aims_kit.models.precision import has_cuda
+from aims_kit.models.precision import compute_dtype, dtype_name, has_cuda
+
+log = logging.getLogger(__name__)
 
 #: Share of GPU memory the engine may reserve (``gpu_memory_utilization`` parameter overrides it).
 GPU_MEMORY_UTILIZATION = RunParams.gpu_memory_utilization
 #: LoRA ranks vLLM accepts as ``max_lora_rank``; the engine takes the smallest one that fits, and
 #: at least 32, so SFT (r=16) and distillation (r=32) adapters share one engine.
 _VLLM_LORA_RANKS = (32, 64, 128, 256, 512)
+#: The longest sequence evaluation sends: prompts are cut to :data:`PROMPT_TOKEN_CAP` tokens with
+#: the answer budget inside it (:func:`aims_kit.inference.generation.max_prompt_tokens`), plus room
+#: for a chat template and system instruction.
+TEMPLATE_ROOM = 512
+MAX_MODEL_LEN = PROMPT_TOKEN_CAP + TEMPLATE_ROOM
+#: Log-probabilities returned per generated token (vLLM's default ``max_logprobs`` is 20).
+TOP_LOGPROBS = 20
 
 
 def available() -> bool:
@@ -52,12 +73,15 @@ class _Shared:
     model_id: str
     max_lora_rank: int
     llm: object
+    settings: dict
 
 
 _shared: _Shared | None = None
 _adapter_ids: dict[str, int] = {}
 #: Run folder → its engine, adapter already checked (emptied when the shared engine is replaced).
 _checked: dict[str, "VllmEngine"] = {}
+#: Why the engine could not start in this kernel (``auto`` then uses transformers without retrying).
+_start_failure: str | None = None
 
 
 def free_training_memory() -> None:
@@ -69,7 +93,51 @@ def free_training_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def shared_llm(model_id: str, *, max_lora_rank: int, gpu_memory_utilization: float = GPU_MEMORY_UTILIZATION):
+def release_engine() -> None:
+    """Shut the kernel's engine down and return its memory, so training gets the whole GPU.
+
+    Runs before every training (:func:`aims_kit.training.common.fit`); the next evaluation starts
+    a new engine. A no-op where none runs.
+    """
+    global _shared
+    if _shared is None:
+        return
+    _shared = None
+    _checked.clear()
+    try:  # vLLM keeps a process group and its workers until told; absent in some versions
+        from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+
+        cleanup_dist_env_and_memory()
+    except (ImportError, AttributeError):
+        pass
+    free_training_memory()
+
+
+def engine_settings(model_id: str, *, max_lora_rank: int, gpu_memory_utilization: float = GPU_MEMORY_UTILIZATION,
+                    context: int | None = None, capability: tuple[int, int] | None = None) -> dict:
+    """The keyword arguments the engine is built with: dtype from the device policy, a fitting context.
+
+    ``context`` is the model's own (``max_position_embeddings``; ``None``: unknown), so the
+    engine never asks for more than the model holds. ``capability`` stands in for the GPU's own
+    (tests build the settings of a T4 or an A100 without one).
+    """
+    if not 0 < gpu_memory_utilization <= 1:
+        raise ValueError(f"gpu_memory_utilization={gpu_memory_utilization}: give a share of the GPU between 0 and 1")
+    rank = next((r for r in _VLLM_LORA_RANKS if r >= max_lora_rank), max_lora_rank)
+    return {
+        "model": model_id,
+        "enable_lora": True,
+        "max_lora_rank": rank,
+        "dtype": dtype_name(compute_dtype("cuda", capability=capability)),
+        "max_model_len": min(MAX_MODEL_LEN, context) if context else MAX_MODEL_LEN,
+        "gpu_memory_utilization": gpu_memory_utilization,
+        "max_logprobs": TOP_LOGPROBS,
+        "trust_remote_code": False,
+    }
+
+
+def shared_llm(model_id: str, *, max_lora_rank: int, gpu_memory_utilization: float = GPU_MEMORY_UTILIZATION,
+               context: int | None = None):
     """The kernel's engine for ``model_id``, started (or restarted for another model) only when needed.
 
     An engine already running for ``model_id`` with room for ``max_lora_rank`` is reused as it is;
@@ -77,36 +145,33 @@ def shared_llm(model_id: str, *, max_lora_rank: int, gpu_memory_utilization: flo
     """
     global _shared
     if _shared is not None and _shared.model_id == model_id and _shared.max_lora_rank >= max_lora_rank:
-        return _shared.llm
+        return _shared
     from vllm import LLM
 
-    _shared = None  # the previous engine (another base model) goes before the next one starts
-    _checked.clear()
+    release_engine()  # the previous engine (another base model) goes before the next one starts
     free_training_memory()
-    rank = next((r for r in _VLLM_LORA_RANKS if r >= max_lora_rank), max_lora_rank)
-    llm = LLM(
-        model=model_id, enable_lora=True, max_lora_rank=rank, dtype="bfloat16",
-        gpu_memory_utilization=gpu_memory_utilization, trust_remote_code=False,
-    )
-    _shared = _Shared(model_id, rank, llm)
-    return llm
+    settings = engine_settings(model_id, max_lora_rank=max_lora_rank, gpu_memory_utilization=gpu_memory_utilization, context=context)
+    _shared = _Shared(model_id, settings["max_lora_rank"], LLM(**settings), settings)
+    return _shared
 
 
 class VllmEngine:
     """Generation through the kernel's shared vLLM engine with one run's adapter (none for zero-shot).
 
     An :class:`aims_kit.inference.engines.Engine`; it has no one-pass label scoring (``score``
-    gives ``None``), so label-only answers are generated.
+    gives ``None``), so label-only answers are generated, with P(harmful) from the log-probabilities.
     """
 
     backend = "vllm"
 
-    def __init__(self, run_dir: str | Path, gpu_memory_utilization: float = GPU_MEMORY_UTILIZATION):
+    def __init__(self, run_dir: str | Path, gpu_memory_utilization: float = GPU_MEMORY_UTILIZATION, context: int | None = None):
         from vllm.lora.request import LoRARequest
 
         config = read_run_config(run_dir)
         rank = config.get("train", {}).get("lora", {}).get("r", 16)
-        self.llm = shared_llm(resolve_model_id(config["model"]), max_lora_rank=rank, gpu_memory_utilization=gpu_memory_utilization)
+        self.shared = shared_llm(resolve_model_id(config["model"]), max_lora_rank=rank,
+                                 gpu_memory_utilization=gpu_memory_utilization, context=context)
+        self.llm = self.shared.llm
         adapter = Path(run_dir) / "adapter"
         self.lora = None
         if (adapter / "adapter_config.json").exists():
@@ -117,46 +182,88 @@ class VllmEngine:
         return None
 
     def device_info(self) -> dict:
+        """What answered: vLLM's own unquantized copy of the base, in the dtype it was started with."""
         import torch
 
-        return {"device": f"cuda:{torch.cuda.get_device_name()}", "dtype": "vllm", "torch_threads": torch.get_num_threads()}
+        dtype = self.shared.settings["dtype"]
+        return {"device": f"cuda:{torch.cuda.get_device_name()}", "dtype": dtype, "compute_dtype": dtype,
+                "quantization": "none", "torch_threads": torch.get_num_threads()}
 
     def generate(self, conversations: Sequence[list[dict]], *, max_new_tokens: int, stop_strings: Sequence[str] = (),
                  desc: str = "", lora: bool = True) -> Generation:
         from vllm import SamplingParams
 
-        params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop=list(stop_strings), include_stop_str_in_output=True)
+        params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop=list(stop_strings),
+                                include_stop_str_in_output=True, logprobs=TOP_LOGPROBS)
         start = time.perf_counter()
         outputs = self.llm.chat(
             list(conversations), params, lora_request=self.lora if lora else None, use_tqdm=False,
             chat_template_kwargs=formats.CHAT_TEMPLATE_KWARGS,
         )
         seconds = time.perf_counter() - start
+        tokenizer = self.llm.get_tokenizer()
+        harmful, safe = formats.label_word_ids(tokenizer)
         return Generation(
             texts=[o.outputs[0].text.strip() for o in outputs],
             new_tokens=[len(o.outputs[0].token_ids) for o in outputs],
             seconds=seconds,
+            p_harmful=[label_probability(tokenizer, o.outputs[0], set(harmful), set(safe)) for o in outputs],
         )
+
+
+def label_probability(tokenizer, completion, harmful: set[int], safe: set[int]) -> float | None:
+    """P(harmful) at the step that wrote ``completion``'s label, from its top log-probabilities.
+
+    The mass of the harmful label words against the safe ones among the step's top
+    :data:`TOP_LOGPROBS` tokens; ``None`` where the answer has no label, or neither side is
+    among them (a label the model wrote is always among them, so that happens only off-label).
+    """
+    steps = getattr(completion, "logprobs", None)
+    offset = formats.label_offset(completion.text)
+    if not steps or offset is None:
+        return None
+    token_ids = list(completion.token_ids)
+    # ``text`` may begin with whitespace that :meth:`str.strip` removed above; the offset is
+    # taken on the raw text, as the tokens decode.
+    step = token_index_at(tokenizer, token_ids, offset)
+    if step >= len(steps):
+        return None
+    top = {token: math.exp(entry.logprob) for token, entry in steps[step].items()}
+    mass_harmful = sum(p for token, p in top.items() if token in harmful)
+    mass_safe = sum(p for token, p in top.items() if token in safe)
+    total = mass_harmful + mass_safe
+    return mass_harmful / total if total > 0 else None
 
 
 def engine_for_run(run_dir: str | Path, model, tokenizer, prompts: Sequence[str], condition: str, budget: int, params: RunParams) -> Engine:
     """The engine a run is evaluated with: a checked vLLM engine, or its model through transformers.
 
     ``params.backend``: ``"auto"`` (default) uses vLLM when it is installed and CUDA is
-    present, ``"transformers"`` never, ``"vllm"`` always (an error where it cannot run). The
+    present, and transformers where the engine cannot start (said once, with the reason);
+    ``"transformers"`` never uses vLLM; ``"vllm"`` always (an error where it cannot run). The
     adapter check runs once per run: a few of ``prompts`` through transformers (``model``) and
     vLLM with and without the adapter.
     """
+    global _start_failure
     backend = params.backend
     if backend not in ("auto", "transformers", "vllm"):
         raise ValueError(f"unknown backend {backend!r}; choose auto, transformers or vllm")
-    if backend == "transformers" or (backend == "auto" and not available()):
-        return TransformersEngine(model, tokenizer, params.eval_batch_size)
+    fallback = TransformersEngine(model, tokenizer, params.eval_batch_size)
+    if backend == "transformers" or (backend == "auto" and (not available() or _start_failure)):
+        return fallback
     if not available():
         raise RuntimeError("backend='vllm' needs vLLM installed and a CUDA GPU; use backend='auto' to fall back to transformers")
     key = str(Path(run_dir).resolve())
     if key not in _checked:
-        engine = VllmEngine(run_dir, float(params.gpu_memory_utilization))
+        try:
+            engine = VllmEngine(run_dir, float(params.gpu_memory_utilization), getattr(model.config, "max_position_embeddings", None))
+        except Exception as err:  # vLLM raises many kinds at start-up (memory, dtype, kernels)
+            if backend == "vllm":
+                raise
+            _start_failure = f"{type(err).__name__}: {err}"
+            log.warning("vLLM could not start (%s); evaluating with transformers instead", _start_failure)
+            print(f"vLLM could not start ({_start_failure}); evaluating with transformers instead.")
+            return fallback
         if engine.lora is not None:
             probe = [formats.prompt_messages(p, condition) for p in list(prompts)[:4]]
             reference = generate(model, tokenizer, probe, max_new_tokens=budget, desc="")

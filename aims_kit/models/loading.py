@@ -19,6 +19,7 @@ from aims_kit.core import hub
 from aims_kit.core.distributed import local_rank
 from aims_kit.core.paths import outputs_dir
 from aims_kit.models.precision import (
+    compute_dtype,
     has_cuda,
     keep_4bit_training_layout,
     prepare_for_inference,
@@ -137,9 +138,9 @@ def load_model(
     qconfig = quantization_config(quantize)
     kwargs: dict = {"trust_remote_code": trust_remote_code, "use_safetensors": True}
     if qconfig is not None:
-        kwargs.update(quantization_config=qconfig, dtype=torch.bfloat16, device_map={"": local_rank() if has_cuda() else "cpu"})
+        kwargs.update(quantization_config=qconfig, dtype=compute_dtype(), device_map={"": local_rank() if has_cuda() else "cpu"})
     elif has_cuda():
-        kwargs.update(dtype=torch.bfloat16, device_map={"": local_rank()})
+        kwargs.update(dtype=compute_dtype("cuda"), device_map={"": local_rank()})
     else:
         kwargs.update(dtype=torch.float32)
         if name != TINY_RANDOM:

@@ -1,14 +1,18 @@
 """Precision and quantization: what a model computes in, on which device, and the QLoRA 4-bit base.
 
-One policy for every engine: :func:`inference_precision` decides the compute dtype from the
-device (bf16 autocast on a CUDA GPU or a CPU with native bf16, else fp32; ``AIMS_KIT_PRECISION``
-overrides it), and every run's record states what was used.
+One device policy for every engine and trainer (:func:`compute_dtype`): bf16 where the device
+multiplies it natively (a CUDA GPU of compute capability 8.0 or newer; a CPU with AVX512-BF16 or
+AMX), fp16 with loss scaling on an older CUDA GPU (a T4 emulates bf16: slow, and vLLM refuses
+it), fp32 otherwise. ``AIMS_KIT_PRECISION`` overrides it. Loading, QLoRA's 4-bit compute dtype,
+TRL's ``bf16`` / ``fp16`` flags, vLLM's ``dtype`` and the served guard all take it from here, and
+every record states what computed (:func:`device_info`).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import platform
 from dataclasses import dataclass
 from functools import lru_cache
@@ -28,6 +32,63 @@ def cpu_has_fast_bf16() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
+#: Set to ``fp32`` to compute in full precision even where bf16 is native (a check that a
+#: result does not hinge on bf16 rounding; perf/bench_inference.py compares both), ``bf16`` to
+#: compute in bf16 where the CPU only emulates it (slow: to reproduce, on any CPU, what a
+#: machine with native bf16 computes), ``fp16`` on a CUDA GPU only. ``auto`` (or unset): the policy.
+PRECISION_ENV = "AIMS_KIT_PRECISION"
+_REQUESTS = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: The first CUDA compute capability with native bf16 (Ampere: A100, A10, L4 is 8.9, H100 9.0).
+BF16_CAPABILITY = (8, 0)
+
+
+def requested_precision() -> torch.dtype | None:
+    """The dtype :data:`PRECISION_ENV` asks for (``None``: the policy decides); anything else is an error."""
+    requested = os.environ.get(PRECISION_ENV, "auto").strip().lower()
+    if requested not in _REQUESTS:
+        raise ValueError(f"{PRECISION_ENV}={requested!r}: use auto, fp32, bf16 or fp16")
+    return _REQUESTS[requested]
+
+
+def cuda_capability() -> tuple[int, int] | None:
+    """This process's CUDA device's compute capability, ``None`` without one."""
+    return tuple(torch.cuda.get_device_capability()) if has_cuda() else None
+
+
+def compute_dtype(device_type: str | None = None, *, capability: tuple[int, int] | None = None,
+                  fast_bf16: bool | None = None) -> torch.dtype:
+    """The dtype matmuls run in on ``device_type`` (default: CUDA where present, else the CPU).
+
+    ``capability`` and ``fast_bf16`` stand in for the device's own answers (tests simulate a T4,
+    an A100 or a CPU kind with them). CUDA: bf16 from compute capability 8.0, fp16 below it
+    (trained with loss scaling). CPU: bf16 where it is native, else fp32; fp16 is refused on a
+    CPU (no fast kernels, and nothing there trains with loss scaling).
+    """
+    device_type = device_type or ("cuda" if has_cuda() else "cpu")
+    requested = requested_precision()
+    if device_type == "cuda":
+        if requested is not None:
+            return requested
+        capability = capability or cuda_capability() or (0, 0)
+        return torch.bfloat16 if tuple(capability) >= BF16_CAPABILITY else torch.float16
+    if requested == torch.float16:
+        raise ValueError(f"{PRECISION_ENV}=fp16 is for CUDA GPUs; a CPU computes in bf16 or fp32")
+    if requested is not None:
+        return requested
+    native = cpu_has_fast_bf16() if fast_bf16 is None else fast_bf16
+    return torch.bfloat16 if native else torch.float32
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``bfloat16`` / ``float16`` / ``float32``, as records, TRL and vLLM spell it."""
+    return str(dtype).replace("torch.", "")
+
+
+def mixed_precision_flags(dtype: torch.dtype) -> dict[str, bool]:
+    """TRL / ``TrainingArguments``' ``bf16`` and ``fp16`` flags for training in ``dtype`` (fp32: neither)."""
+    return {"bf16": dtype == torch.bfloat16, "fp16": dtype == torch.float16}
+
+
 @dataclass(frozen=True)
 class InferencePrecision:
     """How a model computes at inference: the dtype its weights are stored in and whether autocast runs.
@@ -35,7 +96,7 @@ class InferencePrecision:
     Why: on a CPU with native bf16 (AVX512-BF16, AMX) bf16 matmuls run ~6.7x the fp32 peak, and
     decoding reads every weight once per generated token, so bf16 weights halve what each step
     reads (perf/bench_inference.py measures both). Elsewhere bf16 is emulated and slower: fp32
-    stays. On CUDA the loader already chose bf16 or 4-bit with bf16 compute.
+    stays. On CUDA the loader already chose the policy's dtype (or 4-bit with it as compute dtype).
     """
 
     #: Dtype the weights are cast to for inference (``None``: keep what was loaded).
@@ -47,32 +108,19 @@ class InferencePrecision:
     def compute_dtype(self) -> str:
         """The dtype matmuls run in, as records state it."""
         dtype = self.autocast or self.weights
-        return str(dtype).replace("torch.", "") if dtype is not None else "as loaded"
-
-
-#: Set to ``fp32`` to keep CPU inference in full precision even where bf16 is native (a check
-#: that a result does not hinge on bf16 rounding; perf/bench_inference.py compares both), or to
-#: ``bf16`` to compute in bf16 where the CPU only emulates it (slow: to reproduce, on any CPU,
-#: what a machine with native bf16 computes).
-PRECISION_ENV = "AIMS_KIT_PRECISION"
+        return dtype_name(dtype) if dtype is not None else "as loaded"
 
 
 def inference_precision(device_type: str, fast_bf16: bool | None = None, *, quantized: bool = False) -> InferencePrecision:
-    """The precision policy for a model on ``device_type`` (``cpu``/``cuda``); pure but for :data:`PRECISION_ENV`.
+    """The inference side of the policy for a model on ``device_type`` (``cpu``/``cuda``).
 
-    CPU with native bf16: bf16 weights and bf16 autocast (the ops that autocast keeps in fp32,
-    such as softmax, stay accurate). CPU without, or ``AIMS_KIT_PRECISION=fp32``: fp32, no
-    autocast. CUDA, or a 4-bit model: as loaded (bf16 or NF4 with bf16 compute).
+    CPU computing in bf16: bf16 weights and bf16 autocast (the ops that autocast keeps in fp32,
+    such as softmax, stay accurate). CPU computing in fp32: fp32, no autocast. CUDA, or a 4-bit
+    model: as loaded (the loader took the policy's dtype already).
     """
-    import os
-
     if device_type != "cpu" or quantized:
         return InferencePrecision(weights=None, autocast=None)
-    requested = os.environ.get(PRECISION_ENV, "auto").strip().lower()
-    if requested not in ("auto", "fp32", "bf16"):
-        raise ValueError(f"{PRECISION_ENV}={requested!r}: use auto, fp32 or bf16")
-    native = cpu_has_fast_bf16() if fast_bf16 is None else fast_bf16
-    if requested == "bf16" or (requested == "auto" and native):
+    if compute_dtype("cpu", fast_bf16=fast_bf16) == torch.bfloat16:
         return InferencePrecision(weights=torch.bfloat16, autocast=torch.bfloat16)
     return InferencePrecision(weights=torch.float32, autocast=None)
 
@@ -84,9 +132,7 @@ def serving_dtype() -> str:
     where local evaluation runs bf16 (a CUDA GPU, a CPU with native bf16) the served guard
     would then answer from other arithmetic, and greedy answers can part after a few tokens.
     """
-    if has_cuda():
-        return "bfloat16"
-    return "bfloat16" if inference_precision("cpu").weights == torch.bfloat16 else "float32"
+    return dtype_name(compute_dtype())
 
 
 def model_precision(model) -> InferencePrecision:
@@ -147,7 +193,7 @@ def quantization_name(quantize: bool | None) -> str:
 
 
 def quantization_config(quantize: bool | None):
-    """QLoRA's 4-bit NF4 with double quantisation and bf16 compute, where ``quantize`` asks for it.
+    """QLoRA's 4-bit NF4 with double quantisation, computing in the policy's dtype, where ``quantize`` asks for it.
 
     ``quantize=None`` means "on a GPU": a CPU then loads full precision, which is faster there
     for small models. ``quantize=True`` loads 4-bit on a CPU too, through the same
@@ -170,7 +216,7 @@ def quantization_config(quantize: bool | None):
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=torch.bfloat16,
+        bnb_4bit_compute_dtype=compute_dtype(),
     )
 
 

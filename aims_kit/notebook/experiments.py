@@ -114,12 +114,53 @@ def grpo_settings(p: GRPOParams, reward_set: str) -> GRPOSettings:
         seed=p.seed,
         report_to=p.report_to,
         quantize=p.quantize,
+        gpu_memory_utilization=p.gpu_memory_utilization,
         lora=LoraSettings(top_layers=p.lora_layers),  # used when GRPO starts from the base model
     )
 
 
-def grpo_run(p: GRPOParams, splits: data.Splits, reward_set: str, out_dir: Path) -> Path:
-    """Train GRPO with one reward set into a new run folder and evaluate it on the test split.
+#: Where the learning-rate pilots of :func:`choose_grpo_learning_rate` write their runs: beside
+#: ``runs/``, never in it, so no scoreboard or table ever picks a pilot up.
+GRPO_PILOTS = "grpo-lr-pilots"
+
+
+def choose_grpo_learning_rate(p: GRPOParams, splits: data.Splits, out_dir: Path) -> tuple[GRPOParams, pd.DataFrame]:
+    """The GRPO learning rate chosen on validation among ``p.grpo_lr_candidates``; ``p`` unchanged without any.
+
+    Why: the paper's 1e-6 updated every weight of an 8B model; on a LoRA the same rate barely
+    moves the policy, so claim 4 would come out "not trained apart" by construction. Each
+    candidate trains a pilot of ``grpo_lr_pilot_steps`` steps with the label + intent reward
+    from the same SFT adapter; the highest validation F1 of its snapshots picks the rate (ties:
+    the smaller rate, the paper's side). The pilots and ``grpo_lr_selection.json`` go to
+    ``out_dir/grpo-lr-pilots/``. Returns the parameters with the chosen rate and the table.
+    """
+    candidates = [float(lr) for lr in p.grpo_lr_candidates]
+    if not candidates:
+        return p, pd.DataFrame([{"learning_rate": p.grpo_learning_rate, "best val F1": None,
+                                 "pilot run": "none: no grpo_lr_candidates, the rate as given"}])
+    if p.grpo_lr_pilot_steps < 1:
+        raise ValueError("grpo_lr_candidates needs grpo_lr_pilot_steps >= 1 (steps of each pilot run)")
+    pilots_dir = Path(out_dir) / GRPO_PILOTS
+    steps = int(p.grpo_lr_pilot_steps)
+    rows = []
+    for lr in candidates:
+        pilot = replace(p, grpo_learning_rate=lr, grpo_steps=steps, grpo_eval_steps=min(steps, p.grpo_eval_steps or steps),
+                        sft_run=str(find_sft_run(out_dir, p.sft_run)) if p.grpo_start == "sft" else p.sft_run)
+        run_dir = grpo_run(pilot, splits, "label_intent", pilots_dir, evaluate_test=False)
+        history = results.read_json(run_dir / "val_selection.json")["history"]
+        rows.append({"learning_rate": lr, "best val F1": max(point["val_f1"] for point in history), "pilot run": run_dir.name})
+    table = pd.DataFrame(rows)
+    best = table.sort_values(["best val F1", "learning_rate"], ascending=[False, True]).iloc[0]
+    results.atomic_write_json(pilots_dir / "grpo_lr_selection.json", {
+        "split": "val", "rule": "highest validation F1 of a pilot's snapshots; ties to the smaller rate",
+        "pilot_steps": steps, "candidates": rows, "chosen": float(best["learning_rate"]),
+    })
+    return replace(p, grpo_learning_rate=float(best["learning_rate"])), table
+
+
+def grpo_run(p: GRPOParams, splits: data.Splits, reward_set: str, out_dir: Path, *, evaluate_test: bool = True) -> Path:
+    """Train GRPO with one reward set into a new run folder and evaluate it on the test split
+    (not a learning-rate pilot: ``evaluate_test=False``, the test split stays unseen).
 
     With ``grpo_start="sft"`` (default) it continues ``p.sft_run``, or the latest SFT intent_label
     run under ``out_dir``; the run records that parent and uses the parent's base model.
@@ -136,7 +177,8 @@ def grpo_run(p: GRPOParams, splits: data.Splits, reward_set: str, out_dir: Path)
     )
     run_dir = results.create_run(out_dir, f"grpo-{reward_set}", config)
     train_grpo(p.model, splits.train, splits.val, settings=settings, run_dir=run_dir, sft_run=parent)
-    evaluate_run(run_dir, splits.test, "aims_test", p)
+    if evaluate_test:
+        evaluate_run(run_dir, splits.test, "aims_test", p)
     return run_dir
 
 

@@ -297,11 +297,7 @@ def pr_figure(records: pd.DataFrame, dataset: str):
     import plotly.graph_objects as go
 
     from aims_kit.core.results import read_jsonl
-    from aims_kit.scoring.metrics import (
-        average_precision,
-        precision_recall_curve,
-        scores_or_rule,
-    )
+    from aims_kit.scoring.metrics import average_precision, precision_recall_curve
 
     fig = go.Figure()
     rows = records[records["dataset"] == dataset]
@@ -317,7 +313,9 @@ def pr_figure(records: pd.DataFrame, dataset: str):
         share = sum(g == "harmful" for g in gold) / len(gold)
         name = f"{row.regime} · {row.variant or row.condition}"
         if "p_harmful" in predictions and predictions["p_harmful"].notna().any():
-            scores = scores_or_rule(predictions["p_harmful"])
+            # Rows without P(harmful) (unparsed answers) are left out, as the record's AUPRC leaves them.
+            scored = predictions[predictions["p_harmful"].notna()]
+            gold, scores = scored["gold"].tolist(), scored["p_harmful"].astype(float).tolist()
             curve = precision_recall_curve(gold, scores)
             fig.add_trace(go.Scatter(x=curve["recall"], y=curve["precision"], mode="lines", line_shape="hv",
                                      name=f"{name} (AUPRC {average_precision(gold, scores):.3f})"))

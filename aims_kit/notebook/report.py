@@ -112,15 +112,21 @@ def scoreboard_section(entries: list) -> list[str]:
     return [
         "<h2>Claims scoreboard</h2>",
         f"<p>Each claim compares two runs named in advance, {html.escape(claims.RULE_TEXT)}. "
-        "<em>Reproduced</em>: the ΔF1 interval above 0 and the winner above flagging everything; "
-        "<em>reproduced, below the trivial baseline</em>: above 0 but not above flag-all; <em>reversed</em>: below 0; "
-        "<em>underpowered</em>: the interval spans 0 and this many prompts could not detect the paper's gap "
-        f"({claims.PAPER_GAP}), or the two runs' labels barely differ; <em>inconclusive</em>: spans 0 with power to spare; "
+        "<em>Reproduced</em>: a significant ΔF1 above 0 and the winner above flagging everything; "
+        "<em>reproduced, below the trivial baseline</em>: significant above 0 but not above flag-all; "
+        "<em>reversed</em>: significant below 0; otherwise <em>not trained apart</em>: the two runs' labels differ on "
+        f"under {1 - claims.SAME_LABEL_SHARE:.0%} of prompts; <em>smaller than the paper's gap</em>: the interval lies "
+        "below the claim's gap; <em>uninformative</em>: it reaches the gap (it spans both 0 and the gap); "
         "<em>not tested</em>: a run or dataset is missing. Cells marked exploratory are outside the five headline tests "
         "(the terms: <code>docs/glossary.md</code> in the kit). "
         "Computed from the records and predictions in this folder (<code>claims.json</code>).</p>",
         frame.to_html(index=False, escape=True, classes="results"),
         f"<details><summary>Notes per claim and dataset</summary><ul>{''.join(notes)}</ul></details>",
+        "<h3>Power: what each headline could detect</h3>",
+        "<p>Per claim's headline: the share of prompts on which the two runs' labels differ (only those carry "
+        "evidence), the smallest difference these prompts could detect, and the prompts its gap from the paper "
+        "would need (× about 1.5 under Holm).</p>",
+        claims.power_table(entries).to_html(index=False, escape=True, classes="results", na_rep="–", float_format="{:.3f}".format),
     ]
 
 
@@ -250,14 +256,16 @@ def claim_reading(entry) -> str:
     e = entry.evidence
     sentence = (f"**Claim {claim.number}** ({claim.statement}), {entry.run_a} vs {entry.run_b} on {where} (n={entry.n}): "
                 f"**{entry.verdict}**. F1 {e['f1_a']:.3f} vs {e['f1_b']:.3f}, ΔF1 {e['f1_diff']:+.3f} "
-                f"[{e['diff_ci_low']:+.3f}, {e['diff_ci_high']:+.3f}], bootstrap p {e['p_value']:.2g}"
+                f"[{e['diff_ci_low']:+.3f}, {e['diff_ci_high']:+.3f}] ({100 * e.get('ci_level', 0.95):.4g}% interval), "
+                f"{e.get('p_method', 'bootstrap')} p {e['p_value']:.2g}"
                 + (f", Holm p {entry.holm_p:.2g}" if entry.holm_p is not None else "")
                 + f"; flagging everything scores {e['f1_flag_all']:.3f}; flag rates {e['flag_rate_a']:.0%} vs {e['flag_rate_b']:.0%}")
     if "auprc_diff" in e:
         sentence += f"; AUPRC {e['auprc_a']:.3f} vs {e['auprc_b']:.3f}"
-    if entry.verdict in (claims.UNDERPOWERED, claims.INCONCLUSIVE):
-        sentence += (f". At this n the smallest detectable difference is {e['detectable_diff']:.2f}, against the paper's "
-                     f"gap of about {entry.paper_gap:.2f}, and the labels differ on {e['labels_differ']} prompts")
+    if entry.verdict in (claims.NOT_TRAINED_APART, claims.SMALLER, claims.UNINFORMATIVE):
+        gap = "no gap stated by the paper" if entry.paper_gap is None else f"the paper's gap of about {entry.paper_gap:.2f}"
+        sentence += (f". At this n the smallest detectable difference is {e['detectable_diff']:.2f}, against {gap}, "
+                     f"and the labels differ on {e['labels_differ']} prompts")
     return sentence + "."
 
 
@@ -307,6 +315,9 @@ def markdown_report(out_dir: Path) -> str:
               "`aims_kit/evaluation/claims.py`.", "", "### Reading", ""]
     lines += [f"- {claim_reading(claims.headline(entries, c))}" for c in claims.CLAIMS]
     lines += ["", "### Every cell", "", markdown_table(claims.scoreboard_frame(entries))]
+    lines += ["", "### Power", "", "Per claim's headline: the share of prompts whose labels differ between the two runs, the "
+              "smallest difference these prompts could detect, and the prompts the paper's gap would need (× about 1.5 "
+              "under Holm).", "", markdown_table(claims.power_table(entries).round(3))]
     for dataset in ["aims_test", *claims.real_benchmarks(records)]:
         frame = summary_frame(records, dataset)
         if len(frame):

@@ -99,6 +99,39 @@ def _runner_kernel_manager():
     return RunnerKernelManager
 
 
+#: Parameters the runner applies itself (to every kernel), so no notebook needs to declare them.
+RUNNER_PARAMETERS = ("threads",)
+
+
+def check_overrides(overrides: dict, selected: list[Path]) -> None:
+    """Refuse an override that no selected notebook declares, naming the notebooks that would take it.
+
+    Why: papermill hands a notebook only the names its ``parameters`` cell declares, so an
+    override that no selected notebook declares (``-p report_to=tensorboard`` with ``--only 07``)
+    would be dropped without a word and the run would look like it used it.
+    """
+    import papermill as pm
+
+    declared = {nb.name: set(pm.inspect_notebook(str(nb))) for nb in selected}
+    unused = [name for name in overrides if name not in RUNNER_PARAMETERS and not any(name in names for names in declared.values())]
+    if unused:
+        takers = {name: [nb.stem for nb in notebooks(selected[0].parent) if name in pm.inspect_notebook(str(nb))] for name in unused}
+        detail = "; ".join(f"{name}: {', '.join(who) if who else 'no notebook declares it'}" for name, who in takers.items())
+        raise ParameterError(
+            f"no selected notebook ({', '.join(nb.stem for nb in selected)}) uses {', '.join(unused)}, so the override "
+            f"would be ignored. Notebooks that take it: {detail}"
+        )
+
+
+def selected_notebooks(only: list[str] | None, notebooks_dir: Path = NOTEBOOKS_DIR) -> list[Path]:
+    """The notebooks ``--only`` selects (every one without it), in order; a key that selects none is an error."""
+    found = notebooks(notebooks_dir)
+    selected = [nb for nb in found if not only or any(key in nb.name for key in only)]
+    if not selected:
+        raise ParameterError(f"--only {' '.join(only or [])} selects no notebook (there are: {', '.join(nb.stem for nb in found)})")
+    return selected
+
+
 def execute(notebook: Path, output: Path, parameters: dict, *, timeout: int | None = None) -> None:
     """Execute one notebook; raise :class:`NotebookFailure` naming the cell and error."""
     import papermill as pm
@@ -303,7 +336,8 @@ def run_all(
         parameters = read_json(session / "parameters.json")
         requested = _threads_parameter(parameters)
     else:
-        check_names(overrides or {})  # papermill would drop a name no notebook declares without a word
+        check_names(overrides or {})  # a misspelt name: the closest known one is named
+        check_overrides(overrides or {}, selected_notebooks(only, notebooks_dir))
         parameters = profile_parameters(profile, overrides)
         requested = _threads_parameter(parameters)
         session = new_folder(Path(out) if out else outputs_dir(), f"run-{profile}")
@@ -357,7 +391,7 @@ def _run_notebooks(session: Path, parameters: dict, only: list[str] | None, note
     completed: list[str] = status.get("completed", [])
     #: Seconds per executed notebook, kept for the results page (``report --markdown``).
     durations: dict[str, float] = status.get("seconds", {})
-    selected = [nb for nb in notebooks(notebooks_dir) if not only or any(key in nb.name for key in only)]
+    selected = selected_notebooks(only, notebooks_dir)
     log(f"AIMS Kit: {len(selected)} notebooks, profile {parameters['profile']!r}, writing to {session}")
     started = time.perf_counter()
     for index, notebook in enumerate(selected, start=1):

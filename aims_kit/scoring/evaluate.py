@@ -21,10 +21,10 @@ from aims_kit.inference.engines import Engine
 from aims_kit.inference.generation import (
     Generation,
     TransformersEngine,
+    agreeing,
     classifier_inputs,
     generate_answers,
 )
-from aims_kit.models.precision import device_info
 from aims_kit.scoring import metrics, probes, stats
 
 
@@ -133,12 +133,10 @@ def evaluate(
     gold = list(frame["label"])
     pred = [p.label_or_rule() for p in parsed]
     ids = frame["ID"].astype(str).tolist() if "ID" in frame else [str(i) for i in range(len(frame))]
+    ok = [p.ok for p in parsed]
+    p_harmful = parsed_only(gen.p_harmful, [p.label for p in parsed])
     result = {
-        **metrics.binary_metrics(gold, pred),
-        **(stats.bootstrap_ci(gold, pred, n_boot=n_boot) if n_boot else {}),
-        **metrics.trivial_baselines(gold),
-        **(metrics.threshold_free(gold, gen.p_harmful) if gen.p_harmful is not None else {}),
-        "parse_failure_rate": sum(not p.ok for p in parsed) / len(parsed),
+        **label_metrics(gold, pred, ok, p_harmful, n_boot=n_boot),
         "parse_rule": f"unparseable -> {formats.PARSE_FAILURE_RULE}",
         "ms_per_prompt": 1000 * gen.seconds / len(frame),
         "tokens_per_prompt": sum(gen.new_tokens) / len(frame),
@@ -148,20 +146,55 @@ def evaluate(
         **latency,
         "batch_size": batch_size,
         "backend": engine.backend,
-        **(device_info(model) if model is not None else engine.device_info()),
+        # The engine that wrote the answers names the device and dtype (vLLM answers from its own
+        # copy of the base, not from the transformers model that cut the prompts).
+        **engine.device_info(),
     }
-    predictions = [
-        {
-            "id": row_id,
-            "prompt": prompt,
-            "gold": g,
-            "pred": p.label_or_rule(),
-            "parsed": p.ok,
-            "intent": p.intent,
-            "output": text,
-            "new_tokens": n,
-            **({"p_harmful": gen.p_harmful[i]} if gen.p_harmful is not None else {}),
-        }
-        for i, (row_id, prompt, g, p, text, n) in enumerate(zip(ids, frame["Prompt"], gold, parsed, gen.texts, gen.new_tokens))
-    ]
+    predictions = prediction_rows(ids, list(frame["Prompt"]), gold, pred, ok, [p.intent for p in parsed], gen.texts,
+                                  gen.new_tokens, p_harmful)
     return result, predictions
+
+
+def parsed_only(p_harmful: Sequence[float | None] | None, labels: Sequence[formats.Label | None]) -> list[float | None] | None:
+    """P(harmful) of the rows whose label was read, on that label's side of 0.5; ``None`` for the others.
+
+    An unread answer has no probability (it is not "certainly safe"). Whatever engine read P,
+    P >= 0.5 exactly when the parsed label is harmful (:func:`aims_kit.inference.generation.agreeing`;
+    transformers' own reading already is).
+    """
+    if p_harmful is None:
+        return None
+    return [None if label is None or p is None or p != p else agreeing(float(p), label) for p, label in zip(p_harmful, labels)]
+
+
+def label_metrics(gold: Sequence[str], pred: Sequence[str], parsed: Sequence[bool],
+                  p_harmful: Sequence[float | None] | None, *, n_boot: int) -> dict:
+    """What every record says of its labels and P(harmful): generative runs and the encoder alike.
+
+    F1, precision, recall, accuracy and counts, bootstrap 95% intervals from ``n_boot``
+    resamples (0: skip), the trivial baselines, AUROC / AUPRC of ``p_harmful`` over the rows that
+    have one with how many have none (:func:`aims_kit.scoring.metrics.threshold_free`; nothing
+    when ``p_harmful`` is ``None``), and beside them the parse-failure rate (``parsed``: whether
+    each row's label was read).
+    """
+    return {
+        **metrics.binary_metrics(gold, pred),
+        **(stats.bootstrap_ci(gold, pred, n_boot=n_boot) if n_boot else {}),
+        **metrics.trivial_baselines(gold),
+        **(metrics.threshold_free(gold, p_harmful) if p_harmful is not None else {}),
+        "parse_failure_rate": sum(not ok for ok in parsed) / len(parsed),
+    }
+
+
+def prediction_rows(ids: Sequence[str], prompts: Sequence[str], gold: Sequence[str], pred: Sequence[str],
+                    parsed: Sequence[bool], intents: Sequence[str | None], outputs: Sequence[str],
+                    new_tokens: Sequence[int], p_harmful: Sequence[float | None] | None) -> list[dict]:
+    """One predictions-file line per row (``p_harmful`` only where the classifier reads one)."""
+    return [
+        {
+            "id": row_id, "prompt": prompt, "gold": g, "pred": p, "parsed": ok, "intent": intent, "output": text,
+            "new_tokens": n, **({"p_harmful": p_harmful[i]} if p_harmful is not None else {}),
+        }
+        for i, (row_id, prompt, g, p, ok, intent, text, n)
+        in enumerate(zip(ids, prompts, gold, pred, parsed, intents, outputs, new_tokens))
+    ]

@@ -109,14 +109,14 @@ class Classifier:
         return out
 
     def _classify_encoder(self, prompts: list[str]) -> list[Classification]:
-        from aims_kit.training.encoder import MAX_LENGTH, classify
+        from aims_kit.training.encoder import MAX_LENGTH, classify_scored
 
         start = time.perf_counter()
-        labels = classify(self.run.model, self.run.tokenizer, prompts, batch_size=self.batch_size)
+        labels, probs = classify_scored(self.run.model, self.run.tokenizer, prompts, batch_size=self.batch_size)
         ms = 1000 * (time.perf_counter() - start) / len(prompts)
         lengths = [len(ids) for ids in self.run.tokenizer(prompts)["input_ids"]]
-        return [Classification(prompt, label, None, None, True, label, 0, ms, n > MAX_LENGTH)
-                for prompt, label, n in zip(prompts, labels, lengths)]
+        return [Classification(prompt, label, None, p, True, label, 0, ms, n > MAX_LENGTH)
+                for prompt, label, p, n in zip(prompts, labels, probs, lengths)]
 
 
 # --- files of prompts -----------------------------------------------------------------------

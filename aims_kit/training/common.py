@@ -10,13 +10,14 @@ from pathlib import Path
 import pandas as pd
 
 from aims_kit.core.params import TrainingBasics
-from aims_kit.core.results import atomic_write_json
+from aims_kit.core.results import atomic_write_json, share_like_umask
 from aims_kit.models.lora import LoraSettings
 from aims_kit.models.precision import (
-    cpu_has_fast_bf16,
+    compute_dtype as policy_dtype,
+    dtype_name,
     has_cuda,
+    mixed_precision_flags,
     quantization_name,
-    uses_4bit,
 )
 
 
@@ -28,16 +29,17 @@ class TrainSettings(TrainingBasics):
 
     #: The rate itself (a notebook's ``learning_rate`` 0 has been resolved to the paper's by now).
     learning_rate: float = 2e-4
-    grad_accum: int = 1
     warmup_ratio: float = 0.1
     scheduler: str = "cosine"
     early_stopping_patience: int = 3
     max_length: int = 512
     lora: LoraSettings = field(default_factory=LoraSettings)
-    #: Mixed precision (bf16 autocast, fp32 master weights): on a CUDA GPU, and on a CPU with
-    #: native bf16 matmuls, where it halves SFT step time (perf/bench_train.py). Resolved when
+    #: What training computes in (fp32 master weights under bf16 / fp16 autocast, or plain fp32),
+    #: from the device policy (:func:`aims_kit.models.precision.compute_dtype`): bf16 on an
+    #: Ampere-or-newer GPU and on a CPU with native bf16 (it halves SFT step time there,
+    #: perf/bench_train.py), fp16 with loss scaling on an older GPU, fp32 elsewhere. Resolved when
     #: the settings are made, so the run config records what was used.
-    bf16: bool = field(default_factory=lambda: has_cuda() or cpu_has_fast_bf16())
+    compute_dtype: str = field(default_factory=lambda: dtype_name(policy_dtype()))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -45,14 +47,16 @@ class TrainSettings(TrainingBasics):
     def precision(self) -> dict:
         """How the base is stored and what training computes in, as a run's config records them.
 
-        A 4-bit base computes in bf16 (QLoRA's compute dtype); a full-precision one in bf16
-        under autocast where ``bf16`` is on, else in fp32.
+        Both come from the device policy: a 4-bit base computes in QLoRA's compute dtype, which
+        is the policy's, and a full-precision one under autocast in it (or plain fp32).
         """
-        four_bit = uses_4bit(self.quantize)
-        return {
-            "quantization": quantization_name(self.quantize),
-            "compute_dtype": "bfloat16" if four_bit or self.bf16 else "float32",
-        }
+        return {"quantization": quantization_name(self.quantize), "compute_dtype": self.compute_dtype}
+
+    def mixed_precision(self) -> dict[str, bool]:
+        """TRL's ``bf16`` / ``fp16`` flags for :attr:`compute_dtype`."""
+        import torch
+
+        return mixed_precision_flags(getattr(torch, self.compute_dtype))
 
 
 #: What a trainer's checkpoint is chosen by: the validation F1 of the labels the model writes
@@ -63,14 +67,19 @@ SELECT_ON_F1, SELECT_ON_LOSS = "val_f1", "eval_loss"
 def trainer_kwargs(settings: TrainSettings, run_dir: Path, *, with_eval: bool = True, select_on: str = SELECT_ON_LOSS) -> dict:
     """Keyword arguments for any TRL ``*Config`` (they all extend ``TrainingArguments``).
 
-    With ``with_eval`` the trainer validates every ``eval_steps`` steps, stops early and ends on
+    Every trainer calls it before it is built, so it also shuts down the kernel's vLLM evaluation
+    engine (:func:`aims_kit.inference.vllm.release_engine`). With ``with_eval`` the trainer validates every ``eval_steps`` steps, stops early and ends on
     the best checkpoint by ``select_on`` (ties keep the earlier step: only a strict improvement
     moves the choice). Library chatter is silenced here, before the trainer is built: building it
     tokenizes the datasets with one ``datasets`` progress bar per pass.
     """
     from aims_kit.core.progress import quiet_libraries
+    from aims_kit.inference.vllm import release_engine
 
     quiet_libraries()
+    # An evaluation engine left from an earlier notebook step holds its share of the GPU; the
+    # trainer (and GRPO's colocated rollout engine, built with the trainer) needs it back.
+    release_engine()
     cuda = has_cuda()
     kwargs = dict(
         output_dir=str(run_dir / "checkpoints"),
@@ -79,7 +88,7 @@ def trainer_kwargs(settings: TrainSettings, run_dir: Path, *, with_eval: bool = 
         max_steps=settings.max_steps,
         per_device_train_batch_size=settings.batch_size,
         per_device_eval_batch_size=settings.batch_size,
-        gradient_accumulation_steps=settings.grad_accum,
+        gradient_accumulation_steps=settings.gradient_accumulation_steps,
         warmup_steps=settings.warmup_ratio,
         lr_scheduler_type=settings.scheduler,
         logging_steps=max(1, min(10, settings.eval_steps)),
@@ -90,7 +99,7 @@ def trainer_kwargs(settings: TrainSettings, run_dir: Path, *, with_eval: bool = 
         data_seed=settings.seed,
         report_to=[name.strip() for name in settings.report_to.split(",") if name.strip()] or "none",
         use_cpu=not cuda,
-        bf16=settings.bf16,
+        **settings.mixed_precision(),
         # TRL turns (gradient) checkpointing on by default: it saves GPU memory for QLoRA but only
         # costs time on a CPU, where memory is not the limit for these models.
         activation_checkpointing=cuda,
@@ -213,6 +222,7 @@ def save_training(trainer, run_dir: Path) -> None:
         trainer.model.save_pretrained(str(run_dir / "adapter"), safe_serialization=True)
         atomic_write_json(run_dir / "train_log.json", trainer.state.log_history)
         atomic_write_json(run_dir / "val_selection.json", checkpoint_choice(trainer))
+        share_like_umask(run_dir)  # safetensors writes the adapter and every checkpoint's weights 0600
     trainer.accelerator.wait_for_everyone()
 
 

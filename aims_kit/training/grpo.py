@@ -12,7 +12,11 @@ completions that beat their group's mean. Two starting points:
 - ``start="base"``: a fresh LoRA adapter on the base model (``peft_config``); the reference
   is then the base model with the adapter disabled.
 
-Rollouts use vLLM when it is installed and a CUDA GPU is present, plain ``generate`` otherwise.
+Rollouts use vLLM (colocated in this process, its share of the GPU the ``gpu_memory_utilization``
+parameter, its context cut to what a rollout needs) when it is installed, a CUDA GPU is present
+and the policy is not 4-bit: pushing a LoRA policy to vLLM means merging the adapter into the
+base, and into packed NF4 weights that merge fails or rounds (open TRL issues), so a QLoRA policy
+rolls out through transformers' ``generate``, as everything does on a CPU.
 The checkpoint kept is the snapshot with the best **validation** F1 (never test): every
 ``eval_steps`` steps the policy is evaluated greedily on the val split and the adapter is
 saved when it beats every earlier snapshot.
@@ -28,10 +32,11 @@ from typing import Literal
 import pandas as pd
 
 from aims_kit.core import distributed
-from aims_kit.core.results import atomic_write_json, atomic_write_jsonl
+from aims_kit.core.results import atomic_write_json, atomic_write_jsonl, share_like_umask
 from aims_kit.datasets import aims as data
 from aims_kit.datasets import formats
 from aims_kit.datasets.aims import require_split
+from aims_kit.inference.vllm import MAX_MODEL_LEN
 from aims_kit.models.loading import load_model, load_trained
 from aims_kit.models.lora import LoraSettings
 from aims_kit.models.precision import has_cuda, uses_4bit
@@ -80,6 +85,8 @@ class GRPOSettings:
     report_to: str = "none"
     #: 4-bit NF4 base (QLoRA), as :attr:`aims_kit.training.common.TrainSettings.quantize`.
     quantize: bool | None = None
+    #: Share of the GPU a colocated vLLM rollout engine may take (where :func:`rollout_engine` picks vLLM).
+    gpu_memory_utilization: float = 0.3
     lora: LoraSettings = field(default_factory=LoraSettings)
 
     def __post_init__(self) -> None:
@@ -115,9 +122,16 @@ def grpo_records(frame: pd.DataFrame) -> list[dict]:
     ]
 
 
-def use_vllm() -> bool:
-    """vLLM rollouts only where they can run: vLLM installed and a CUDA GPU present."""
-    return has_cuda() and importlib.util.find_spec("vllm") is not None
+def rollout_engine(quantize: bool | None) -> tuple[bool, str]:
+    """Whether rollouts go through vLLM, and why (the reason is written to the run's config).
+
+    vLLM where it can run (installed, CUDA) and the policy is not 4-bit; transformers otherwise.
+    """
+    if not (has_cuda() and importlib.util.find_spec("vllm") is not None):
+        return False, "transformers: vLLM needs a CUDA GPU and the vllm package"
+    if uses_4bit(quantize):
+        return False, "transformers: the policy is 4-bit, and merging a LoRA into NF4 weights for vLLM is unreliable"
+    return True, "vllm (colocated)"
 
 
 def train_grpo(
@@ -154,13 +168,20 @@ def train_grpo(
     # Log every step (the reward curves), no trainer checkpoints (the val snapshots replace them),
     # gradient checkpointing only where memory is scarce: on CPU it only costs time.
     kwargs.update(logging_steps=1, save_strategy="no")
+    vllm_rollouts, why = rollout_engine(settings.quantize)
+    atomic_write_json(run_dir / "rollouts.json", {"engine": why, "max_completion_length": settings.max_completion_length})
     config = GRPOConfig(
         **kwargs,
         num_generations=settings.num_generations,
         temperature=settings.temperature,
         beta=settings.beta,
         max_completion_length=settings.max_completion_length,
-        use_vllm=use_vllm(),
+        use_vllm=vllm_rollouts,
+        vllm_mode="colocate",
+        vllm_gpu_memory_utilization=settings.gpu_memory_utilization,
+        # A rollout is an AIMS prompt and a short answer: the model's own context (131,072
+        # tokens for Llama-3.1) would size vLLM's KV cache for nothing.
+        vllm_max_model_length=MAX_MODEL_LEN,
         chat_template_kwargs=formats.CHAT_TEMPLATE_KWARGS,  # rollouts start at the answer, not in a think block
     )
     selection = _ValSelection(val, tokenizer, run_dir, settings)
@@ -255,6 +276,7 @@ def _save_logs(trainer, reward: RewardSet, selection: _ValSelection, run_dir: Pa
             "judge_fallbacks": sum(fallbacks),
         },
     )
+    share_like_umask(run_dir)  # the adapter's weights are written private by the library
 
 
 def _mean_row(rows: tuple[dict, ...]) -> dict:

@@ -8,7 +8,8 @@ writes a justification *without saying it was given the answer*. Three condition
 - ``synthetic_intent`` — reasoning, an intent the teacher writes itself, then the label.
 
 Backends, all returning :class:`Trace` records in the schema of the shipped
-``reference_traces.jsonl`` (``id, condition, teacher, reasoning, intent, label, completion``):
+``reference_traces.jsonl`` (``id, condition, teacher, reasoning, intent, label, completion,
+prompt_sha256``):
 
 - :class:`TracesFileTeacher` — reads a traces file (the shipped one serves offline). A file may
   lack a condition; it then raises :class:`TraceConditionUnavailable` instead of inventing traces.
@@ -17,10 +18,17 @@ Backends, all returning :class:`Trace` records in the schema of the shipped
 
 Live teachers' traces go through :func:`aims_kit.training.distill.screen_traces` (leakage and
 label checks) like the file's do, and :func:`save_traces` writes them in the same schema.
+
+A trace belongs to one prompt, not just one ID: ``prompt_sha256`` is
+:func:`aims_kit.datasets.aims.prompt_sha256` of the prompt it was written for (the loaded row's
+``Prompt``, line endings unified and surrounding whitespace stripped). Every teacher writes it,
+and :class:`TracesFileTeacher` serves a trace only to the row whose ID *and* prompt hash match:
+hub rows whose IDs coincide with the teaching sample's never get the sample's reasoning.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Literal, Protocol
@@ -29,12 +37,13 @@ import pandas as pd
 
 from aims_kit.core.results import atomic_write_jsonl
 from aims_kit.datasets import formats
-from aims_kit.datasets.aims import TRACES_PATH, AimsDataError, iter_jsonl
+from aims_kit.datasets.aims import TRACES_PATH, AimsDataError, iter_jsonl, prompt_sha256
 from aims_kit.inference.endpoints import EndpointError, chat_completion
 
 TraceCondition = Literal["no_intent", "synthetic_intent", "human_intent"]
 TRACE_CONDITIONS: tuple[TraceCondition, ...] = ("no_intent", "synthetic_intent", "human_intent")
-TRACE_FIELDS = ("id", "condition", "teacher", "reasoning", "intent", "label", "completion")
+TRACE_FIELDS = ("id", "condition", "teacher", "reasoning", "intent", "label", "completion", "prompt_sha256")
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 class TraceConditionUnavailable(LookupError):
@@ -53,7 +62,11 @@ def output_condition(trace_condition: TraceCondition) -> formats.Condition:
 
 @dataclass(frozen=True)
 class Trace:
-    """One teacher trace, in the shipped file's schema."""
+    """One teacher trace, in the shipped file's schema.
+
+    ``prompt_sha256`` (:func:`aims_kit.datasets.aims.prompt_sha256`) ties it to the prompt it
+    was written for; every teacher sets it, and :func:`save_traces` refuses a trace without it.
+    """
 
     id: str
     condition: TraceCondition
@@ -62,6 +75,7 @@ class Trace:
     intent: str | None
     label: formats.Label
     completion: str
+    prompt_sha256: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -116,22 +130,32 @@ def trace_from_answer(row, answer: str, trace_condition: TraceCondition, teacher
         completion = formats.format_target(output_condition(trace_condition), label, intent=intent, reasoning=parsed.reasoning)
     return Trace(
         id=str(row.ID), condition=trace_condition, teacher=teacher, reasoning=parsed.reasoning or answer.strip(),
-        intent=intent, label=label or "", completion=completion,
+        intent=intent, label=label or "", completion=completion, prompt_sha256=prompt_sha256(row.Prompt),
     )
 
 
 @dataclass
 class TracesFileTeacher:
-    """Traces read from a JSONL file in the shipped schema (default: the kit's reference traces)."""
+    """Traces read from a JSONL file in the shipped schema (default: the kit's reference traces).
+
+    A trace is served only to the row with its ID *and* its prompt (``prompt_sha256``). When no
+    row of the frame matches both — a file written for other prompts, such as the shipped one
+    against the hub data, whose IDs can coincide with the teaching sample's — the condition is
+    :class:`TraceConditionUnavailable` (reported *not tested*, never trained on another
+    prompt's reasoning). When some rows match and others share an ID but not the prompt, the
+    file is inconsistent with the data: an :class:`AimsDataError` naming the file, the first
+    such row ID and the field ``prompt_sha256``.
+    """
 
     path: Path = TRACES_PATH
     name: str = ""
     _by_condition: dict[str, dict[str, Trace]] = field(default_factory=dict, init=False, repr=False)
+    _lines: dict[tuple[str, str], int] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
         self.name = self.name or f"file:{self.path.name}"
-        self._by_condition = read_traces(self.path)
+        self._by_condition, self._lines = _read_traces(self.path)
 
     def trace_conditions(self) -> list[str]:
         return sorted(self._by_condition)
@@ -144,7 +168,34 @@ class TracesFileTeacher:
                 "generate them with a chat or hub teacher"
             )
         available = self._by_condition[trace_condition]
-        return [available[i] for i in frame["ID"].astype(str) if i in available]
+        if frame.empty:
+            return []
+        served: list[Trace] = []
+        other_prompt: list[Trace] = []
+        for row_id, prompt in zip(frame["ID"].astype(str), frame["Prompt"]):
+            trace = available.get(row_id)
+            if trace is not None:
+                (served if trace.prompt_sha256 == prompt_sha256(prompt) else other_prompt).append(trace)
+        if not served:
+            written_for = "the kit's teaching sample" if self.path.resolve() == TRACES_PATH.resolve() else "other prompts"
+            shared = f"; {len(other_prompt)} share an id with a trace written for a different prompt" if other_prompt else ""
+            raise TraceConditionUnavailable(
+                f"{self.path.name} was written for {written_for}, not these prompts "
+                f"(0 of {len(frame)} rows match by id and prompt{shared}); "
+                "generate traces with a chat or hub teacher (teacher=chat:MODEL@URL or hub:MODEL)"
+            )
+        if other_prompt:
+            first = other_prompt[0]
+            ids = ", ".join(repr(t.id) for t in other_prompt[:5]) + (" …" if len(other_prompt) > 5 else "")
+            raise AimsDataError(
+                str(self.path),
+                f"the {trace_condition} trace for row id {first.id!r} was written for another prompt: its prompt_sha256 "
+                f"is not the hash of that row's prompt ({len(other_prompt)} of {len(served) + len(other_prompt)} rows "
+                f"matched by id differ: {ids}). Regenerate the traces for this data, or correct those rows",
+                row=self._lines.get((trace_condition, first.id)),
+                field="prompt_sha256",
+            )
+        return served
 
 
 @dataclass
@@ -180,6 +231,7 @@ class SelfIntentTeacher:
             Trace(
                 id=t.id, condition="synthetic_intent", teacher=self.name, reasoning=t.reasoning, intent=intent, label=t.label,
                 completion=formats.format_target("reasoning_intent_label", t.label, intent=intent, reasoning=t.reasoning) if intent else "",
+                prompt_sha256=t.prompt_sha256,
             )
             for t, intent in zip(donors, intents)
         ]
@@ -210,20 +262,44 @@ def sft_intent_writer(sft_run: Path, *, batch_size: int = 32, max_new_tokens: in
 
 
 def read_traces(path: Path) -> dict[str, dict[str, Trace]]:
-    """Traces by condition and row id; a malformed line is an :class:`AimsDataError` naming it."""
+    """Traces by condition and row id; a malformed line is an :class:`AimsDataError` naming it.
+
+    Every line needs every field of :data:`TRACE_FIELDS`, ``prompt_sha256`` included: a file
+    written before traces carried it (or by another tool) is an error naming the file, the line
+    and the field, never traces applied to whatever row shares their ID.
+    """
+    return _read_traces(path)[0]
+
+
+def _read_traces(path: Path) -> tuple[dict[str, dict[str, Trace]], dict[tuple[str, str], int]]:
+    """:func:`read_traces`, and the line each (condition, id) was read from (for error messages)."""
     by_condition: dict[str, dict[str, Trace]] = {}
+    lines: dict[tuple[str, str], int] = {}
     with Path(path).open(encoding="utf-8") as handle:
         for line_no, row in iter_jsonl(handle, str(path)):
             missing = [f for f in TRACE_FIELDS if f not in row]
+            if missing == ["prompt_sha256"]:
+                raise AimsDataError(
+                    str(path),
+                    "missing trace field: each trace needs the sha256 of the prompt it was written for "
+                    "(aims_kit.datasets.aims.prompt_sha256 of the loaded row's Prompt), so that it is never applied to "
+                    "another dataset's row with the same id; a file written before the field existed must be regenerated "
+                    "or given it",
+                    row=line_no, field="prompt_sha256",
+                )
             if missing:
                 raise AimsDataError(str(path), "missing trace field", row=line_no, field=missing[0])
             if row["condition"] not in TRACE_CONDITIONS:
                 raise AimsDataError(str(path), f"unknown condition {row['condition']!r}", row=line_no, field="condition")
             if not isinstance(row["completion"], str) or not row["completion"].strip():
                 raise AimsDataError(str(path), "empty completion", row=line_no, field="completion")
+            if not isinstance(row["prompt_sha256"], str) or not _SHA256_HEX.fullmatch(row["prompt_sha256"]):
+                raise AimsDataError(str(path), f"not a lowercase sha256 hex digest: {row['prompt_sha256']!r}",
+                                    row=line_no, field="prompt_sha256")
             trace = Trace(**{f: row[f] for f in TRACE_FIELDS} | {"id": str(row["id"])})
             by_condition.setdefault(trace.condition, {})[trace.id] = trace
-    return by_condition
+            lines[(trace.condition, trace.id)] = line_no
+    return by_condition, lines
 
 
 @dataclass
@@ -303,7 +379,15 @@ def make_teacher(spec: str = "file", *, timeout: float = 60.0) -> Teacher:
 
 
 def save_traces(path: Path, traces: list[Trace]) -> Path:
-    """Write traces as JSONL in the shipped file's schema (readable by :class:`TracesFileTeacher`)."""
+    """Write traces as JSONL in the shipped file's schema (readable by :class:`TracesFileTeacher`).
+
+    Every trace must carry its ``prompt_sha256`` (every teacher sets it); one without is a
+    ``ValueError`` naming its row id, as the file would be unreadable.
+    """
+    unbound = [t.id for t in traces if not t.prompt_sha256]
+    if unbound:
+        raise ValueError(f"trace for row id {unbound[0]!r} has no prompt_sha256 ({len(unbound)} such); "
+                         "set it with aims_kit.datasets.aims.prompt_sha256(prompt) before saving")
     atomic_write_jsonl(Path(path), [t.to_dict() for t in traces])
     return Path(path)
 

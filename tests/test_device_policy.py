@@ -1,0 +1,110 @@
+"""One device policy decides what every engine and trainer computes in; tests simulate the devices."""
+
+import pytest
+import torch
+
+from aims_kit.core.params import RunParams
+from aims_kit.inference import vllm as vllm_backend
+from aims_kit.models import precision
+from aims_kit.notebook import experiments
+from aims_kit.training.common import trainer_kwargs
+
+
+@pytest.fixture(autouse=True)
+def _auto(monkeypatch):
+    monkeypatch.delenv(precision.PRECISION_ENV, raising=False)
+
+
+@pytest.mark.parametrize("capability, expected", [((7, 5), torch.float16), ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16)])
+def test_cuda_capability_picks_bf16_from_ampere_and_fp16_below(capability, expected):
+    assert precision.compute_dtype("cuda", capability=capability) == expected
+
+
+@pytest.mark.parametrize("native, expected", [(True, torch.bfloat16), (False, torch.float32)])
+def test_cpu_computes_in_bf16_only_where_native(native, expected):
+    assert precision.compute_dtype("cpu", fast_bf16=native) == expected
+
+
+def test_the_environment_overrides_the_policy_and_fp16_is_refused_on_a_cpu(monkeypatch):
+    monkeypatch.setenv(precision.PRECISION_ENV, "fp32")
+    assert precision.compute_dtype("cuda", capability=(9, 0)) == torch.float32
+    monkeypatch.setenv(precision.PRECISION_ENV, "fp16")
+    with pytest.raises(ValueError, match="CUDA"):
+        precision.compute_dtype("cpu", fast_bf16=True)
+
+
+@pytest.mark.parametrize("dtype, flags", [(torch.bfloat16, {"bf16": True, "fp16": False}),
+                                          (torch.float16, {"bf16": False, "fp16": True}),
+                                          (torch.float32, {"bf16": False, "fp16": False})])
+def test_trl_flags_follow_the_policy(monkeypatch, tmp_path, dtype, flags):
+    monkeypatch.setattr(precision, "compute_dtype", lambda *a, **k: dtype)
+    from aims_kit.training import common
+
+    monkeypatch.setattr(common, "policy_dtype", lambda *a, **k: dtype)
+    settings = experiments.train_settings(RunParams(gradient_accumulation_steps=4, batch_size=8), "label_only")
+    kwargs = trainer_kwargs(settings, tmp_path)
+    assert {k: kwargs[k] for k in ("bf16", "fp16")} == flags
+    assert kwargs["gradient_accumulation_steps"] == 4
+    assert settings.precision()["compute_dtype"] == precision.dtype_name(dtype)
+
+
+def test_a_4bit_base_computes_in_the_policys_dtype(monkeypatch):
+    monkeypatch.setattr(precision, "compute_dtype", lambda *a, **k: torch.float16)
+    assert precision.quantization_config(True).bnb_4bit_compute_dtype == torch.float16
+
+
+@pytest.mark.parametrize("capability, dtype", [((7, 5), "float16"), ((8, 0), "bfloat16")])
+def test_vllm_engine_settings_fit_the_profile_and_the_device(capability, dtype):
+    settings = vllm_backend.engine_settings("meta-llama/Llama-3.1-8B-Instruct", max_lora_rank=16, gpu_memory_utilization=0.35,
+                                            context=131072, capability=capability)
+    assert settings["dtype"] == dtype  # a T4 gets fp16: vLLM refuses bf16 below compute capability 8.0
+    assert settings["max_model_len"] == vllm_backend.MAX_MODEL_LEN < 131072  # not the model's whole context
+    assert settings["gpu_memory_utilization"] == 0.35 and settings["max_lora_rank"] == 32
+    assert settings["trust_remote_code"] is False and settings["max_logprobs"] >= vllm_backend.TOP_LOGPROBS
+    assert vllm_backend.engine_settings("m", max_lora_rank=16, context=2048)["max_model_len"] == 2048  # never past the model's own
+    with pytest.raises(ValueError, match="gpu_memory_utilization"):
+        vllm_backend.engine_settings("m", max_lora_rank=16, gpu_memory_utilization=1.5)
+
+
+def test_grpo_rolls_out_through_transformers_for_a_4bit_policy(monkeypatch):
+    import importlib.machinery
+    import sys
+    import types
+
+    from aims_kit.training import grpo
+
+    fake = types.ModuleType("vllm")
+    fake.__spec__ = importlib.machinery.ModuleSpec("vllm", None)
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    monkeypatch.setattr(grpo, "has_cuda", lambda: True)
+    assert grpo.rollout_engine(quantize=False)[0] is True
+    uses, why = grpo.rollout_engine(quantize=True)
+    assert uses is False and "4-bit" in why
+    monkeypatch.setattr(grpo, "has_cuda", lambda: False)
+    assert grpo.rollout_engine(quantize=False)[0] is False
+
+
+def test_doctor_names_the_dtype_and_profile_here_and_refuses_a_profile_that_cannot_fit(capsys):
+    from aims_kit import __main__ as cli
+
+    assert cli.main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert f"computes in:   {precision.dtype_name(precision.compute_dtype())}" in out
+    assert "recommended:   profile 'cpu'" in out  # no GPU on the test machine
+    assert cli.main(["doctor", "--profile", "paper", "--gpu-memory", "16"]) == 1
+    out = capsys.readouterr().out
+    assert "error: profile 'paper' does not fit 16 GiB" in out and "TOO BIG dpo" in out
+    assert cli.main(["doctor", "--profile", "gpu-small", "--gpu-memory", "16"]) == 0  # a T4 holds the workshop profile
+
+
+def test_memory_estimates_grow_with_the_batch_and_shrink_in_4bit():
+    from aims_kit.core.profiles import PROFILES
+    from aims_kit.models import memory
+
+    base = memory.estimate(PROFILES["paper"], 80)
+    bigger = memory.estimate({**PROFILES["paper"], "batch_size": 32}, 80)
+    full = memory.estimate({**PROFILES["paper"], "quantize": False}, 80)
+    assert bigger["sft"]["total"] > base["sft"]["total"] and bigger["dpo"]["activations"] == 2 * bigger["sft"]["activations"]
+    assert full["sft"]["weights"] > 2.5 * base["sft"]["weights"]  # 16-bit vs NF4
+    with pytest.raises(ValueError, match="no shape known"):
+        memory.model_shape("someone/unknown-model")
