@@ -108,3 +108,22 @@ def test_memory_estimates_grow_with_the_batch_and_shrink_in_4bit():
     assert full["sft"]["weights"] > 2.5 * base["sft"]["weights"]  # 16-bit vs NF4
     with pytest.raises(ValueError, match="no shape known"):
         memory.model_shape("someone/unknown-model")
+
+
+@pytest.mark.parametrize("amx, avx512_bf16, speedup, fast", [
+    (True, True, 0.5, True),      # AMX: bf16 always pays, no probe needed
+    (False, True, 2.4, True),     # AVX512-BF16 measured faster (the AMD EPYC kind)
+    (False, True, 0.61, False),   # AVX512-BF16 measured slower (the Intel Xeon kind without AMX)
+    (False, False, 9.0, False),   # emulated bf16: never
+])
+def test_bf16_on_a_cpu_is_chosen_by_what_it_measures(monkeypatch, amx, avx512_bf16, speedup, fast):
+    flags = {"_is_amx_tile_supported": amx, "_is_avx512_bf16_supported": avx512_bf16}
+    monkeypatch.setattr(precision, "_cpu_supports", lambda name: flags[name])
+    monkeypatch.setattr(precision, "bf16_speedup", lambda: speedup)
+    assert precision.cpu_has_fast_bf16() is fast
+    assert precision.compute_dtype("cpu") == (torch.bfloat16 if fast else torch.float32)
+
+
+def test_the_bf16_probe_measures_a_positive_ratio_once():
+    ratio = precision.bf16_speedup()
+    assert ratio > 0 and precision.bf16_speedup() == ratio  # cached: one probe per process

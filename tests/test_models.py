@@ -44,7 +44,7 @@ def test_quantisation_choice_on_this_machine():
 
     config = precision.quantization_config(True)  # 4-bit wherever asked for, a CPU included
     assert config.load_in_4bit and config.bnb_4bit_quant_type == "nf4" and config.bnb_4bit_use_double_quant
-    assert config.bnb_4bit_compute_dtype is torch.bfloat16
+    assert config.bnb_4bit_compute_dtype is precision.compute_dtype()  # QLoRA computes in the device policy's dtype
     assert precision.quantization_config(False) is None
     assert (precision.quantization_config(None) is not None) == precision.has_cuda()  # None: 4-bit on a GPU only
     assert precision.quantization_name(True) == precision.NF4_DOUBLE_QUANT and precision.quantization_name(False) == "none"

@@ -298,7 +298,7 @@ def test_one_vllm_engine_serves_every_evaluation_and_benchmark(fake_vllm, tmp_pa
     assert len(LLM.built) == 1 and events[:2] == ["training memory freed", "engine started"]
     assert LLM.built[0]["gpu_memory_utilization"] == 0.35 and LLM.built[0]["enable_lora"]
     assert [r["backend"] for r in records] == ["vllm"] * 3  # the benchmark is scored like the test split
-    assert LLM.built[0]["max_model_len"] <= vllm_backend.MAX_MODEL_LEN and LLM.built[0]["dtype"] in ("bfloat16", "float16")
+    assert LLM.built[0]["max_model_len"] <= vllm_backend.MAX_MODEL_LEN and LLM.built[0]["dtype"] == precision.dtype_name(precision.compute_dtype("cuda"))
     assert records[0]["device"] == "cuda:Stand-in GPU" and records[0]["quantization"] == "none"  # what vLLM answered from
     assert all("auprc" in r for r in records)  # P(harmful) from vLLM's log-probabilities at the label step
     predictions = results.read_jsonl(first / "predictions" / "aims_test.jsonl")

@@ -139,3 +139,24 @@ def test_smoke_sft_notebook_runs_clean_with_live_progress_and_a_summary(tmp_path
     assert "Results on aims_test" in summary and "sft label_only" in summary and "sft intent_label" in summary
     assert lines[-1] == f"Report: {session / 'report.html'}"
     assert "running over TCP" not in capfd.readouterr().err
+
+
+def test_seeds_repeat_the_seeded_notebooks_once_per_further_seed(tmp_path):
+    params = {"seed": 22, "seeds": [22, 23, 24], "profile": "smoke"}
+    passes = runner.seed_passes(tmp_path / "02_sft.ipynb", params)
+    assert [(name, values["seed"]) for name, values in passes] == [
+        ("02_sft.ipynb", 22), ("02_sft-seed23.ipynb", 23), ("02_sft-seed24.ipynb", 24)]
+    assert [name for name, _ in runner.seed_passes(tmp_path / "06_benchmarks.ipynb", params)] == ["06_benchmarks.ipynb"]
+    assert len(runner.seed_passes(tmp_path / "03_dpo.ipynb", {"seed": 22, "seeds": []})) == 1
+
+
+def test_a_later_regime_continues_the_sft_run_of_its_own_seed(tmp_path):
+    from aims_kit.core import results
+    from aims_kit.notebook import experiments
+
+    older = results.create_run(tmp_path, "sft-intent_label", {"regime": "sft", "condition": "intent_label", "seed": 22})
+    newer = results.create_run(tmp_path, "sft-intent_label", {"regime": "sft", "condition": "intent_label", "seed": 23})
+    assert experiments.find_sft_run(tmp_path, seed=22) == older
+    assert experiments.find_sft_run(tmp_path, seed=23) == newer
+    with pytest.raises(FileNotFoundError, match="seed=24"):
+        experiments.find_sft_run(tmp_path, seed=24)

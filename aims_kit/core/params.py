@@ -73,6 +73,9 @@ class RunParams(TrainingBasics):
     out_dir: str = ""
     #: Torch threads per process for ``python -m aims_kit run`` (0: the runner's choice).
     threads: int = 0
+    #: Further training seeds for ``python -m aims_kit run``: 02 and 03 run once more per seed
+    #: (``aims_kit.notebook.runner.SEEDED_NOTEBOOKS``), so claims 1 and 2 have several seeds per arm.
+    seeds: tuple[int, ...] = ()
     #: 0 picks the paper's rate for the output condition (``aims_kit.training.sft.PAPER_LR``).
     learning_rate: float = 0.0
     #: LoRA on the top N decoder layers only (0: all layers).

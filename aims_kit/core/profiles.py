@@ -47,6 +47,8 @@ COMMON: dict = {
     "train_encoder": True,
     "encoder_batch_size": 16,
     "datasets": [],
+    # Further seeds 02 and 03 run with (python -m aims_kit run; empty: the profile's seed only).
+    "seeds": [],
 }
 #: The paper's five external benchmarks: its headline is the unweighted mean F1 over them.
 PAPER_BENCHMARKS = ["wildguardtest", "xstest", "toxicchat", "aegis2", "openai_moderation"]

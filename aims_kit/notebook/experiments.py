@@ -145,7 +145,7 @@ def choose_grpo_learning_rate(p: GRPOParams, splits: data.Splits, out_dir: Path)
     rows = []
     for lr in candidates:
         pilot = replace(p, grpo_learning_rate=lr, grpo_steps=steps, grpo_eval_steps=min(steps, p.grpo_eval_steps or steps),
-                        sft_run=str(find_sft_run(out_dir, p.sft_run)) if p.grpo_start == "sft" else p.sft_run)
+                        sft_run=str(find_sft_run(out_dir, p.sft_run, seed=p.seed)) if p.grpo_start == "sft" else p.sft_run)
         run_dir = grpo_run(pilot, splits, "label_intent", pilots_dir, evaluate_test=False)
         history = results.read_json(run_dir / "val_selection.json")["history"]
         rows.append({"learning_rate": lr, "best val F1": max(point["val_f1"] for point in history), "pilot run": run_dir.name})
@@ -168,7 +168,7 @@ def grpo_run(p: GRPOParams, splits: data.Splits, reward_set: str, out_dir: Path,
     settings = grpo_settings(p, reward_set)
     parent = None
     if settings.start == "sft":
-        parent = find_sft_run(out_dir, p.sft_run)
+        parent = find_sft_run(out_dir, p.sft_run, seed=p.seed)
         require_parent_split(parent, p)
         p = replace(p, model=results.read_run_config(parent)["model"])
     config = run_config(
@@ -182,11 +182,14 @@ def grpo_run(p: GRPOParams, splits: data.Splits, reward_set: str, out_dir: Path,
     return run_dir
 
 
-def find_sft_run(out_dir: Path, sft_run: str = "", condition: formats.Condition = "intent_label") -> Path:
-    """The SFT run a later regime starts from: ``sft_run`` if given, else the newest one in ``out_dir``."""
+def find_sft_run(out_dir: Path, sft_run: str = "", condition: formats.Condition = "intent_label", *,
+                 seed: int | None = None) -> Path:
+    """The SFT run a later regime starts from: ``sft_run`` if given, else the newest one in ``out_dir``
+    (trained with ``seed`` where one is given: a folder holding several seeds pairs each DPO or
+    GRPO run with the SFT run of its own seed, whose split it shares)."""
     if sft_run:
         return Path(sft_run)
-    return results.latest_run(out_dir, regime="sft", condition=condition)
+    return results.latest_run(out_dir, regime="sft", condition=condition, **({} if seed is None else {"seed": seed}))
 
 
 def require_parent_split(parent: Path, p: RunParams) -> None:
@@ -309,8 +312,8 @@ def _distill_traces(p: DistillParams, splits: data.Splits, out_dir: Path | None)
     teacher = make_teacher(p.teacher)
     if ("synthetic_intent" in trace_conditions and isinstance(teacher, TracesFileTeacher)
             and "synthetic_intent" not in teacher.trace_conditions() and out_dir is not None
-            and results.find_runs(out_dir, regime="sft", condition="intent_label")):
-        sft = find_sft_run(out_dir)
+            and results.find_runs(out_dir, regime="sft", condition="intent_label", seed=p.seed)):
+        sft = find_sft_run(out_dir, seed=p.seed)
         teacher = SelfIntentTeacher(teacher, sft_intent_writer(sft, batch_size=p.eval_batch_size, max_new_tokens=p.max_new_tokens),
                                     source=f"SFT run {sft.name}")
     # A seeded sample, never a head (see data.balanced_sample): students trained on the first

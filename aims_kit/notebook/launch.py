@@ -64,7 +64,7 @@ def train(regime: str, params: dict, *, log=print) -> list[Path]:
     if regime == "sft":
         return [experiments.sft_run(p, splits, condition, out) for condition in p.conditions]
     if regime == "dpo":
-        sft_dir = experiments.find_sft_run(out, p.sft_run)
+        sft_dir = experiments.find_sft_run(out, p.sft_run, seed=p.seed)
         mined = experiments.mine_dpo_pairs(p, splits, sft_dir)
         run_dir = experiments.dpo_run(p, splits, sft_dir, mined, out)
         return [run_dir] if run_dir else []

@@ -99,8 +99,28 @@ def _runner_kernel_manager():
     return RunnerKernelManager
 
 
-#: Parameters the runner applies itself (to every kernel), so no notebook needs to declare them.
-RUNNER_PARAMETERS = ("threads",)
+#: Parameters the runner applies itself (to every kernel, or by repeating notebooks), so no
+#: notebook needs to declare them.
+RUNNER_PARAMETERS = ("threads", "seeds")
+#: The notebooks ``seeds`` repeats, once per further seed: claim 1's SFT pair and claim 2's DPO
+#: run (each DPO run continues the SFT run of its own seed). Later notebooks score every run.
+SEEDED_NOTEBOOKS = ("02_sft", "03_dpo")
+
+
+def seed_passes(notebook: Path, parameters: dict) -> list[tuple[str, dict]]:
+    """The executions of ``notebook``: once with ``parameters``, and for a seeded notebook once more
+    per further seed of ``seeds`` (its executed copy named ``NN_name-seedS.ipynb``).
+
+    Why: one training seed per arm lets an interval cover prompt noise only; with several seeds
+    the scoreboard resamples seeds and prompts (a two-level bootstrap). The seed also redraws
+    the split, so each seed's runs are compared on their own test prompts.
+    """
+    passes = [(notebook.name, parameters)]
+    if notebook.stem in SEEDED_NOTEBOOKS:
+        for seed in parameters.get("seeds") or ():
+            if seed != parameters.get("seed"):
+                passes.append((f"{notebook.stem}-seed{seed}.ipynb", {**parameters, "seed": seed}))
+    return passes
 
 
 def check_overrides(overrides: dict, selected: list[Path]) -> None:
@@ -394,20 +414,21 @@ def _run_notebooks(session: Path, parameters: dict, only: list[str] | None, note
     selected = selected_notebooks(only, notebooks_dir)
     log(f"AIMS Kit: {len(selected)} notebooks, profile {parameters['profile']!r}, writing to {session}")
     started = time.perf_counter()
-    for index, notebook in enumerate(selected, start=1):
-        tag = f"[{index}/{len(selected)}] {notebook.name}"
-        if notebook.name in completed:
+    passes = [(notebook, name, values) for notebook in selected for name, values in seed_passes(notebook, parameters)]
+    for index, (notebook, name, values) in enumerate(passes, start=1):
+        tag = f"[{index}/{len(passes)}] {name}"
+        if name in completed:
             log(f"{tag} completed earlier, skipped")
             continue
         t0 = time.perf_counter()
         log(f"{tag} ...")
-        output = session / "notebooks" / notebook.name
+        output = session / "notebooks" / name
         with LiveStatus(session / "progress.jsonl", tag, live) if live else contextlib.nullcontext():
-            execute(notebook, output, parameters)
+            execute(notebook, output, values)
         seconds = time.perf_counter() - t0
         stamp_duration(output, seconds, parameters["profile"])
-        completed.append(notebook.name)
-        durations[notebook.name] = round(seconds, 1)
+        completed.append(name)
+        durations[name] = round(seconds, 1)
         atomic_write_json(status_path, {"completed": completed, "seconds": durations})
         log(f"{tag} done in {format_duration(seconds)}")
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
