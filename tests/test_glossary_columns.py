@@ -97,3 +97,5 @@ def test_a_run_scored_in_one_forward_pass_shows_no_decoding_instead_of_zero_toke
     shown = table.set_index(["condition", "dataset"])["tokens_per_prompt"]
     assert shown.loc[("label_only", "aims_test")] == report.SCORED_TOKENS
     assert shown.loc[("intent_label", "aims_test")] == 5.0
+    bench = benchmark_eval.benchmark_table(records).set_index("condition")["tokens_per_prompt"]
+    assert bench.loc["label_only"] == report.SCORED_TOKENS and bench.loc["intent_label"] == 5.0

@@ -126,11 +126,16 @@ def benchmark_table(records: pd.DataFrame) -> pd.DataFrame:
     """Benchmark records with their intervals, baselines and both latencies, fixtures marked."""
     if records.empty:
         return pd.DataFrame(columns=TABLE_COLUMNS)
-    subset = records[records["dataset"].str.startswith(("bench:", "fixture:"))]
+    from aims_kit.notebook.report import tokens_shown
+
+    subset = records[records["dataset"].str.startswith(("bench:", "fixture:"))].sort_values(["dataset", "regime", "condition"])
+    subset = subset.reset_index(drop=True)
     columns = [c for c in TABLE_COLUMNS if c in subset.columns]
-    table = subset[columns].sort_values(["dataset", "regime", "condition"]).reset_index(drop=True)
+    table = subset[columns].round(3)
     table.insert(1, "what", table["dataset"].map(lambda d: "fixture (not a real benchmark)" if d.startswith("fixture:") else "benchmark"))
-    return table.round(3)
+    if "tokens_per_prompt" in table:  # "scored (no decoding)", not 0.000 (docs/glossary.md, Columns)
+        table["tokens_per_prompt"] = [tokens_shown(row) for _, row in subset.iterrows()]
+    return table
 
 
 def paired_table(out_dir: str | Path, a: dict, b: dict, datasets: list[str], *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
