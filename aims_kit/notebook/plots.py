@@ -303,7 +303,7 @@ def reward_figure(reward_log: list[dict], val_history: list[dict] | None = None,
 
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.65, 0.35], vertical_spacing=0.08)
     length_key = "completion_tokens" if any("completion_tokens" in row for row in reward_log) else "completion_chars"
-    skip = {"step", "completion_tokens", "completion_chars"}
+    skip = {"step", "completion_tokens", "completion_chars", "harmful_share"}  # not rewards: read by prose.reward_reading
     keys = [k for k in (reward_log[0] if reward_log else {}) if k not in skip]
     steps = [row["step"] for row in reward_log]
     for key in keys:
