@@ -79,7 +79,7 @@ def latency_and_seeds(records: pd.DataFrame, latency_sample: int, benchmark_late
     seeds = records.drop_duplicates("run_id").groupby(["regime", "condition"])["seed"].nunique() if not records.empty else pd.Series(dtype=int)
     most = int(seeds.max()) if len(seeds) else 0
     seed_text = (f"Runs of one kind come in up to {most} seeds here, so the seed table shows a spread."
-                 if most > 1 else "Every kind of run has one seed here: the seed table's spread is 0 by construction, not a measurement.")
+                 if most > 1 else "Every kind of run has one seed here, so no seed table follows: its spread is 0 by construction, not a measurement.")
     return Markdown(f"Single-request p50/p95: {latency_sample} AIMS-test prompts per run (`latency_sample`), {benchmarks}. {seed_text}")
 
 
@@ -237,3 +237,21 @@ def reward_reading(runs: dict[str, Path]) -> Markdown:
                      f"({-drop:+.3f}){what}{mix}. Each step scores {rollouts}, so its mean is over other prompts than the "
                      f"step before: with this few, a fall says as much about the prompts drawn as about the policy.{val}")
     return Markdown("**Reading the reward curves.**\n\n" + "\n".join(lines))
+
+
+def slices_left_out(table: pd.DataFrame | str) -> Markdown:
+    """One line under a slice table: the slices too small for a row, counted (06).
+
+    Why: a slice of a few prompts has an F1 interval spanning most of 0–1; a table of them reads as
+    findings. They are counted instead, with the setting that would give them enough prompts.
+    """
+    if isinstance(table, str):
+        return Markdown(table)
+    left = table.attrs.get("left_out") or {}
+    if not left.get("slices"):
+        return Markdown(f"Every {left.get('column', 'slice')} slice here holds at least {left.get('min_prompts', 0)} prompts.")
+    shown = (f"{left['kept']} slice{'s' if left['kept'] != 1 else ''} with at least {left['min_prompts']} prompts "
+             "per run are shown" if left["kept"] else "no slice has enough prompts for a row of its own")
+    return Markdown(f"{left['slices']} {left['benchmark']} `{left['column']}` slices with fewer than {left['min_prompts']} "
+                    f"prompts ({left['prompts']} prompts in all) are left out, their F1 too uncertain to read; {shown}. "
+                    "Score more of the benchmark (`benchmark_limit`) to give each slice enough prompts.")
