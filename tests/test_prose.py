@@ -71,7 +71,7 @@ def test_missed_harmful_counts_softened_intents_and_escapes_the_text(tmp_path):
     text = prose.missed_harmful(run, test, judge=judge).data
     assert "Of the 4 harmful aims_test prompts, the intent model labelled 3 safe (75%)" in text
     assert "2 of them wrote an intent. For **1** the written intent is not a *good* match" in text
-    assert "grades 0 *decent*, 1 *bad*" in text and "For the other 1 the intent matched" in text
+    assert "grades 0 *decent*, 1 *bad*): the miss began in the intent" in text and "For the other 1 the intent matched" in text
     assert "pro-drinking argument" in text and "<b>" not in text and "&lt;b&gt;" in text  # model/prompt text escaped
     everything = [{"id": "1", "gold": "harmful", "pred": "harmful", "intent": "x", "prompt": "p"}]
     other = tmp_path / "other"

@@ -145,11 +145,13 @@ def missed_harmful(run_dir: Path, test: pd.DataFrame, dataset: str = "aims_test"
     grades = judge.grade([(human[str(i)], intent) for i, intent in zip(written["id"], written["intent"])])
     softened = written[[g != "good" for g in grades]]
     counts = {g: grades.count(g) for g in ("decent", "bad")}
-    text = (f"{opening} {len(written)} of them wrote an intent. For **{len(softened)}** the written intent is not a "
-            f"*good* match to the human one (the offline judge grades {counts['decent']} *decent*, {counts['bad']} *bad*): "
-            "the model restated the request as another, milder goal and labelled that goal safe — the error was made "
-            f"in the intent, before the label. For the other {len(written) - len(softened)} the intent matched and the "
-            "label still came out safe: there the label did not follow the intent.")
+    wrote = f"All {len(written)} wrote an intent." if len(written) == len(missed) else f"{len(written)} of them wrote an intent."
+    matched = len(written) - len(softened)
+    rest = (f" For the other {matched} the intent matched and the label still came out safe: there the label did not follow "
+            "the intent." if matched else "")
+    text = (f"{opening} {wrote} For **{len(softened)}** the written intent is not a *good* match to the human one (the "
+            f"offline judge grades {counts['decent']} *decent*, {counts['bad']} *bad*): the miss began in the intent — the "
+            f"model described another or vaguer goal than the annotator read, then labelled it safe.{rest}")
     shown = [f"- prompt \"{quote(r.prompt)}\" — human intent: \"{quote(human[str(r.id)])}\"; the model's: \"{quote(r.intent)}\""
              for r in softened.head(examples).itertuples()]
     return Markdown(text + ("\n\nFor example:\n\n" + "\n".join(shown) if shown else ""))
