@@ -87,7 +87,7 @@ def test_students_against_flag_all_names_each_student_and_the_line():
         "f1_flag_all": [0.69] * 4, "ms_per_prompt": [400.0, 500.0, 600.0, 30.0]})
     text = prose.students_against_flag_all(records).data
     assert "F1 0.690 at 0 ms" in text and "human_intent 0.700 [0.600, 0.800]" in text
-    assert "2 of the 3 score at or below it, 1 with its whole 95% interval below" in text
+    assert "2 of the 3 score at or below it, 1 of them with the whole 95% interval below" in text
     assert "sft" not in text and "label_only" not in text
     assert "all 3 score at or below it" in prose.students_against_flag_all(records.assign(f1_flag_all=0.75)).data
 

@@ -184,7 +184,7 @@ def students_against_flag_all(records: pd.DataFrame, dataset: str = "aims_test",
         verdict = f"all {n} score at or below it"
     else:
         verdict = f"{len(below)} of the {n} score at or below it"
-    whole = (f", {len(surely)} with its whole 95% interval below" if len(surely) else
+    whole = (f", {len(surely)} of them with the whole 95% interval below" if len(surely) else
              ", none with its whole 95% interval below (each interval reaches flag-all's F1)" if len(below) else "")
     cost = rows["ms_per_prompt"].mean()
     return Markdown(f"**Reading.** Flagging every {dataset} prompt harmful scores F1 {flag:.3f} at 0 ms; of the "
@@ -257,3 +257,12 @@ def slices_left_out(table: pd.DataFrame | str) -> Markdown:
     return Markdown(f"{left['slices']} {left['benchmark']} `{left['column']}` slices with fewer than {left['min_prompts']} "
                     f"prompts ({left['prompts']} prompts in all) are left out, their F1 too uncertain to read; {shown}. "
                     "Score more of the benchmark (`benchmark_limit`) to give each slice enough prompts.")
+
+
+def show_slices(table: pd.DataFrame | str) -> None:
+    """The slice table as 06 shows it: the line counting the slices left out, then the rows kept, if any."""
+    from IPython.display import display
+
+    display(slices_left_out(table))
+    if isinstance(table, pd.DataFrame) and len(table):
+        display(table)
