@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="rewrite a run folder's report.html (and claims.json); optionally its Markdown results page")
     rp.add_argument("run_folder", type=Path, help="a folder written by `run` (outputs/run-...)")
     rp.add_argument("--markdown", type=Path, default=None, metavar="FILE", help="also write the results page here (e.g. docs/results.md)")
+    rp.add_argument("--workshop", type=Path, default=None, metavar="FILE",
+                    help="also render the teacher's guide here from this run (e.g. docs/workshop.md; its values beside it)")
+    rp.add_argument("--workshop-template", type=Path, default=None, metavar="FILE",
+                    help="the guide's template (default: docs/workshop.template.md in the checkout)")
 
     tr = sub.add_parser("train", help="train one regime with its notebook's settings (also under torchrun / accelerate launch)")
     tr.add_argument("regime", choices=["sft", "dpo", "distill", "grpo"])
@@ -123,6 +127,15 @@ def main_report(args: argparse.Namespace) -> int:
             print(f"error: {err}", file=sys.stderr)
             return 1
         print(args.markdown)
+    if args.workshop:
+        from aims_kit.core.paths import REPO_DIR
+        from aims_kit.notebook.workshop import TEMPLATE, WorkshopError, write_workshop
+
+        try:
+            print(write_workshop(folder, args.workshop, args.workshop_template or REPO_DIR / TEMPLATE))
+        except (WorkshopError, OSError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
     return 0
 
 

@@ -206,6 +206,11 @@ def test_frontier_claim(tmp_path):
     assert [r["run"] for r in own["rivals"]] == sorted([_id(label_only), _id(encoder)]) + [claims.FLAG_ALL]
     assert all({"f1_diff", "diff_ci_low", "diff_ci_high"} <= set(r) for r in own["rivals"])
     assert entry.get("f1_flag_all") == pytest.approx(2 / 3)
+    # the note names every rival with its Δ, and says why the one shown binds (issue 41: not "the closest")
+    for rival in own["rivals"]:
+        assert f"{rival['run']} ({rival['ms_per_prompt']:.0f} ms, F1 {rival['f1']:.3f}, ΔF1 {rival['f1_diff']:+.3f}" in entry.note
+    assert f"shown: {entry.run_a} vs {entry.run_b}, because {entry.run_b} is the rival {entry.run_a} beats least surely" in entry.note
+    assert "closest" not in entry.note
 
 
 def test_frontier_claim_fails_when_flag_everything_dominates(tmp_path):

@@ -256,3 +256,16 @@ def test_a_condition_with_no_usable_trace_is_skipped_not_fatal(splits):
     sets, skipped = collect_traces(teacher, splits.train.head(20), splits.val.head(8), ["no_intent", "synthetic_intent"])
     assert set(sets) == {"no_intent"} and len(sets["no_intent"].train) > 0
     assert "survived the screen" in skipped["synthetic_intent"]
+
+
+def test_students_are_named_by_their_traces_in_logs(monkeypatch, tmp_path):
+    """Issue 41: two students were both logged "SFT reasoning_intent_label"; synthetic and human must read apart."""
+    from aims_kit.training import distill, sft
+
+    seen = []
+    monkeypatch.setattr(sft, "train_sft", lambda *args, **kwargs: seen.append((kwargs["condition"], kwargs["name"])))
+    frame = pd.DataFrame({"ID": ["1"], "label": ["safe"], "Intent": [GOLD]})
+    for condition in ("synthetic_intent", "human_intent"):
+        trace_set = distill.TraceSet(condition, frame, frame, [], [], [], {})
+        distill.train_student("m", trace_set, settings=None, run_dir=tmp_path / condition)
+    assert seen == [("reasoning_intent_label", "student synthetic_intent"), ("reasoning_intent_label", "student human_intent")]

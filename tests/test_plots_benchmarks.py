@@ -47,3 +47,32 @@ def test_titles_name_the_datasets_and_mark_fixtures():
     assert "mean F1 over 2 datasets" in title and "xstest" in title and "aegis2 (fixture, not a benchmark)" in title
     panels = [a.text for a in plots.benchmark_figure(records).layout.annotations]
     assert "fixture:aegis2 (fixture, not a benchmark)" in panels and "xstest" in panels
+
+
+def _flagged(run, dataset, f1, ms, flag_all, lr):
+    return {**_record(run, 1, dataset, f1, ms, lr=lr), "f1_flag_all": flag_all}
+
+
+def test_flag_all_is_a_point_on_every_pareto_plot_and_in_the_frontier():
+    """Issue 41: the encoder at 24 ms (0.587) was marked on the frontier beside flag-all's 0.592 at 0 ms."""
+    records = pd.DataFrame([
+        _flagged("encoder", "bench:x", 0.587, 24, 0.592, lr=0.1), _flagged("intent", "bench:x", 0.70, 120, 0.592, lr=0.2),
+        _flagged("slow", "bench:x", 0.65, 300, 0.592, lr=0.3),
+    ])
+    summary = plots.summarise_runs(records).set_index("run_id")
+    assert summary.attrs["flag_all_f1"] == pytest.approx(0.592)
+    assert summary["on_frontier"].to_dict() == {"encoder": False, "intent": True, "slow": False}
+    fig = plots.pareto_figure(summary.reset_index())
+    cross = [t for t in fig.data if t.name and t.name.startswith("flag everything")]
+    assert len(cross) == 1 and list(cross[0].x) == [0.0] and list(cross[0].y) == [pytest.approx(0.592)]
+    assert cross[0].mode != "markers"  # the run explorer's click handler only binds run points
+    line = next(t for t in fig.data if t.name == "Pareto frontier")
+    assert list(line.x) == [0.0, 120] and list(line.y) == [pytest.approx(0.592), pytest.approx(0.70)]
+    # seeds grouped: flag-all still competes
+    assert not plots.summarise_runs(records, group_seeds=True).set_index("run_id").loc["encoder", "on_frontier"]
+
+
+def test_records_without_flag_all_keep_the_runs_only_frontier():
+    summary = plots.summarise_runs(pd.DataFrame([_record("a", 1, "bench:x", 0.6, 10)]))
+    assert summary.attrs["flag_all_f1"] is None and summary["on_frontier"].tolist() == [True]
+    assert not [t for t in plots.pareto_figure(summary).data if t.name and t.name.startswith("flag everything")]

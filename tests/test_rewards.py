@@ -145,6 +145,7 @@ def test_reward_set_logs_its_components_to_the_trainer():
     row = ablation.log[-1]
     assert row["step"] == 7 and row["reward"] == 0.5 and row["frac_format"] == 0.5
     assert row["format"] == 0.5 and row["label"] == 0.5 and row["completion_tokens"] == 2.0
+    assert row["harmful_share"] == 0.0  # the step's prompt mix, which moves the mean reward too (prose.reward_reading)
     assert ("components/frac_format", 0.5) in logged and all(name.startswith("components/") for name, _ in logged)
     assert ablation.__name__ == "label_only"  # TRL names the reward's metrics after it
 

@@ -160,3 +160,39 @@ def test_a_later_regime_continues_the_sft_run_of_its_own_seed(tmp_path):
     assert experiments.find_sft_run(tmp_path, seed=23) == newer
     with pytest.raises(FileNotFoundError, match="seed=24"):
         experiments.find_sft_run(tmp_path, seed=24)
+
+
+def _tqdm_widget(nb, model_id: str, value: int, total: int, left: str, right: str, saved: bool = True):
+    """A saved tqdm.notebook bar as papermill leaves it: its 0% text, and (``saved``) the state it ended in."""
+    import nbformat
+
+    output = nbformat.v4.new_output("display_data", data={
+        "application/vnd.jupyter.widget-view+json": {"model_id": model_id, "version_major": 2, "version_minor": 0},
+        "text/plain": f"{left.split(':')[0]}:   0%|          | 0/{total} [00:00<?, ?it/s]"})
+    if saved:
+        state = nb.metadata.setdefault("widgets", {}).setdefault("application/vnd.jupyter.widget-state+json", {"state": {}})["state"]
+        state[model_id] = {"model_name": "HBoxModel", "state": {"children": [f"IPY_MODEL_{model_id}-l", f"IPY_MODEL_{model_id}-b", f"IPY_MODEL_{model_id}-r"]}}
+        state[f"{model_id}-l"] = {"model_name": "HTMLModel", "state": {"value": left}}
+        state[f"{model_id}-b"] = {"model_name": "FloatProgressModel", "state": {"value": value, "max": total}}
+        state[f"{model_id}-r"] = {"model_name": "HTMLModel", "state": {"value": right}}
+    return output
+
+
+def test_saved_progress_widgets_show_where_they_ended_not_0_percent():
+    """Issue 41: 02's GGUF conversion bar read "0% 0/272" in the executed notebook though it had finished."""
+    import nbformat
+
+    from aims_kit.notebook.runner import settle_progress_widgets
+
+    nb = nbformat.v4.new_notebook()
+    done = _tqdm_widget(nb, "a", 272, 272, "Converting\u2007GGUF\u2007tensors...:\u2007100%", "\u2007272/272\u2007[00:05&lt;00:00]")
+    lost = _tqdm_widget(nb, "b", 3, 3, "x: 100%", "3/3", saved=False)
+    table = nbformat.v4.new_output("execute_result", data={"text/plain": "  n  f1\n0  1  0.5"})
+    other_widget = nbformat.v4.new_output("display_data", data={
+        "application/vnd.jupyter.widget-view+json": {"model_id": "c"}, "text/plain": "VBox(children=(Dropdown(...),))"})
+    nb.cells.append(nbformat.v4.new_code_cell("load()", outputs=[done, lost, table, other_widget]))
+    assert settle_progress_widgets(nb) == 2
+    outputs = nb.cells[0].outputs
+    assert [o.output_type for o in outputs] == ["stream", "execute_result", "display_data"]  # the unsaved bar is gone
+    assert outputs[0].text == "Converting GGUF tensors...: 100% 272/272 [00:05<00:00]\n"
+    assert not any("0%|" in str(o.get("data", {}).get("text/plain", "")) for o in outputs)

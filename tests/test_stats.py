@@ -182,3 +182,12 @@ def test_one_seed_in_a_list_is_the_same_comparison_as_one_run():
     gold, a = _noisy(150, 0.2, seed=1)
     _, b = _noisy(150, 0.3, seed=2)
     assert stats.paired_evidence([(gold, [a], [b], None, None)]) == stats.paired_evidence([(gold, a, b, None, None)])
+
+
+def test_flag_all_as_a_baseline_takes_runs_it_matches_off_the_frontier():
+    """Flagging everything competes at 0 ms: a run at or below its F1 is off the frontier however fast."""
+    latency, score = [24.0, 120.0, 300.0], [0.587, 0.70, 0.65]
+    assert stats.pareto_mask(latency, score) == [True, True, False]
+    assert stats.pareto_mask(latency, score, baseline=(0.0, 0.592)) == [False, True, False]
+    assert stats.pareto_mask([24.0], [0.592], baseline=(0.0, 0.592)) == [False]  # a tie with flag-all is not a win
+    assert stats.pareto_mask([24.0], [0.6], baseline=(0.0, 0.592)) == [True]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import asdict, dataclass, field, fields
-from typing import Mapping, TypeVar
+from typing import ClassVar, Mapping, TypeVar
 
 P = TypeVar("P", bound="RunParams")
 
@@ -125,6 +125,26 @@ class RunParams(TrainingBasics):
         """Every field, as the run's ``config.json`` records it (``params``)."""
         return asdict(self)
 
+    #: Parameters this regime replaces with one of its own: ``{name: replacing parameter}``. Where
+    #: :meth:`replaced_by` names one, setting ``name`` changes nothing in this notebook.
+    REPLACED_BY: ClassVar[dict[str, str]] = {}
+
+    def replaced_by(self, name: str) -> str | None:
+        """The parameter that, with these values, takes the place of ``name`` here (``None``: ``name`` is used).
+
+        ``profile`` only records which profile the values came from: setting it sets no value, so it
+        is "replaced" by ``python -m aims_kit run --profile``, which does.
+
+        Why: a suggestion such as ``-p max_steps=400`` for the intent condition is silently
+        ignored where ``condition_max_steps`` sets that condition's steps; the notebooks' own
+        suggestions are checked against this (tests/test_notebook_prose.py). The rules mirror where
+        each regime substitutes its own field (:mod:`aims_kit.notebook.experiments`,
+        :mod:`aims_kit.training.encoder`).
+        """
+        if name == "profile":  # a record of where the values came from; it sets none of them
+            return "--profile"
+        return self.REPLACED_BY.get(name)
+
     def answer_budget(self, condition: str) -> int:
         """Tokens an answer may take: reasoning answers get the (longer) distillation budget.
 
@@ -142,6 +162,12 @@ class SFTParams(RunParams):
     #: Training steps per output condition where it differs from ``max_steps`` (an intent
     #: target learns its label later than a one-word target; see ``aims_kit/core/profiles.py``).
     condition_max_steps: dict = field(default_factory=dict)
+
+    def replaced_by(self, name: str) -> str | None:
+        """``max_steps`` is ignored for every condition ``condition_max_steps`` lists (``experiments.sft_run``)."""
+        if name == "max_steps" and any(c in self.condition_max_steps for c in self.conditions):
+            return "condition_max_steps"
+        return super().replaced_by(name)
 
 
 @dataclass(frozen=True)
@@ -169,6 +195,10 @@ class DPOParams(RunParams):
     dpo_pairs_from: str = ""
     judge: str = "embedding"
 
+    #: DPO trains with its own rate, epochs and steps (``dpo_run``); the SFT ones are not read.
+    REPLACED_BY: ClassVar[dict[str, str]] = {"learning_rate": "dpo_learning_rate", "epochs": "dpo_epochs",
+                                             "max_steps": "dpo_max_steps"}
+
 
 @dataclass(frozen=True)
 class DistillParams(RunParams):
@@ -181,6 +211,12 @@ class DistillParams(RunParams):
     #: ``file``, ``file:PATH``, ``chat:MODEL@URL`` or ``hub:MODEL``.
     teacher: str = "file"
     distill_conditions: tuple[str, ...] = ("no_intent", "synthetic_intent", "human_intent")
+
+    def replaced_by(self, name: str) -> str | None:
+        """``max_steps`` counts only while ``distill_max_steps`` is ``None`` (``distill_run``)."""
+        if name == "max_steps" and self.distill_max_steps is not None:
+            return "distill_max_steps"
+        return super().replaced_by(name)
 
 
 @dataclass(frozen=True)
@@ -208,6 +244,12 @@ class GRPOParams(RunParams):
     judge: str | None = None
     judge_on_failure: str | None = None
 
+    def replaced_by(self, name: str) -> str | None:
+        """Started from an SFT run (the default), GRPO uses that run's base ``model`` (``grpo_run``)."""
+        if name == "model" and self.grpo_start in (None, "sft"):
+            return "grpo_start"
+        return super().replaced_by(name)
+
 
 @dataclass(frozen=True)
 class BenchmarkParams(RunParams):
@@ -229,6 +271,10 @@ class BenchmarkParams(RunParams):
     encoder_epochs: float = 3.0
     encoder_max_steps: int = -1
     encoder_batch_size: int = 16
+
+    #: The encoder baseline, the one thing 06 trains, has its own schedule (``encoder_run``).
+    REPLACED_BY: ClassVar[dict[str, str]] = {"learning_rate": "encoder_learning_rate", "epochs": "encoder_epochs",
+                                             "max_steps": "encoder_max_steps", "batch_size": "encoder_batch_size"}
 
 
 @dataclass(frozen=True)

@@ -126,11 +126,16 @@ def benchmark_table(records: pd.DataFrame) -> pd.DataFrame:
     """Benchmark records with their intervals, baselines and both latencies, fixtures marked."""
     if records.empty:
         return pd.DataFrame(columns=TABLE_COLUMNS)
-    subset = records[records["dataset"].str.startswith(("bench:", "fixture:"))]
+    from aims_kit.notebook.report import tokens_shown
+
+    subset = records[records["dataset"].str.startswith(("bench:", "fixture:"))].sort_values(["dataset", "regime", "condition"])
+    subset = subset.reset_index(drop=True)
     columns = [c for c in TABLE_COLUMNS if c in subset.columns]
-    table = subset[columns].sort_values(["dataset", "regime", "condition"]).reset_index(drop=True)
+    table = subset[columns].round(3)
     table.insert(1, "what", table["dataset"].map(lambda d: "fixture (not a real benchmark)" if d.startswith("fixture:") else "benchmark"))
-    return table.round(3)
+    if "tokens_per_prompt" in table:  # "scored (no decoding)", not 0.000 (docs/glossary.md, Columns)
+        table["tokens_per_prompt"] = [tokens_shown(row) for _, row in subset.iterrows()]
+    return table
 
 
 def paired_table(out_dir: str | Path, a: dict, b: dict, datasets: list[str], *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
@@ -165,14 +170,44 @@ def sft_comparison(out_dir: str | Path, records: pd.DataFrame, *, n_boot: int = 
                         datasets, n_boot=n_boot, seed=seed)
 
 
-def slice_table(run_dirs: list[Path], found: list[Found], benchmark: str = "xstest", column: str = "type") -> pd.DataFrame | str:
-    """Per-slice F1 of every run on one benchmark (XSTest's prompt types by default)."""
+#: Fewest prompts a slice needs for a row of its own: below it a slice's F1 interval spans most of 0–1
+#: (a 10-prompt slice's accuracy moves 0.1 per prompt), so 06 once showed 162 rows of noise.
+MIN_SLICE_PROMPTS = 20
+
+
+def slice_table(run_dirs: list[Path], found: list[Found], benchmark: str = "xstest", column: str = "type",
+                min_prompts: int = MIN_SLICE_PROMPTS) -> pd.DataFrame | str:
+    """Per-slice F1 of every run on one benchmark (XSTest's prompt types by default), slices of at
+    least ``min_prompts`` prompts only.
+
+    The slices left out are counted in ``table.attrs["left_out"]`` (slices, prompts, the floor) for
+    the one line :func:`aims_kit.notebook.prose.slices_left_out` writes under the table.
+    """
     dataset = next((f.dataset for f in found if f.name == benchmark and f.frame is not None), None)
     slices = {
         run.name: stats.slice_f1(run_predictions(run, dataset), column)
         for run in run_dirs if dataset and (run / "predictions" / f"{dataset}.jsonl").exists()
     }
-    return pd.concat(slices, names=["run"]).round(3) if slices else f"{benchmark} was not evaluated"
+    if not slices:
+        return f"{benchmark} was not evaluated"
+    table = pd.concat(slices, names=["run"]).round(3)
+    small = table[table["n"] < min_prompts].drop_duplicates(column)
+    kept = table[table["n"] >= min_prompts]
+    kept.attrs["left_out"] = {"benchmark": benchmark, "column": column, "slices": len(small),
+                              "prompts": int(small["n"].sum()), "min_prompts": min_prompts, "kept": int(kept[column].nunique())}
+    return kept
+
+
+def seed_table(records: pd.DataFrame) -> pd.DataFrame | None:
+    """Mean ± std of F1 over seeds per benchmark, for the experiments that have more than one seed (06).
+
+    ``None`` when none has: a spread over one seed is 0 by construction, and an 18-row table of
+    "± 0.000" says nothing (:func:`aims_kit.notebook.prose.latency_and_seeds` says so in words).
+    """
+    bench = records[records["dataset"].str.startswith(("bench:", "fixture:"))] if not records.empty else records
+    table = stats.aggregate_seeds(bench)
+    several = table[table["n_seeds"] > 1].reset_index(drop=True)
+    return several if len(several) else None
 
 
 def benchmark_datasets(records: pd.DataFrame) -> list[str]:

@@ -476,7 +476,8 @@ def _frontier_cell(claim: Claim, records: pd.DataFrame, runs: pd.DataFrame, data
             direction = 0 if holm_p >= ALPHA else 1 if p_for <= p_against else -1
         best = min(won or intent, key=lambda run: (p_run[run], run))
         threat = min(lost or shared, key=lambda rival: (p_rival[rival], rival))
-        shown = (best, binding[best]) if direction > 0 or (direction == 0 and p_for <= p_against) else (strongest[threat], threat)
+        against = not (direction > 0 or (direction == 0 and p_for <= p_against))
+        shown = (strongest[threat], threat) if against else (best, binding[best])
         chosen = {**evidence[shown], "p_value": p, "p_reproduced": p_for, "p_reversed": p_against}
         named = REPRODUCED if direction > 0 else REVERSED if direction < 0 else _undecided(chosen, None)
         details = {
@@ -491,8 +492,9 @@ def _frontier_cell(claim: Claim, records: pd.DataFrame, runs: pd.DataFrame, data
         text = "; ".join(filter(None, (
             note,
             f"{', '.join(f'{k} ({speed[k]:.0f} ms/prompt)' for k in intent)} against every run without intent as fast "
-            f"or faster and flagging everything (F1 {chosen['f1_flag_all']:.3f} at 0 ms); shown: {shown[0]} vs {shown[1]}, "
-            "the binding comparison",
+            f"or faster and flagging everything (F1 {chosen['f1_flag_all']:.3f} at 0 ms)",
+            _rivals_text(shown[0], rivals[shown[0]], evidence, speed, off),
+            _binding_text(shown, reversed_=against),
             f"off the frontier (below flagging everything): {', '.join(sorted(off))}" if off else "",
             _seed_note(*(arms[name] for name in shown if name in arms)),
         )))
@@ -500,6 +502,32 @@ def _frontier_cell(claim: Claim, records: pd.DataFrame, runs: pd.DataFrame, data
                      n=chosen["n"], headline=label == claim.headline, holm_p=holm_p, paper_gap=claim.gap,
                      evidence=chosen, note=text, details=details)
     return grade
+
+
+def _rivals_text(run: str, rivals: list[str], evidence: dict, speed: dict, off: set[str]) -> str:
+    """Every rival of one intent-aware run, named with its speed and the paired ΔF1 against it."""
+    def one(rival: str) -> str:
+        e = evidence[run, rival]
+        where = " (off the frontier: below flagging everything)" if rival in off else ""
+        return (f"{rival} ({speed[rival]:.0f} ms, F1 {e['f1_b']:.3f}, ΔF1 {e['f1_diff']:+.3f} "
+                f"[{e['diff_ci_low']:+.3f}, {e['diff_ci_high']:+.3f}]){where}")
+    return f"rivals of {run}: " + ", ".join(one(r) for r in rivals)
+
+
+def _binding_text(shown: tuple[str, str], *, reversed_: bool) -> str:
+    """Why the comparison shown is the one that decides: a chain is as strong as its weakest link.
+
+    For a run to be on the frontier it must beat *every* rival, so the rival it beats least surely
+    (the largest one-sided p; then the smallest ΔF1) bounds the verdict; that is not necessarily
+    the rival with the closest F1 or the lowest interval bound. Against the claim, the rival that
+    beats every intent-aware run is shown against the one it beats least surely.
+    """
+    run, rival = shown
+    if reversed_:
+        return (f"shown: {run} vs {rival}, because {rival} is as fast as every intent-aware run and {run} is the one it "
+                "beats least surely (largest one-sided p): the comparison that decides a reversal")
+    return (f"shown: {run} vs {rival}, because {rival} is the rival {run} beats least surely (largest one-sided p, then "
+            f"the smallest ΔF1): {run} is on the frontier only if it beats every rival, so this comparison binds")
 
 
 def _frontier_cells(claim: Claim, records: pd.DataFrame, runs: pd.DataFrame, external: list[str]) -> list[Grade]:

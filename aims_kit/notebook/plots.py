@@ -68,6 +68,11 @@ def summarise_runs(records: pd.DataFrame, datasets: list[str] | None = None, *, 
     mean's interval (:func:`aims_kit.scoring.stats.mean_f1_interval`). With ``group_seeds`` runs that
     differ only in seed become one point at their mean, ``f1_err`` then being the seed spread
     (std) when there are several seeds; the frontier is always computed on these means.
+
+    Flagging every prompt harmful competes too, at 0 ms (:func:`flag_all_point`): a run whose mean
+    F1 is at most flag-all's is not ``on_frontier``, however fast it is among the runs. Its F1 is
+    kept in ``summary.attrs["flag_all_f1"]`` for the plot (``None`` where records carry no
+    ``f1_flag_all``).
     """
     if records.empty:
         return pd.DataFrame(columns=["run_id", "regime", "condition", "mean_f1", "ms_per_prompt"])
@@ -86,6 +91,8 @@ def summarise_runs(records: pd.DataFrame, datasets: list[str] | None = None, *, 
         "parse_failure_rate": ("parse_failure_rate", "mean"),
         "device": ("device", "first"),
     }
+    if "f1_flag_all" in subset:
+        columns["f1_flag_all"] = ("f1_flag_all", "mean")
     if "variant" in subset:
         columns["variant"] = ("variant", "first")
     summary = grouped.agg(**columns).reset_index()
@@ -102,9 +109,24 @@ def summarise_runs(records: pd.DataFrame, datasets: list[str] | None = None, *, 
     # (DPO hard/judge, distillation condition, GRPO reward set).
     summary["setting"] = summary["condition"] + variant.map(lambda v: f" · {v}" if v else "")
     summary["label"] = summary["regime"] + " · " + summary["setting"]
-    summary["on_frontier"] = pareto_mask(summary["ms_per_prompt"].tolist(), summary["mean_f1"].tolist())
+    flag_all = flag_all_point(summary)
+    summary["on_frontier"] = pareto_mask(summary["ms_per_prompt"].tolist(), summary["mean_f1"].tolist(),
+                                         baseline=None if flag_all is None else (0.0, flag_all))
     summary.attrs["datasets"] = chosen  # what the mean is over: every title built from it names them
+    summary.attrs["flag_all_f1"] = flag_all
     return summary
+
+
+def flag_all_point(summary: pd.DataFrame) -> float | None:
+    """Flag-all's mean F1 over the summary's datasets: the Pareto point at 0 ms every run must beat.
+
+    Each run's ``f1_flag_all`` is already the mean over the same datasets; runs scored on the same
+    prompts share it, and runs of other seeds (another test split) differ slightly, so the point is
+    their mean. ``None`` when no record carries it.
+    """
+    if "f1_flag_all" not in summary or summary["f1_flag_all"].isna().all():
+        return None
+    return float(summary["f1_flag_all"].mean())
 
 
 def _group_seeds(summary: pd.DataFrame, records: pd.DataFrame) -> pd.DataFrame:
@@ -113,7 +135,8 @@ def _group_seeds(summary: pd.DataFrame, records: pd.DataFrame) -> pd.DataFrame:
     keys = records.drop_duplicates("run_id").set_index("run_id")["config"].map(experiment_key)
     summary = summary.assign(experiment=summary["run_id"].map(keys))
     first = summary.groupby("experiment", sort=False).first()
-    means = summary.groupby("experiment", sort=False)[["mean_f1", "ms_per_prompt", "tokens_per_prompt", "parse_failure_rate"]].mean()
+    averaged = [c for c in ("mean_f1", "ms_per_prompt", "tokens_per_prompt", "parse_failure_rate", "f1_flag_all") if c in summary]
+    means = summary.groupby("experiment", sort=False)[averaged].mean()
     spread = summary.groupby("experiment", sort=False)["mean_f1"].std()
     n_seeds = summary.groupby("experiment", sort=False)["seed"].nunique()
     out = first.drop(columns=means.columns).join(means)
@@ -127,6 +150,9 @@ def _group_seeds(summary: pd.DataFrame, records: pd.DataFrame) -> pd.DataFrame:
 
 def pareto_figure(summary: pd.DataFrame, title: str | None = None, references: dict[str, float] | None = None):
     """Scatter of mean F1 against ms/prompt, one colour per regime, frontier drawn as a line.
+
+    Flagging everything is drawn at 0 ms (a black cross, ``summary.attrs["flag_all_f1"]``) and the
+    frontier line starts there: the point every run must rise above to be worth its latency.
 
     The default title names the datasets the mean is over (:func:`mean_title`), fixtures marked
     as such, so a plotted mean never hides what it averages.
@@ -153,7 +179,16 @@ def pareto_figure(summary: pd.DataFrame, title: str | None = None, references: d
         fig.add_hline(y=value, line={"dash": "dot", "color": "lightgrey"},
                       annotation_text=f"{name} {value:.3f} (paper, other hardware)", annotation_position="top left",
                       annotation_font_size=9)
-    frontier = summary[summary["on_frontier"]].sort_values("ms_per_prompt")
+    frontier = summary[summary["on_frontier"]].sort_values("ms_per_prompt")[["ms_per_prompt", "mean_f1"]]
+    flag_all = summary.attrs.get("flag_all_f1")
+    if flag_all is not None:
+        # "markers+text", not "markers": the run explorer makes only run points clickable.
+        fig.add_trace(go.Scatter(
+            x=[0.0], y=[flag_all], mode="markers+text", text=["flag all"], textposition="top right",
+            marker={"symbol": "x", "size": 12, "color": "black"}, name=f"flag everything (F1 {flag_all:.3f}, 0 ms)",
+            hovertemplate="flag everything: F1 %{y:.3f} at 0 ms<extra></extra>",
+        ))
+        frontier = pd.concat([pd.DataFrame({"ms_per_prompt": [0.0], "mean_f1": [flag_all]}), frontier], ignore_index=True)
     if len(frontier):
         fig.add_trace(
             go.Scatter(
@@ -268,7 +303,7 @@ def reward_figure(reward_log: list[dict], val_history: list[dict] | None = None,
 
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.65, 0.35], vertical_spacing=0.08)
     length_key = "completion_tokens" if any("completion_tokens" in row for row in reward_log) else "completion_chars"
-    skip = {"step", "completion_tokens", "completion_chars"}
+    skip = {"step", "completion_tokens", "completion_chars", "harmful_share"}  # not rewards: read by prose.reward_reading
     keys = [k for k in (reward_log[0] if reward_log else {}) if k not in skip]
     steps = [row["step"] for row in reward_log]
     for key in keys:

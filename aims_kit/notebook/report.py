@@ -21,8 +21,13 @@ from aims_kit.notebook import plots
 TABLE_COLUMNS = [
     "regime", "condition", "variant", "dataset", "n", "f1", "f1_ci_low", "f1_ci_high", "precision", "recall",
     "accuracy", "flag_rate", "f1_flag_all", "f1_flag_none", "parse_failure_rate", "intent_repeat_rate", "intent_similarity", "ms_per_prompt", "latency_p50_ms",
-    "latency_p95_ms", "tokens_per_prompt", "checkpoint_step", "seed",
+    "latency_p95_ms", "tokens_per_prompt", "label_method", "checkpoint_step", "seed",
 ]
+
+#: What ``tokens_per_prompt`` shows for a run that decodes nothing, instead of a bare 0.000.
+SCORED_TOKENS = "scored (no decoding)"
+#: The same for the encoder baseline: its classification head writes no tokens at all.
+HEAD_TOKENS = "classifier head (no decoding)"
 
 
 def versions() -> dict[str, str]:
@@ -43,7 +48,23 @@ def results_table(records: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=TABLE_COLUMNS)
     columns = [c for c in TABLE_COLUMNS if c in records.columns]
     table = records[columns].sort_values(["dataset", "regime", "condition"]).reset_index(drop=True).round(3)
+    if "tokens_per_prompt" in table:
+        table["tokens_per_prompt"] = [tokens_shown(row) for _, row in table.iterrows()]
     return table.assign(dataset=table["dataset"].map(plots.dataset_name))
+
+
+def tokens_shown(record: pd.Series):
+    """A record's ``tokens_per_prompt`` as a table shows it: what was measured, never a misleading 0.000.
+
+    Why: a label-only run scored in one forward pass (``label_method`` ``scored``) and the encoder
+    baseline write no token at all; their 0 is not "very short answers" but "no decoding", which
+    is also why their ms/prompt is so low.
+    """
+    if record.get("label_method") == "scored":
+        return SCORED_TOKENS
+    if record.get("regime") == "encoder":
+        return HEAD_TOKENS
+    return record.get("tokens_per_prompt")
 
 
 def run_label(record: pd.Series) -> str:

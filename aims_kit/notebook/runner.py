@@ -244,6 +244,55 @@ def tidy_streams(nb) -> None:
         cell["outputs"] = merged
 
 
+#: A progress bar's text as tqdm prints it: ``desc:  40%|####      | 4/10 [...]``.
+PROGRESS_TEXT = re.compile(r"\d+%\|.*\|\s*\d+/\d+")
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def settle_progress_widgets(nb) -> int:
+    """Replace each saved progress-bar widget by one text line of its final state; returns how many.
+
+    Why: a library bar shown as a widget (``tqdm.auto``; the GGUF conversion's) is saved with the
+    text it had when first displayed, "0% 0/272", which every viewer without a live kernel shows
+    though the step finished. The widget's saved state holds where it ended; that line replaces
+    the output. A bar whose state was not saved is dropped: it can only show its start.
+    """
+    state = nb.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
+    settled = 0
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        kept = []
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            if WIDGET_VIEW in data and PROGRESS_TEXT.search(str(data.get("text/plain", ""))):
+                settled += 1
+                line = _widget_bar_text(state, data[WIDGET_VIEW].get("model_id", ""))
+                if line:
+                    kept.append(_stream("stderr", line + "\n"))
+                continue
+            kept.append(out)
+        cell["outputs"] = kept
+    return settled
+
+
+def _widget_bar_text(state: dict, model_id: str) -> str:
+    """``desc 100% 272/272 [...]`` from a tqdm widget's saved models (an HBox of label, bar and counter); '' if absent."""
+    import html
+
+    children = state.get(model_id, {}).get("state", {}).get("children", [])
+    models = [state.get(str(child).removeprefix("IPY_MODEL_"), {}).get("state", {}) for child in children]
+    bars = [m for m in models if "max" in m and "value" in m]
+    if len(models) != 3 or not bars:
+        return ""
+    # tqdm writes figure spaces (U+2007) and HTML escapes into the labels; the left one ends with the percentage
+    left, right = (" ".join(html.unescape(str(models[i].get("value", ""))).replace("\u2007", " ").split()) for i in (0, 2))
+    if "%" not in left:
+        share = bars[0]["value"] / bars[0]["max"] if bars[0]["max"] else 1.0
+        left = f"{left} {share:.0%}".strip()
+    return " ".join(part for part in (left, right) if part)
+
+
 def _stream(name: str, text: str):
     """A new stream output."""
     import nbformat
@@ -257,6 +306,7 @@ def stamp_duration(executed: Path, seconds: float, profile: str) -> None:
     import nbformat
 
     nb = nbformat.read(str(executed), as_version=4)
+    settle_progress_widgets(nb)
     slim_widget_state(nb)
     tidy_streams(nb)
     nb.cells.append(nbformat.v4.new_markdown_cell(

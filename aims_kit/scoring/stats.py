@@ -511,13 +511,21 @@ def mean_f1_interval(half_widths: Sequence[float]) -> float:
     return float(np.sqrt(np.sum(values**2)) / len(values)) if len(values) else float("nan")
 
 
-def pareto_mask(latency: list[float], score: list[float]) -> list[bool]:
-    """True for points no other point beats on both axes (lower latency *and* higher score)."""
+def pareto_mask(latency: list[float], score: list[float], *, baseline: tuple[float, float] | None = None) -> list[bool]:
+    """True for points no other point beats on both axes (lower latency *and* higher score).
+
+    ``baseline`` is a ``(latency, score)`` point that competes without being one of the points:
+    flagging everything (0 ms, its F1). Why: it needs no model, so a run it matches or beats at
+    no cost is not a trade-off anyone would choose, however fast the run is among the others.
+    A point at the baseline's latency or slower whose score is at most the baseline's is off the
+    frontier.
+    """
+    rivals = list(zip(latency, score)) + ([baseline] if baseline is not None else [])
     mask = []
     for i, (x_i, y_i) in enumerate(zip(latency, score)):
         dominated = any(
-            x_j <= x_i and y_j >= y_i and (x_j < x_i or y_j > y_i)
-            for j, (x_j, y_j) in enumerate(zip(latency, score))
+            x_j <= x_i and y_j >= y_i and (x_j < x_i or y_j > y_i or j == len(latency))
+            for j, (x_j, y_j) in enumerate(rivals)
             if j != i
         )
         mask.append(not dominated)

@@ -258,4 +258,11 @@ def train_student(model_name: str, trace_set: TraceSet, *, settings, run_dir: Pa
         train_completions=trace_set.train_completions,
         val_completions=trace_set.val_completions,
         val_f1_tokens=val_f1_tokens,
+        name=student_name(trace_set.trace_condition),
     )
+
+
+def student_name(trace_condition: str) -> str:
+    """What logs call a student: by the traces it learns from (``synthetic_intent`` and ``human_intent``
+    students share the output format ``reasoning_intent_label``, so the format alone cannot tell them apart)."""
+    return f"student {trace_condition}"

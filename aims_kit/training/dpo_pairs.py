@@ -37,6 +37,11 @@ Variant = Literal["hard", "judge"]
 VARIANTS: tuple[Variant, ...] = ("hard", "judge")
 Balance = Literal["undersample", "none"]
 
+#: Why a sample became the rejected answer (a pair's ``source``): its intent, classified alone by
+#: the model, gets the wrong label; or (``judge`` variant, a prompt with no such sample) its label
+#: is right but the judge grades its intent a bad match, so the rejected row carries the gold label.
+REJECT_SOURCES: tuple[str, ...] = ("wrong_label", "judge_bad")
+
 #: Columns of a pairs frame (and of ``pairs.jsonl`` in a DPO run folder).
 PAIR_COLUMNS = (
     "id", "split", "prompt", "gold_label", "gold_intent", "chosen", "rejected",
@@ -192,9 +197,9 @@ def mine_pairs(
     for i, row in enumerate(frame.itertuples(index=False)):
         span = range(i * k, i * k + k)
         candidates = [j for j in span if wrong[j]]
-        source = "wrong_label"
+        source = REJECT_SOURCES[0]
         if not candidates:
-            candidates, source = [j for j in span if bad[j]], "judge_bad"
+            candidates, source = [j for j in span if bad[j]], REJECT_SOURCES[1]
         if not candidates:
             report.prompts_without_pair += 1
             continue

@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 
 from aims_kit.datasets import formats
 from aims_kit.scoring.judges import GRADE_SCORE, CachedJudge
+from aims_kit.scoring.metrics import POSITIVE
 
 Completion = str | list[dict]
 RewardFn = Callable[..., list[float]]
@@ -181,6 +182,11 @@ class RewardSet:
         }
         if ids is not None:
             row["completion_tokens"] = sum(len(x) for x in ids) / n
+        labels = columns.get("label")
+        if labels is not None:
+            # Each step draws new prompts: their mix moves the mean reward as much as the policy does
+            # (prose.reward_reading says which moved it).
+            row["harmful_share"] = sum(label == POSITIVE for label in labels) / n
         self.log.append(row)
         log_metric = columns.get("log_metric")
         if callable(log_metric):

@@ -103,8 +103,12 @@ def train_sft(
     train_completions: list[str] | None = None,
     val_completions: list[str] | None = None,
     val_f1_tokens: int = 0,
+    name: str = "",
 ):
     """Train a LoRA adapter with TRL's ``SFTTrainer``; saves it under ``run_dir/adapter``.
+
+    ``name`` is what the progress bar and log lines call the run (default ``SFT <condition>``):
+    the three distillation students share one condition, so they pass their trace condition.
 
     Examples longer than ``settings.max_length`` are dropped and counted (``train_data.json``).
     With ``val_f1_tokens`` > 0 every validation pass also classifies the validation split with
@@ -118,10 +122,11 @@ def train_sft(
 
     require_split(train, "train", "SFT training data")
     require_split(val, "val", "early stopping and checkpoint selection")
+    name = name or f"SFT {condition}"
     model, tokenizer = load_model(model_name, quantize=settings.quantize, trainable=True)
     records = keep_within_max_length(
         {"train": sft_records(train, condition, train_completions), "val": sft_records(val, condition, val_completions)},
-        tokenizer, settings.max_length, run_dir, f"SFT {condition}",
+        tokenizer, settings.max_length, run_dir, name,
     )
     val_f1 = val_f1_callback(val, condition, tokenizer, val_f1_tokens, settings.batch_size * 4) if val_f1_tokens else None
     select_on, callbacks = selection(settings, val_f1)
@@ -141,7 +146,7 @@ def train_sft(
         peft_config=settings.lora.to_peft(model),
         callbacks=callbacks,
     )
-    attach_progress(trainer, f"SFT {condition}")
+    attach_progress(trainer, name)
     fit(trainer, resume_from_checkpoint=_last_checkpoint(run_dir))
     save_training(trainer, run_dir)
     return trainer
