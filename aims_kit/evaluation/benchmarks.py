@@ -17,6 +17,7 @@ from aims_kit.core.params import BenchmarkParams
 from aims_kit.datasets import aims as data
 from aims_kit.datasets import benchmarks
 from aims_kit.datasets.benchmarks import Found
+from aims_kit.datasets.prompt_formats import PromptFormat
 from aims_kit.evaluation.runs import LoadedRun, answer_budget, load_run
 from aims_kit.scoring import evaluate as evaluation
 from aims_kit.scoring import stats
@@ -83,6 +84,7 @@ def evaluate_loaded(run: LoadedRun, frame: pd.DataFrame, dataset: str, p: Benchm
         scores, predictions = evaluation.evaluate(
             run.model, run.tokenizer, frame, condition=condition, dataset=dataset, batch_size=batch_size,
             max_new_tokens=budget, latency_sample=latency_sample, n_boot=n_boot, engine=engine,
+            prompt_format=PromptFormat.from_config(run.config),
         )
     slices = [c for c in ("type", "Adversarial", "Category") if c in frame.columns]
     for prediction, values in zip(predictions, frame[slices].to_dict("records")):
