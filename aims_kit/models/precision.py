@@ -19,6 +19,8 @@ from functools import lru_cache
 
 import torch
 
+from aims_kit.core.params import PRECISIONS
+
 log = logging.getLogger(__name__)
 
 
@@ -135,9 +137,6 @@ def serving_dtype() -> str:
     return dtype_name(compute_dtype())
 
 
-#: What a zero-shot run may ask to be loaded in (``eval --model --precision``): ``auto`` (unquantized,
-#: in :func:`compute_dtype`'s dtype), a named 16- or 32-bit dtype, or QLoRA's 4-bit NF4 base.
-PRECISIONS = ("auto", "bf16", "fp16", "fp32", "4bit")
 _NAMED_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
