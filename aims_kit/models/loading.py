@@ -136,14 +136,12 @@ def load_zero_shot(config: dict):
         model, tokenizer = load_model(config["model"], quantize=quantize, dtype=dtype)
         return prepare_for_inference(model), tokenizer
     model, tokenizer = load_model(base, quantize=quantize, dtype=dtype)
-    adapter = resolve_adapter_id(config["model"])
-    model = PeftModel.from_pretrained(model, adapter)
+    model = PeftModel.from_pretrained(model, resolve_adapter_id(config["model"]))
     assert_adapter_active(model, tokenizer)
     model.eval()
-    try:
-        tokenizer = load_tokenizer(adapter)
-    except (OSError, ValueError):  # no tokenizer files beside the adapter: the base's
-        pass
+    adapter = Path(resolve_adapter_id(config["model"]))  # downloaded by now: its snapshot folder
+    if (adapter / "tokenizer_config.json").is_file():
+        tokenizer = load_tokenizer(str(adapter))
     return prepare_for_inference(model), tokenizer
 
 
