@@ -276,6 +276,8 @@ def main_eval(args: argparse.Namespace) -> int:
     from aims_kit.evaluation import benchmarks as benchmark_eval
     from aims_kit.evaluation import runs
 
+    from aims_kit.datasets.aims import AimsDataError
+
     problem = _eval_option_error(args)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
@@ -283,14 +285,12 @@ def main_eval(args: argparse.Namespace) -> int:
     try:
         # no --path: a downloaded or shipped file first (XSTest ships with the kit), then the hub
         frames = benchmark_eval.eval_frames(args.benchmark, args.path, data_source=args.data_source, seed=args.seed)
-    except (benchmarks.BenchmarkError, KeyError) as err:
+    except (benchmarks.BenchmarkError, AimsDataError, KeyError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    from aims_kit.datasets.aims import AimsDataError
-
     try:
         run_dir = args.run if args.run is not None else new_eval_run(args)
-    except (ValueError, AimsDataError) as err:
+    except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     from aims_kit.core.results import is_evaluated, read_json

@@ -80,11 +80,11 @@ def test_a_released_checkpoint_takes_its_own_settings_unless_a_flag_says_otherwi
             "--latency-sample", "0", "--n-boot", "0"]
     assert main(args) == 0
     assert "the paper's released GRPO checkpoint" in capsys.readouterr().err
-    config = results.read_run_config(results.find_runs(tmp_path)[-1])
+    config = results.read_run_config(results.find_runs(tmp_path)[0])
     assert (config["prompt_format"], config["role"], config["max_new_tokens"]) == ("chat-system", "grpo", 6)
     assert config["system_prompt"] == released.PAPER_GRPO_SYSTEM_PROMPT
-    assert main([*args, "--prompt-format", "kit", "--max-new-tokens", "3"]) == 0
-    config = results.read_run_config(results.find_runs(tmp_path)[-1])
+    assert main([*args, "--prompt-format", "kit", "--max-new-tokens", "3", "--out", str(tmp_path / "kit")]) == 0
+    config = results.read_run_config(results.find_runs(tmp_path / "kit")[0])
     assert (config["prompt_format"], config["max_new_tokens"], "system_prompt" in config) == ("kit", 3, False)
 
 
@@ -159,12 +159,12 @@ def test_an_adapter_only_repository_loads_its_base_first(tmp_path, capsys):
     adapter = tmp_path / "adapter-only"
     model, _ = loading.load_model("tiny-random")
     get_peft_model(model, lora.LoraSettings(extra={"init_lora_weights": False}).to_peft()).save_pretrained(str(adapter))
-    args = ["eval", "--model", str(adapter), *ROLE_ARGS["sft"], "--out", str(tmp_path / "runs"), "--benchmark", "aims_test", *FAST]
-    assert main(args) == 1
+    args = ["eval", "--model", str(adapter), *ROLE_ARGS["sft"], "--benchmark", "aims_test", *FAST]
+    assert main([*args, "--out", str(tmp_path / "without")]) == 1
     assert "--adapter-of" in capsys.readouterr().err
-    assert main([*args, "--adapter-of", "tiny-random"]) == 0
+    assert main([*args, "--out", str(tmp_path / "with"), "--adapter-of", "tiny-random"]) == 0
     assert _printed(capsys)[0]["n"] == 6
-    assert results.read_run_config(results.find_runs(tmp_path / "runs")[-1])["adapter_of"] == "tiny-random"
+    assert results.read_run_config(results.find_runs(tmp_path / "with")[0])["adapter_of"] == "tiny-random"
 
 
 def test_a_served_checkpoint_in_a_plain_text_format_is_sent_to_completions(chat_endpoint, tmp_path, capsys):

@@ -210,7 +210,7 @@ class VllmEngine:
             adapter_id = _adapter_ids.setdefault(key, len(_adapter_ids) + 1)
             self.lora = LoRARequest(Path(run_dir).name, adapter_id, adapter)
 
-    def score(self, conversations: Sequence[list[dict]], *, desc: str = "") -> None:
+    def score(self, conversations: Sequence[ModelInput], *, desc: str = "") -> None:
         return None
 
     def device_info(self) -> dict:
