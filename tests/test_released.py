@@ -80,6 +80,7 @@ def test_a_released_checkpoint_takes_its_own_settings_unless_a_flag_says_otherwi
             "--latency-sample", "0", "--n-boot", "0"]
     assert main(args) == 0
     assert "the paper's released GRPO checkpoint" in capsys.readouterr().err
+    assert "a stand-in for the paper's SFT" in released.stand_ins(tmp_path / "m", ["sft"], lambda c: 4)[0].describe()
     config = results.read_run_config(results.find_runs(tmp_path)[0])
     assert (config["prompt_format"], config["role"], config["max_new_tokens"]) == ("chat-system", "grpo", 6)
     assert config["system_prompt"] == released.PAPER_GRPO_SYSTEM_PROMPT

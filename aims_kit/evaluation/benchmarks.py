@@ -210,7 +210,7 @@ def eval_frames(names: list[str], path: str | Path | None = None, *, data_source
     """
     names = list(dict.fromkeys(names))
     if path is not None and (len(names) != 1 or names[0] == AIMS_TEST):
-        raise benchmarks.BenchmarkError("--path names the file of one benchmark: give a single registry --benchmark with it")
+        raise benchmarks.BenchmarkError(str(path), "--path names the file of one benchmark: give a single registry --benchmark with it")
     frames = []
     for name in names:
         if name == AIMS_TEST:

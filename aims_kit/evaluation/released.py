@@ -54,7 +54,9 @@ class Checkpoint:
 
     def describe(self) -> str:
         """One line a user reads before a checkpoint loads: what it is and how it is prompted."""
-        return (f"{self.repo}: the paper's released {self.role.upper()} checkpoint; prompt format {self.prompt_format}, "
+        released = CHECKPOINTS.get(self.role)
+        what = "the paper's released" if released is not None and released.repo == self.repo else "a stand-in for the paper's"
+        return (f"{self.repo}: {what} {self.role.upper()} checkpoint; prompt format {self.prompt_format}, "
                 f"condition {self.condition}, {self.max_new_tokens} new tokens")
 
 
@@ -264,3 +266,35 @@ def claim_notes(entries) -> "pd.DataFrame":
         rows.append({"claim": claim.number, "dataset": entry.dataset, "verdict": entry.verdict, "run_a": entry.run_a,
                      "run_b": entry.run_b, "note": entry.note})
     return pd.DataFrame(rows)
+
+
+def evaluate_checkpoints(checkpoints: list[Checkpoint], datasets: list, out_dir: str | Path, p, *, log=print):
+    """A zero-shot run per checkpoint in ``out_dir`` (its role, format, precision and budget recorded),
+    each loaded once and scored on every dataset; returns the new records.
+
+    ``datasets``: ``(record name, frame, Found or None)`` triples (:func:`eval_datasets`). Each
+    model is released from memory before the next one loads.
+    """
+    import pandas as pd
+
+    from aims_kit.evaluation import benchmarks as benchmark_eval
+    from aims_kit.evaluation.runs import load_run
+    from aims_kit.inference.vllm import free_training_memory
+
+    records = []
+    for checkpoint in checkpoints:
+        log(checkpoint.describe())
+        run_dir = benchmark_eval.zero_shot_run(
+            out_dir, checkpoint.repo, checkpoint.condition, p.profile, prompt_format=checkpoint.format(),
+            adapter_of=checkpoint.adapter_of, precision=p.released_precision, role=checkpoint.role,
+            max_new_tokens=checkpoint.max_new_tokens)
+        run = load_run(run_dir)
+        for dataset, frame, found in datasets:
+            record = benchmark_eval.evaluate_loaded(run, frame, dataset, p, found=found)
+            interval = f" [{record['f1_ci_low']:.3f}, {record['f1_ci_high']:.3f}]" if "f1_ci_low" in record else ""
+            log(f"  {checkpoint.role} · {dataset}: F1 {record['f1']:.3f}{interval}, parse failures "
+                f"{record['parse_failure_rate']:.0%}, {record['ms_per_prompt']:.1f} ms/prompt")
+            records.append(record)
+        del run
+        free_training_memory()  # an 8B model's transformers copy goes before the next one loads
+    return pd.DataFrame(records)
