@@ -101,7 +101,7 @@ PUBLISHED_SOURCE = (
 )
 
 
-def published_table(records, runs_dir: str | Path | None = None):
+def published_table(records):
     """The kit's F1 beside the paper's published F1, per released checkpoint (role) and benchmark.
 
     ``records``: evaluation records (:func:`aims_kit.core.results.load_records`) of zero-shot runs
