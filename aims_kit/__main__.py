@@ -7,8 +7,11 @@ import json
 import sys
 from pathlib import Path
 
+from aims_kit.core.params import PRECISIONS
 from aims_kit.core.profiles import DEFAULT_PROFILE, PROFILES, parse_override
 from aims_kit.datasets.formats import CONDITIONS
+from aims_kit.datasets.prompt_formats import PROMPT_FORMATS
+from aims_kit.evaluation.released import ROLES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,18 +30,38 @@ def build_parser() -> argparse.ArgumentParser:
     check = data_sub.add_parser("check", help="validate an AIMS-format file and print a summary")
     check.add_argument("path", nargs="?", default=None, help="CSV / parquet / JSONL file, dataset folder or hub id (default: the shipped sample)")
 
-    ev = sub.add_parser("eval", help="evaluate a run (or an untrained model) on an external benchmark")
+    ev = sub.add_parser("eval", help="evaluate a run (or an untrained model, or a released checkpoint) on benchmarks")
     who = ev.add_mutually_exclusive_group(required=True)
     who.add_argument("--run", type=Path, help="a run folder (trained adapter, encoder or zero-shot run)")
-    who.add_argument("--model", help="hub id, local folder or tiny-random: evaluated zero-shot in a new run folder")
+    who.add_argument("--model", help="hub id, local folder or tiny-random: evaluated zero-shot in a new run folder "
+                                     "(one of the paper's released checkpoints gets its own prompt format and budget)")
     who.add_argument("--endpoint", metavar="URL", help="an OpenAI-compatible server (e.g. http://localhost:8000/v1): evaluated in a new run folder")
     ev.add_argument("--served-model", default=None, help="the model name the --endpoint server serves (required with --endpoint)")
     ev.add_argument("--condition", default=None, choices=CONDITIONS,
                     help="output format to prompt and parse with (--model and --endpoint; default: an exported folder's "
                          "aims_kit.json when the served name is one, else label_only)")
+    ev.add_argument("--prompt-format", default=None, choices=PROMPT_FORMATS,
+                    help="how prompts reach the model (--model and --endpoint): kit (chat + the kit's instruction, default), "
+                         "raw (the prompt and a newline, no chat template), paper-student (the paper's student prompt), "
+                         "chat-system (a chat with --system-prompt)")
+    ev.add_argument("--system-prompt", default=None, metavar="FILE|TEXT|paper-grpo",
+                    help="the chat-system format's system prompt: a file, the text itself, or paper-grpo (the paper's GRPO prompt)")
+    ev.add_argument("--adapter-of", default=None, metavar="BASE",
+                    help="--model holds only a LoRA adapter: load BASE (hub id or folder), then the adapter")
+    ev.add_argument("--precision", default=None, choices=PRECISIONS,
+                    help="how --model loads: auto (unquantized in the device policy's dtype, default), bf16, fp16 (CUDA), "
+                         "fp32, or 4bit (NF4, evaluated with transformers)")
+    ev.add_argument("--as", dest="role", default=None, choices=ROLES,
+                    help="what --model is in the paper (its released SFT, DPO, distilled or GRPO checkpoint): recorded, "
+                         "so the claims scoreboard pairs a folder of released checkpoints")
     ev.add_argument("--out", type=Path, default=None, help="where --model creates its run folder (default outputs/lab)")
-    ev.add_argument("--benchmark", required=True, help="registry name, e.g. xstest")
-    ev.add_argument("--path", type=Path, default=None, help="local upstream file or hub export (default: a file in the benchmark folders or shipped with the kit, else the hub)")
+    ev.add_argument("--benchmark", required=True, action="append", metavar="NAME",
+                    help="registry name (e.g. xstest) or aims_test (the AIMS test split of --data-source); repeat it to "
+                         "score several in one call, the model loaded once")
+    ev.add_argument("--data-source", default="", metavar="SOURCE",
+                    help="AIMS data for aims_test: hub id (Jazhyc/aims-safety-intents: the paper's test split), folder or "
+                         "file (default: the sample shipped with the kit)")
+    ev.add_argument("--path", type=Path, default=None, help="local upstream file or hub export of a single --benchmark (default: a file in the benchmark folders or shipped with the kit, else the hub)")
     ev.add_argument("--limit", type=int, default=0, help="evaluate a seeded, label-stratified sample of N rows (0: all)")
     ev.add_argument("--batch-size", type=int, default=64)
     ev.add_argument("--max-new-tokens", type=int, default=None,
@@ -208,47 +231,97 @@ def main_classify(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
-def main_eval(args: argparse.Namespace) -> int:
-    """Evaluate one run on one benchmark; print one JSON line of metrics (no predictions)."""
+#: ``eval`` options that make a new run (``--model``, and ``--endpoint`` for the first two): a run folder keeps its own.
+_NEW_RUN_OPTIONS = {"prompt_format": "--prompt-format", "system_prompt": "--system-prompt", "role": "--as",
+                    "adapter_of": "--adapter-of", "precision": "--precision"}
+
+
+def _eval_option_error(args: argparse.Namespace) -> str | None:
+    """Why these ``eval`` options do not go together (``None``: they do)."""
+    given = [flag for name, flag in _NEW_RUN_OPTIONS.items() if getattr(args, name) is not None]
+    if args.run is not None and (given or args.condition):
+        return (f"{', '.join(given or ['--condition'])}: a --run folder keeps the settings it was created with; "
+                "evaluate the model with --model (or --endpoint) to choose them")
+    local_only = [flag for name, flag in _NEW_RUN_OPTIONS.items() if name in ("adapter_of", "precision") and getattr(args, name) is not None]
+    if args.endpoint is not None and local_only:
+        return f"{', '.join(local_only)}: the server decides how it loads the model; these are for --model"
+    if args.endpoint is not None and not args.served_model:
+        return "--endpoint needs --served-model NAME (the name the server serves the model under)"
+    return None
+
+
+def new_eval_run(args: argparse.Namespace) -> Path:
+    """The run folder ``eval --model`` / ``--endpoint`` creates, with every setting it records.
+
+    One of the paper's released checkpoints (:data:`aims_kit.evaluation.released.CHECKPOINTS`)
+    takes its own prompt format, condition, budget and role where a flag does not say otherwise,
+    announced in one line. Raises ``ValueError`` for settings that do not fit together.
+    """
     from aims_kit.core.results import resolve_out_dir
+    from aims_kit.datasets.prompt_formats import PromptFormat
+    from aims_kit.evaluation import benchmarks as benchmark_eval
+    from aims_kit.evaluation.released import by_repo
+
+    known = by_repo(args.model) if args.model else None
+    if known is not None:
+        print(known.describe() + " (flags override it)", file=sys.stderr)
+    name = args.prompt_format or ("chat-system" if args.system_prompt else None) or (known.prompt_format if known else None)
+    system = args.system_prompt if args.system_prompt is not None else (known.system_prompt if known and not args.prompt_format else None)
+    prompt_format = PromptFormat.named(name, system)
+    condition = args.condition or (known.condition if known else None)
+    budget = args.max_new_tokens or (known.max_new_tokens if known else None)
+    role = args.role or (known.role if known else "")
+    out = resolve_out_dir(args.out)
+    if args.endpoint is not None:
+        from aims_kit.inference.engines import served_condition
+
+        condition = condition or served_condition(args.served_model) or "label_only"
+        return benchmark_eval.served_run(out, args.endpoint, args.served_model, condition, prompt_format=prompt_format,
+                                         role=role, max_new_tokens=budget)
+    return benchmark_eval.zero_shot_run(out, args.model, condition or "label_only", prompt_format=prompt_format,
+                                        adapter_of=args.adapter_of or (known.adapter_of if known else ""),
+                                        precision=args.precision or "auto", role=role, max_new_tokens=budget)
+
+
+def main_eval(args: argparse.Namespace) -> int:
+    """Evaluate one run on one or more benchmarks, the model loaded once; print one JSON line of metrics per benchmark."""
     from aims_kit.datasets import benchmarks
     from aims_kit.evaluation import benchmarks as benchmark_eval
     from aims_kit.evaluation import runs
 
+    from aims_kit.datasets.aims import AimsDataError
+
+    problem = _eval_option_error(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
         # no --path: a downloaded or shipped file first (XSTest ships with the kit), then the hub
-        args.path = args.path or benchmarks.find_local(args.benchmark, benchmarks.search_dirs())
-        frame = benchmarks.load_benchmark(args.benchmark, args.path)
-    except (benchmarks.BenchmarkError, KeyError) as err:
+        frames = benchmark_eval.eval_frames(args.benchmark, args.path, data_source=args.data_source, seed=args.seed)
+    except (benchmarks.BenchmarkError, AimsDataError, KeyError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    if args.run is not None:
-        run_dir = args.run
-    elif args.endpoint is not None:
-        if not args.served_model:
-            print("error: --endpoint needs --served-model NAME (the name the server serves the model under)", file=sys.stderr)
-            return 2
-        from aims_kit.inference.engines import served_condition
+    try:
+        run_dir = args.run if args.run is not None else new_eval_run(args)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    from aims_kit.core.results import is_evaluated, read_json
 
-        condition = args.condition or served_condition(args.served_model) or "label_only"
-        run_dir = benchmark_eval.served_run(resolve_out_dir(args.out), args.endpoint, args.served_model, condition)
-    else:
-        run_dir = benchmark_eval.zero_shot_run(resolve_out_dir(args.out), args.model, args.condition or "label_only")
+    earlier = [dataset for dataset, _ in frames if is_evaluated(Path(run_dir), dataset)]
+    if earlier and not args.replace:
+        record = read_json(Path(run_dir) / "results" / f"{earlier[0]}.json")
+        print(f"error: {Path(run_dir).name} already has a record of {earlier[0]} (n={record.get('n')}, "
+              f"benchmark_limit={record.get('benchmark_limit')}); a scoreboard may rest on it. Pass --replace to move it "
+              "to the run's history/ folder and write the new one, or evaluate a copy of the run.", file=sys.stderr)
+        return 1
     try:
         run = runs.load_run(run_dir)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     from aims_kit.core.params import BenchmarkParams
-    from aims_kit.core.results import is_evaluated, read_json
 
-    dataset = benchmark_eval.dataset_name(args.benchmark, args.path)
-    if is_evaluated(run.run_dir, dataset) and not args.replace:
-        earlier = read_json(run.run_dir / "results" / f"{dataset}.json")
-        print(f"error: {run.run_dir.name} already has a record of {dataset} (n={earlier.get('n')}, "
-              f"benchmark_limit={earlier.get('benchmark_limit')}); a scoreboard may rest on it. Pass --replace to move it "
-              "to the run's history/ folder and write the new one, or evaluate a copy of the run.", file=sys.stderr)
-        return 1
     if args.max_new_tokens:
         run.config = {**run.config, "max_new_tokens": args.max_new_tokens}
     params = BenchmarkParams(benchmark_limit=args.limit, eval_batch_size=args.batch_size, latency_sample=args.latency_sample,
@@ -256,12 +329,13 @@ def main_eval(args: argparse.Namespace) -> int:
                              gpu_memory_utilization=args.gpu_memory_utilization)
     from aims_kit.inference.endpoints import EndpointError
 
-    try:
-        record = benchmark_eval.evaluate_loaded(run, frame, dataset, params)
-    except EndpointError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(json.dumps({k: v for k, v in record.items() if k != "config"}, default=str))
+    for dataset, frame in frames:
+        try:
+            record = benchmark_eval.evaluate_loaded(run, frame, dataset, params)
+        except (EndpointError, ValueError) as err:
+            print(f"error: {dataset}: {err}", file=sys.stderr)
+            return 1
+        print(json.dumps({k: v for k, v in record.items() if k != "config"}, default=str), flush=True)
     return 0
 
 

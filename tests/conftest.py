@@ -10,7 +10,7 @@ from aims_kit.notebook import runner
 
 
 class _ChatHandler(BaseHTTPRequestHandler):
-    """Answers every ``/chat/completions`` POST with ``answer`` and records each request.
+    """Answers every ``/chat/completions`` (and ``/completions``) POST with ``answer`` and records each request.
 
     HTTP/1.1 with keep-alive, like a real server; ``failures`` lists statuses to answer first
     (``[429, 503]``: the next two requests get those, with a JSON error body), consumed in order.
@@ -36,7 +36,9 @@ class _ChatHandler(BaseHTTPRequestHandler):
             return
         content = self.respond(body)
         usage = {"completion_tokens": len(content.split())}  # whitespace words stand in for tokens
-        payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}], "usage": usage}).encode()
+        # ``/completions`` (plain text, no chat template) answers with ``text``, as vLLM's server does
+        choice = {"message": {"role": "assistant", "content": content}} if "messages" in body else {"text": content}
+        payload = json.dumps({"choices": [choice], "usage": usage}).encode()
         self._send(200, payload)
 
     def _send(self, status: int, payload: bytes) -> None:

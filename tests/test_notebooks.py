@@ -67,6 +67,21 @@ def test_smoke_distillation_trains_a_student_per_available_condition(smoke_sessi
         assert traces and list(traces[0]) == ["id", "condition", "teacher", "reasoning", "intent", "label", "completion", "prompt_sha256"]
 
 
+def test_smoke_released_checkpoints_are_stand_ins_scored_in_their_own_folder(smoke_session):
+    released = smoke_session / "released"
+    records = results.load_records(released)
+    roles = {c["role"]: c for c in records["config"]}
+    assert sorted(roles) == ["distill", "dpo", "grpo", "sft"] and set(records["regime"]) == {"zero_shot"}
+    assert {role: c["prompt_format"] for role, c in roles.items()} == {
+        "sft": "raw", "dpo": "raw", "distill": "paper-student", "grpo": "chat-system"}
+    assert set(records["prompt_format"]) == {"raw", "paper-student", "chat-system"}  # every record names its format
+    own = json.loads((released / "claims.json").read_text())["entries"]
+    dpo = next(e for e in own if e["claim"] == 2 and e["dataset"] == "aims_test")
+    assert dpo["verdict"] != "not tested" and dpo["run_a"].startswith("zero_shot-dpo") and dpo["run_b"].startswith("zero_shot-sft")
+    main = json.loads((smoke_session / "claims.json").read_text())["entries"]
+    assert not any("zero_shot" in (e["run_a"] + e["run_b"]) for e in main)  # the trained runs' scoreboard is their own
+
+
 def test_notebooks_declare_parsable_parameters():
     import papermill as pm
 

@@ -253,10 +253,22 @@ def fake_vllm(monkeypatch):
 
         def chat(self, conversations, params, lora_request=None, use_tqdm=False, chat_template_kwargs=None):
             assert chat_template_kwargs == {"enable_thinking": False} and params["logprobs"] >= 1
+            assert all(isinstance(c, list) for c in conversations)
+            events.append("chat")
+            return self._answers(len(conversations), lora_request)
+
+        def generate(self, prompts, params, lora_request=None, use_tqdm=False):
+            """Plain text, no chat template (the raw and paper-student prompt formats)."""
+            assert all(isinstance(p, str) for p in prompts) and params["logprobs"] >= 1
+            events.append("generate")
+            LLM.prompts = list(prompts)
+            return self._answers(len(prompts), lora_request)
+
+        def _answers(self, n, lora_request):
             text = f"Intent: adapter {lora_request.lora_int_id}; Harm: harmful" if lora_request else "safe"
             ids = tokenizer(text, add_special_tokens=False)["input_ids"]
             out = types.SimpleNamespace(text=text, token_ids=ids, logprobs=[step] * len(ids))
-            return [types.SimpleNamespace(outputs=[out]) for _ in conversations]
+            return [types.SimpleNamespace(outputs=[out]) for _ in range(n)]
 
     def module(name, **attrs):
         mod = types.ModuleType(name)
@@ -296,7 +308,7 @@ def test_one_vllm_engine_serves_every_evaluation_and_benchmark(fake_vllm, tmp_pa
         benchmark_eval.evaluate_loaded(runs.load_run(first), benchmarks.load_fixture("xstest").head(4), "fixture:xstest", params),
     ]
     assert len(LLM.built) == 1 and events[:2] == ["training memory freed", "engine started"]
-    assert LLM.built[0]["gpu_memory_utilization"] == 0.35 and LLM.built[0]["enable_lora"]
+    assert LLM.built[0]["gpu_memory_utilization"] == 0.35 and LLM.built[0]["enable_lora"] and "generate" not in events
     assert [r["backend"] for r in records] == ["vllm"] * 3  # the benchmark is scored like the test split
     assert LLM.built[0]["max_model_len"] <= vllm_backend.MAX_MODEL_LEN and LLM.built[0]["dtype"] == precision.dtype_name(precision.compute_dtype("cuda"))
     assert records[0]["device"] == "cuda:Stand-in GPU" and records[0]["quantization"] == "none"  # what vLLM answered from
@@ -307,6 +319,34 @@ def test_one_vllm_engine_serves_every_evaluation_and_benchmark(fake_vllm, tmp_pa
     second_out = experiments.predictions_frame(second, "aims_test")["output"]
     assert set(first_out) == {"Intent: adapter 1; Harm: harmful"} and set(second_out) == {"Intent: adapter 2; Harm: harmful"}
     assert runs.evaluate_run(first, test, "aims_val", dataclasses.replace(params, backend="transformers"))["backend"] == "transformers"
+
+
+def test_vllm_sends_plain_text_formats_through_generate_in_the_dtype_the_run_asked_for(fake_vllm, tmp_path):
+    from aims_kit.core import results
+    from aims_kit.datasets.prompt_formats import PromptFormat
+    from aims_kit.evaluation import benchmarks as benchmark_eval
+    from aims_kit.evaluation import released
+
+    LLM, events = fake_vllm
+    folder = released.stand_ins(tmp_path / "models", ["sft"], lambda condition: 4)[0].repo
+    run = benchmark_eval.zero_shot_run(tmp_path, folder, "intent_label", prompt_format=PromptFormat("raw"), precision="fp32",
+                                       role="sft", max_new_tokens=4)
+    test = data.split_aims(data.load_aims()).test.head(4)
+    record = benchmark_eval.evaluate_loaded(runs.load_run(run), test, "aims_test", BenchmarkParams(latency_sample=0, n_boot=0))
+    assert record["backend"] == "vllm" and record["prompt_format"] == "raw" and events.count("generate") == 1
+    assert "chat" not in events and LLM.prompts == [p + "\n" for p in test["Prompt"]]
+    assert LLM.built[-1]["dtype"] == "float32" and LLM.built[-1]["model"] == loading_id(folder)
+    grpo = benchmark_eval.zero_shot_run(tmp_path, folder, "reasoning_intent_label", precision="fp32",
+                                        prompt_format=PromptFormat.named("chat-system", "paper-grpo"), max_new_tokens=4)
+    benchmark_eval.evaluate_loaded(runs.load_run(grpo), test, "aims_test", BenchmarkParams(latency_sample=0, n_boot=0))
+    assert events.count("chat") == 1 and len(LLM.built) == 1  # the same model and dtype: one engine
+    assert results.read_run_config(grpo)["system_prompt"].startswith("You are a specialized safety classifier.")
+
+
+def loading_id(name):
+    from aims_kit.models.loading import resolve_model_id
+
+    return resolve_model_id(name)
 
 
 # ---------------------------------------------------------------- 4. OpenAI Moderation convention

@@ -22,6 +22,11 @@ from typing import ClassVar, Mapping, TypeVar
 
 P = TypeVar("P", bound="RunParams")
 
+#: What a zero-shot run may ask to be loaded in (``eval --model --precision``): ``auto`` (unquantized,
+#: in the device policy's dtype, :func:`aims_kit.models.precision.compute_dtype`), a named 16- or
+#: 32-bit dtype, or QLoRA's 4-bit NF4 base (:func:`aims_kit.models.precision.load_precision`).
+PRECISIONS: tuple[str, ...] = ("auto", "bf16", "fp16", "fp32", "4bit")
+
 
 class UnknownParameterError(ValueError):
     """A parameter name that no notebook or regime declares (usually a typo)."""
@@ -284,7 +289,23 @@ class ReportParams(RunParams):
     datasets: tuple[str, ...] = ()
 
 
-REGIMES: tuple[type[RunParams], ...] = (SFTParams, DPOParams, DistillParams, GRPOParams, BenchmarkParams, ReportParams)
+@dataclass(frozen=True)
+class ReleasedParams(BenchmarkParams):
+    """``09_released_checkpoints``: the paper's released checkpoints, evaluated zero-shot as the paper prompted them."""
+
+    #: Which released checkpoints to evaluate (``sft``, ``dpo``, ``distill``, ``grpo``; empty: none).
+    #: Each is an 8B model: a GPU job (docs/released.md). The smoke profile evaluates stand-ins.
+    released_roles: tuple[str, ...] = ()
+    #: How they load (:data:`PRECISIONS`): ``auto`` is unquantized in the device policy's dtype (bf16
+    #: on a modern GPU, as the paper evaluated); ``4bit`` fits a 16 GB card but departs from the paper.
+    released_precision: str = "auto"
+    #: Answer budget of every checkpoint (0: each one's own, 256 for intent answers and 2,048 for
+    #: reasoning ones, as the paper evaluated them).
+    released_max_new_tokens: int = 0
+
+
+REGIMES: tuple[type[RunParams], ...] = (SFTParams, DPOParams, DistillParams, GRPOParams, BenchmarkParams, ReportParams,
+                                        ReleasedParams)
 #: Every parameter name a notebook or profile may set, in declaration order.
 KNOWN: tuple[str, ...] = tuple(dict.fromkeys(f.name for regime in REGIMES for f in fields(regime)))
 

@@ -49,6 +49,12 @@ COMMON: dict = {
     "datasets": [],
     # Further seeds 02 and 03 run with (python -m aims_kit run; empty: the profile's seed only).
     "seeds": [],
+    # The paper's released checkpoints (09): which to evaluate, how they load, their answer budget
+    # (0: each one's own, as the paper: 256 for intent answers, 2,048 for reasoning). Each is an 8B
+    # model: none on a CPU; the smoke profile evaluates the tiny model saved once per prompt format.
+    "released_roles": [],
+    "released_precision": "auto",
+    "released_max_new_tokens": 0,
 }
 #: The paper's five external benchmarks: its headline is the unweighted mean F1 over them.
 PAPER_BENCHMARKS = ["wildguardtest", "xstest", "toxicchat", "aegis2", "openai_moderation"]
@@ -99,6 +105,8 @@ PROFILES: dict[str, dict] = {
         "distill_max_steps": 2,
         "distill_conditions": ["no_intent", "synthetic_intent", "human_intent"],
         "distill_max_new_tokens": 24,
+        # 09: the tiny model stands in for each released checkpoint, saved once per prompt format.
+        "released_roles": ["sft", "dpo", "distill", "grpo"],
     },
     "cpu-full": {
         **COMMON,
@@ -288,6 +296,9 @@ PROFILES["paper"] = {
     "grpo_steps": 400,
     "grpo_num_generations": 16,
     "distill_max_new_tokens": 512,
+    # 09: the paper's four released Llama-3.1-8B checkpoints, unquantized (bf16 on an 80 GB card,
+    # as the paper evaluated them; docs/released.md has memory and time per checkpoint).
+    "released_roles": ["sft", "dpo", "distill", "grpo"],
 }
 DEFAULT_PROFILE = "cpu"
 

@@ -17,6 +17,7 @@ from aims_kit.core.params import BenchmarkParams
 from aims_kit.datasets import aims as data
 from aims_kit.datasets import benchmarks
 from aims_kit.datasets.benchmarks import Found
+from aims_kit.datasets.prompt_formats import PromptFormat
 from aims_kit.evaluation.runs import LoadedRun, answer_budget, load_run
 from aims_kit.scoring import evaluate as evaluation
 from aims_kit.scoring import stats
@@ -29,30 +30,64 @@ TABLE_COLUMNS = [
 ]
 
 
-def zero_shot_run(out_dir: str | Path, model: str, condition: str, profile: str = "custom") -> Path:
-    """A new run folder for an untrained model prompted with ``condition``'s instruction."""
+def zero_shot_run(out_dir: str | Path, model: str, condition: str, profile: str = "custom", *,
+                  prompt_format: PromptFormat | None = None, adapter_of: str = "", precision: str = "auto", role: str = "",
+                  max_new_tokens: int | None = None) -> Path:
+    """A new run folder for an untrained model, or a released checkpoint, asked for ``condition``'s answer.
+
+    What it records is what every later use of the run loads and prompts with
+    (:func:`aims_kit.evaluation.runs.load_run`, :class:`aims_kit.Classifier`):
+
+    - ``prompt_format``: how prompts reach the model (default: the kit's chat + instruction;
+      :mod:`aims_kit.datasets.prompt_formats`), with its system prompt for ``chat-system``;
+    - ``adapter_of``: for a repository holding only a LoRA adapter, the base loaded first;
+    - ``precision``: ``auto`` (unquantized, in the device policy's dtype), ``bf16``, ``fp16``,
+      ``fp32`` or ``4bit`` (:func:`aims_kit.models.precision.load_precision`);
+    - ``role``: what the checkpoint is in the paper (:data:`aims_kit.evaluation.released.ROLES`),
+      so the claims scoreboard can pair released checkpoints; it is the run's ``variant`` too;
+    - ``max_new_tokens``: the answer budget (default: the condition's, from the profile's defaults).
+    """
     from aims_kit.datasets.formats import CONDITIONS
+    from aims_kit.core.params import PRECISIONS
+    from aims_kit.evaluation.released import ROLES
 
     if condition not in CONDITIONS:
         raise ValueError(f"unknown condition {condition!r}; choose one of {', '.join(CONDITIONS)}")
-    config = {"regime": "zero_shot", "condition": condition, "model": model, "profile": profile, "seed": None}
-    config["max_new_tokens"] = answer_budget(config)
-    return results.create_run(Path(out_dir), f"zero_shot-{condition}", config)
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if role and role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; choose one of {', '.join(ROLES)}")
+    prompt_format = prompt_format or PromptFormat()
+    prompt_format.check(condition)
+    config = {"regime": "zero_shot", "condition": condition, "model": model, "profile": profile, "seed": None,
+              **prompt_format.to_config(), "precision": precision,
+              **({"adapter_of": adapter_of} if adapter_of else {}), **({"role": role, "variant": role} if role else {})}
+    config["max_new_tokens"] = int(max_new_tokens) if max_new_tokens else answer_budget(config)
+    return results.create_run(Path(out_dir), f"zero_shot-{role or condition}", config)
 
 
-def served_run(out_dir: str | Path, endpoint: str, model: str, condition: str, profile: str = "custom") -> Path:
+def served_run(out_dir: str | Path, endpoint: str, model: str, condition: str, profile: str = "custom", *,
+               prompt_format: PromptFormat | None = None, role: str = "", max_new_tokens: int | None = None) -> Path:
     """A new run folder for a model served at ``endpoint`` (OpenAI-compatible), prompted with ``condition``.
 
     Evaluating it goes through the same records as a local run; ``model`` is the name the server
     serves it under (vLLM: the folder given to ``vllm serve``, ``--served-model-name`` or a LoRA module).
+    ``prompt_format`` and ``role`` are recorded as :func:`zero_shot_run` records them; a plain-text
+    format is sent to the server's ``/completions`` route.
     """
     from aims_kit.datasets.formats import CONDITIONS
+    from aims_kit.evaluation.released import ROLES
 
     if condition not in CONDITIONS:
         raise ValueError(f"unknown condition {condition!r}; choose one of {', '.join(CONDITIONS)}")
-    config = {"regime": "served", "condition": condition, "model": model, "endpoint": endpoint, "profile": profile, "seed": None}
-    config["max_new_tokens"] = answer_budget(config)
-    return results.create_run(Path(out_dir), f"served-{condition}", config)
+    if role and role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; choose one of {', '.join(ROLES)}")
+    prompt_format = prompt_format or PromptFormat()
+    prompt_format.check(condition)
+    config = {"regime": "served", "condition": condition, "model": model, "endpoint": endpoint, "profile": profile, "seed": None,
+              **prompt_format.to_config(), **({"role": role, "variant": role} if role else {})}
+    config["max_new_tokens"] = int(max_new_tokens) if max_new_tokens else answer_budget(config)
+    return results.create_run(Path(out_dir), f"served-{role or condition}", config)
 
 
 def evaluate_loaded(run: LoadedRun, frame: pd.DataFrame, dataset: str, p: BenchmarkParams, *, found: Found | None = None) -> dict:
@@ -83,6 +118,7 @@ def evaluate_loaded(run: LoadedRun, frame: pd.DataFrame, dataset: str, p: Benchm
         scores, predictions = evaluation.evaluate(
             run.model, run.tokenizer, frame, condition=condition, dataset=dataset, batch_size=batch_size,
             max_new_tokens=budget, latency_sample=latency_sample, n_boot=n_boot, engine=engine,
+            prompt_format=PromptFormat.from_config(run.config),
         )
     slices = [c for c in ("type", "Adversarial", "Category") if c in frame.columns]
     for prediction, values in zip(predictions, frame[slices].to_dict("records")):
@@ -152,6 +188,42 @@ def paired_table(out_dir: str | Path, a: dict, b: dict, datasets: list[str], *, 
 def run_predictions(run_dir: str | Path, dataset: str) -> pd.DataFrame:
     """A run's saved predictions on ``dataset`` with their slice columns."""
     return pd.DataFrame(results.read_jsonl(Path(run_dir) / "predictions" / f"{dataset}.jsonl"))
+
+
+#: The AIMS test split as an ``eval`` dataset: scored like a benchmark, under the name every notebook's records use.
+AIMS_TEST = "aims_test"
+
+
+def aims_test_frame(data_source: str = "", seed: int = 22) -> pd.DataFrame:
+    """The AIMS test split of ``data_source`` as ``eval`` scores it (the shipped sample when empty).
+
+    A source with its own splits (the hub's ``Jazhyc/aims-safety-intents``) keeps its published
+    test split, the paper's; a single file is split with the paper's policy and ``seed``.
+    """
+    frame = data.split_aims(data.load_aims(data_source or None), seed=seed).test.copy()
+    frame.attrs = {"benchmark": AIMS_TEST, "source": data_source or "aims-kit sample", "n_raw": len(frame)}
+    return frame
+
+
+def eval_frames(names: list[str], path: str | Path | None = None, *, data_source: str = "", seed: int = 22) -> list[tuple[str, pd.DataFrame]]:
+    """``(record name, frame)`` for each dataset ``eval`` was asked for, all loaded before any model is.
+
+    A registry name reads ``path`` (only with a single name), else a file in the benchmark folders
+    or shipped with the kit, else the hub; :data:`AIMS_TEST` is the AIMS test split of
+    ``data_source``. A name given twice is scored once. Raises :class:`aims_kit.datasets.benchmarks.BenchmarkError`
+    or ``KeyError`` (an unknown name) with a message a user can act on.
+    """
+    names = list(dict.fromkeys(names))
+    if path is not None and (len(names) != 1 or names[0] == AIMS_TEST):
+        raise benchmarks.BenchmarkError(str(path), "--path names the file of one benchmark: give a single registry --benchmark with it")
+    frames = []
+    for name in names:
+        if name == AIMS_TEST:
+            frames.append((AIMS_TEST, aims_test_frame(data_source, seed)))
+            continue
+        where = path or benchmarks.find_local(name, benchmarks.search_dirs())
+        frames.append((dataset_name(name, where), benchmarks.load_benchmark(name, where)))
+    return frames
 
 
 def dataset_name(name: str, path: str | Path | None) -> str:

@@ -33,6 +33,12 @@ and its p is the bootstrap p of the same resamples. The verdicts (:func:`verdict
 "Significant" is Holm p < :data:`ALPHA` for a headline (direction: the sign of ΔF1), and the
 95% interval excluding 0 for an exploratory cell. Claim 5 is a frontier test (:func:`_frontier_cell`).
 
+**Which runs.** Runs trained here, found by regime, condition and variant. A folder of the
+paper's released checkpoints evaluated zero-shot (``09_released_checkpoints``; each run declares
+its ``role``) is scored the same way, its runs paired by role (:func:`scored_records`): DPO
+against SFT for claim 2, GRPO against SFT for claim 4 (no label-only-reward GRPO was released; the
+entry says so), all of them on claim 5's frontier; claims 1 and 3 have no released pair.
+
 Datasets are the AIMS test split, every **real** external benchmark both runs were scored on
 (exploratory), and ``external mean``: the paper's headline, the unweighted mean F1 over its five
 benchmarks (:data:`aims_kit.datasets.registry.PAPER_FIVE`), over whichever of the five are
@@ -191,8 +197,34 @@ def holm_level(p: float, holm_p: float) -> float:
 # ---------------------------------------------------------------- choosing the runs
 
 
+#: Regimes a run trains here; a folder holding any of them is scored on them (:func:`scored_records`).
+TRAINED_REGIMES = ("sft", "dpo", "distill", "grpo", "encoder")
+
+
+def _role(config) -> str:
+    """The role a run declares (``""``: none; a record without a config declares none)."""
+    return (config.get("role") or "") if isinstance(config, dict) else ""
+
+
+def scored_records(records: pd.DataFrame) -> pd.DataFrame:
+    """The records a scoreboard compares: a folder's trained runs, or a folder of released checkpoints.
+
+    A run that declares a ``role`` is one of the paper's released checkpoints evaluated zero-shot
+    (``eval --model ID --as ROLE``; :mod:`aims_kit.evaluation.released`). Where the folder also
+    holds runs trained here, those are what its claims are about and the released ones are left
+    out (``09_released_checkpoints`` keeps them in their own folder, scored there); a folder with
+    no trained run is scored on everything it holds, the released checkpoints paired by role.
+    """
+    if records.empty or "config" not in records:
+        return records
+    declared = records["config"].map(_role) != ""
+    if not declared.any() or not records["regime"].isin(TRAINED_REGIMES).any():
+        return records
+    return records[~declared]
+
+
 def _runs(records: pd.DataFrame) -> pd.DataFrame:
-    """One row per run: id, folder, regime, condition, variant, seed, experiment, parent and creation time."""
+    """One row per run: id, folder, regime, condition, variant, role, seed, experiment, parent and creation time."""
     first = records.drop_duplicates("run_id")
     return pd.DataFrame({
         "run_id": first["run_id"],
@@ -200,6 +232,8 @@ def _runs(records: pd.DataFrame) -> pd.DataFrame:
         "regime": first["regime"],
         "condition": first["condition"],
         "variant": first["variant"].fillna("") if "variant" in first else "",
+        "role": first["config"].map(_role),
+        "model": first["config"].map(lambda c: (c.get("model") or "") if isinstance(c, dict) else ""),
         "seed": first["seed"] if "seed" in first else None,
         "key": first["config"].map(lambda c: stats.experiment_key(c or {})),
         "parent": first["config"].map(lambda c: (c or {}).get("parent_run") or ""),
@@ -227,22 +261,55 @@ def _arm(runs: pd.DataFrame, run: pd.Series) -> pd.DataFrame:
 Pair = tuple["pd.Series | None", "pd.Series | None", str]
 
 
+def _released(runs: pd.DataFrame) -> bool:
+    """Whether ``runs`` are released checkpoints paired by their declared role (:func:`scored_records`)."""
+    return bool((runs["role"] != "").any())
+
+
+#: Where a released-checkpoints folder's missing run comes from.
+RELEASED_WHERE = "09_released_checkpoints, or eval --model ID --as ROLE into the same folder"
+#: Why a claim's comparison among the paper's released checkpoints differs from, or lacks, its own.
+RELEASED_NOTES: dict[int, str] = {
+    1: "the paper released no label-only SFT model to compare its SFT checkpoint with",
+    3: "the paper released only its synthetic-intent student, no reasoning-only one",
+    4: "the paper released no GRPO model trained with the label-only reward: its GRPO checkpoint (label + intent "
+       "reward) is compared with its SFT checkpoint instead, the comparison its table allows (mean F1 .826 vs .792); "
+       "the claim's own comparison needs both reward sets (05_grpo)",
+}
+
+
 def _sft_pair(runs: pd.DataFrame) -> Pair:
+    if _released(runs):
+        return None, None, f"02_sft ({RELEASED_NOTES[1]})"
     return _latest(runs, regime="sft", condition="intent_label"), _latest(runs, regime="sft", condition="label_only"), "02_sft"
 
 
 def _dpo_pair(runs: pd.DataFrame) -> Pair:
+    if _released(runs):  # the released DPO model started from the released SFT one
+        return _latest(runs, role="dpo"), _latest(runs, role="sft"), RELEASED_WHERE
     dpo = _latest(runs, regime="dpo")  # the newest, whichever variant the profile chose
     parent = None if dpo is None else _latest(runs, run_id=dpo["parent"])
     return dpo, parent, "03_dpo (its SFT parent must be in the same folder)"
 
 
 def _distill_pair(runs: pd.DataFrame) -> Pair:
+    if _released(runs):
+        return None, None, f"04_distill ({RELEASED_NOTES[3]})"
     return _latest(runs, regime="distill", variant="human_intent"), _latest(runs, regime="distill", variant="no_intent"), "04_distill"
 
 
 def _grpo_pair(runs: pd.DataFrame) -> Pair:
+    if _released(runs):
+        return _latest(runs, role="grpo"), _latest(runs, role="sft"), RELEASED_WHERE
     return _latest(runs, regime="grpo", variant="label_intent"), _latest(runs, regime="grpo", variant="label_only"), "05_grpo"
+
+
+def _released_note(claim: Claim, a: pd.Series, b: pd.Series) -> str:
+    """What a comparison of released checkpoints compares, and where it departs from the claim's own."""
+    if not a["role"]:
+        return ""
+    text = f"released checkpoints evaluated zero-shot: {a['model']} (as {a['role']}) vs {b['model']} (as {b['role']})"
+    return f"{text}; {RELEASED_NOTES[claim.number]}" if claim.number in RELEASED_NOTES else text
 
 
 PAIRS: dict[int, Callable[[pd.DataFrame], Pair]] = {1: _sft_pair, 2: _dpo_pair, 3: _distill_pair, 4: _grpo_pair}
@@ -376,8 +443,8 @@ def _pair_cells(claim: Claim, records: pd.DataFrame, runs: pd.DataFrame, externa
                 for dataset in ["aims_test", *external, EXTERNAL_MEAN]]
     arm_a, arm_b = _arm(runs, a), _arm(runs, b)
     shared = set.intersection(*(_datasets_of(records, run_id) for run_id in (*arm_a["run_id"], *arm_b["run_id"])))
-    extra = "; ".join(filter(None, (_seed_note(arm_a, arm_b), still_rising(a["run_dir"]), still_rising(b["run_dir"]),
-                                    _older_runs(runs, arm_a, arm_b))))
+    extra = "; ".join(filter(None, (_released_note(claim, a, b), _seed_note(arm_a, arm_b), still_rising(a["run_dir"]),
+                                    still_rising(b["run_dir"]), _older_runs(runs, arm_a, arm_b))))
     cells = [_pair_cell(claim, dataset, arm_a, arm_b, [dataset], extra) if dataset in shared
              else _fixed(_not_tested(claim, dataset, f"not evaluated on {dataset} by both runs"))
              for dataset in ["aims_test", *external]]
@@ -546,6 +613,7 @@ def scoreboard(records: pd.DataFrame, only: int | None = None) -> list[Entry]:
     computes one claim (a notebook's own table); Holm needs all five, so it is left out there.
     """
     chosen = [claim for claim in CLAIMS if only in (None, claim.number)]
+    records = scored_records(records)
     if records.empty:
         return [_not_tested(claim, claim.headline, "no results records in this folder") for claim in chosen]
     runs = _runs(records)

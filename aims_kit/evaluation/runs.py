@@ -62,9 +62,9 @@ def answer_budget(config: dict) -> int:
 
 
 def load_run(run_dir: str | Path) -> LoadedRun:
-    """Load what the run's regime needs: the encoder, a bare model (zero-shot), base + adapter, or an endpoint client (served)."""
-    from aims_kit.models.loading import load_for_inference, load_model
-    from aims_kit.models.precision import prepare_for_inference
+    """Load what the run's regime needs: the encoder, a bare model or released checkpoint (zero-shot,
+    :func:`aims_kit.models.loading.load_zero_shot`), base + adapter, or an endpoint client (served)."""
+    from aims_kit.models.loading import load_for_inference, load_zero_shot
 
     run_dir = Path(run_dir)
     config = results.read_run_config(run_dir)
@@ -74,8 +74,7 @@ def load_run(run_dir: str | Path) -> LoadedRun:
 
         model, tokenizer = load_encoder(run_dir)
     elif regime == "zero_shot":
-        model, tokenizer = load_model(config["model"])
-        model = prepare_for_inference(model)
+        model, tokenizer = load_zero_shot(config)
     elif regime == "served":
         from aims_kit.inference.engines import EndpointEngine, served_tokenizer
 

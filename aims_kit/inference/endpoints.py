@@ -1,4 +1,4 @@
-"""OpenAI-compatible chat endpoints: the one request function judges, teachers and served runs share.
+"""OpenAI-compatible endpoints: the one request path judges, teachers and served runs share (chat, and plain-text completions).
 
 Standard library only (``http.client``). Each thread keeps one keep-alive connection per server
 (:func:`_connection`), so a run of requests pays the TCP handshake once, not once per prompt.
@@ -161,12 +161,64 @@ def chat_reply(
     ``backoff`` seconds doubled each time; a timeout, a refused connection or a ``4xx`` answer
     fails at once.
     """
-    body = json.dumps({"model": model, "temperature": temperature, "max_tokens": max_tokens, "messages": messages}).encode()
+    payload = {"model": model, "temperature": temperature, "max_tokens": max_tokens, "messages": messages}
+    data = _request(base_url, "chat/completions", payload, model, api_key_env=api_key_env, timeout=timeout,
+                    retries=retries, backoff=backoff)
+    return _parse_reply(data, f"{model} at {base_url}")
+
+
+def completion_reply(
+    base_url: str,
+    model: str,
+    prompt: str,
+    *,
+    api_key_env: str = "OPENAI_API_KEY",
+    timeout: float = 30.0,
+    max_tokens: int = 256,
+    temperature: float = 0.0,
+    retries: int = RETRIES,
+    backoff: float = BACKOFF_S,
+) -> ChatReply:
+    """POST plain text to ``<base_url>/completions`` (no chat template); the reply's text and token usage.
+
+    For the plain-text prompt formats (:data:`aims_kit.datasets.prompt_formats.PLAIN_TEXT_FORMATS`):
+    vLLM's OpenAI server answers it, tokenizing the prompt with its start token as its offline
+    ``generate`` does. A server that serves chat only (``transformers serve``) answers 404 or 405,
+    reported as an :class:`EndpointError` that says so. Retries as :func:`chat_reply`.
+    """
+    payload = {"model": model, "temperature": temperature, "max_tokens": max_tokens, "prompt": prompt}
+    where = f"{model} at {base_url}"
+    try:
+        data = _request(base_url, "completions", payload, model, api_key_env=api_key_env, timeout=timeout,
+                        retries=retries, backoff=backoff)
+    except EndpointError as err:
+        if any(f"HTTP {status}" in str(err) for status in (404, 405, 501)):
+            raise EndpointError(
+                f"{err}. This prompt format sends plain text with no chat template, which needs the server's "
+                "/completions route; this server seems to serve chat only. Serve the model with `vllm serve` "
+                "(it has /v1/completions), or evaluate it locally with `eval --model`"
+            ) from None
+        raise
+    try:
+        body = json.loads(data)
+        answer = body["choices"][0]["text"]
+    except (KeyError, IndexError, TypeError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise EndpointError(f"{where}: not a completion reply ({type(err).__name__}: {err}): {_snippet(data)}") from None
+    if not isinstance(answer, str):
+        raise EndpointError(f"{where}: the reply has no text")
+    tokens = (body.get("usage") or {}).get("completion_tokens")
+    return ChatReply(answer, tokens if isinstance(tokens, int) else None)
+
+
+def _request(base_url: str, route: str, payload: dict, model: str, *, api_key_env: str, timeout: float, retries: int,
+             backoff: float) -> bytes:
+    """POST ``payload`` as JSON to ``<base_url>/<route>`` with the retry policy; the body of the first 2xx answer."""
+    body = json.dumps(payload).encode()
     headers = {"Content-Type": "application/json"}
     key = os.environ.get(api_key_env, "")
     if key:
         headers["Authorization"] = f"Bearer {key}"
-    url = f"{base_url.rstrip('/')}/chat/completions"
+    url = f"{base_url.rstrip('/')}/{route}"
     where = f"{model} at {base_url}"
     last, wait = "", 0.0
     for attempt in range(retries + 1):
@@ -187,7 +239,7 @@ def chat_reply(
                                 "(the key is sent only to the URL you named); give the final URL")
         if status >= 400:
             raise EndpointError(f"{where}: HTTP {status}: {_snippet(data)}")
-        return _parse_reply(data, where)
+        return data
     raise EndpointError(f"{where}: gave up after {retries + 1} attempts; last: {last}")
 
 

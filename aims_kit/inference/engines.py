@@ -1,15 +1,19 @@
 """Engines: the one interface every classification generates through, and the HTTP endpoint backend.
 
-An :class:`Engine` writes answers for chat conversations (``generate``) and, where the backend
-can, reads a label-only answer from one forward pass (``score``). Three backends implement it,
+An :class:`Engine` writes answers for rendered inputs (``generate``): chat conversations, or
+plain text for the prompt formats that use no chat template
+(:mod:`aims_kit.datasets.prompt_formats`). Where the backend can, it reads a label-only answer from
+one forward pass (``score``). Three backends implement it,
 chosen explicitly by whoever builds one, never guessed from an object's attributes:
 :class:`aims_kit.inference.generation.TransformersEngine` (a local model),
 :class:`aims_kit.inference.vllm.VllmEngine` (vLLM on a CUDA GPU) and :class:`EndpointEngine`
 (any OpenAI-compatible server). lm-evaluation-harness's ``LM`` class plays the same part there.
 
 :class:`EndpointEngine` gives a served guard the same interface as a local run, so it is scored by :func:`aims_kit.scoring.evaluate.evaluate` into the same record, intervals and latency
-columns as a local run. Requests go through the kit's one chat client
-(:func:`aims_kit.inference.endpoints.chat_reply`), greedy, ``max_tokens`` = the answer budget.
+columns as a local run. Requests go through the kit's one client, greedy, ``max_tokens`` = the
+answer budget: a conversation to ``/chat/completions`` (:func:`aims_kit.inference.endpoints.chat_reply`),
+plain text to ``/completions`` (:func:`aims_kit.inference.endpoints.completion_reply`; a server that
+serves chat only refuses it with a message that says so).
 
 Stop strings are not sent: OpenAI-compatible servers cut the stop text out of the reply, which
 would remove the very label the parser reads. A trained guard ends its answer at end-of-turn.
@@ -31,7 +35,8 @@ from pathlib import Path
 from typing import Protocol, Sequence
 from urllib.parse import urlparse
 
-from aims_kit.inference.endpoints import EndpointError, chat_reply
+from aims_kit.datasets.prompt_formats import ModelInput
+from aims_kit.inference.endpoints import EndpointError, chat_reply, completion_reply
 
 
 
@@ -57,11 +62,11 @@ class Engine(Protocol):
     #: Recorded with every evaluation (``transformers``, ``vllm`` or ``endpoint``).
     backend: str
 
-    def generate(self, conversations: Sequence[list[dict]], *, max_new_tokens: int, stop_strings: Sequence[str] = (),
+    def generate(self, conversations: Sequence[ModelInput], *, max_new_tokens: int, stop_strings: Sequence[str] = (),
                  desc: str = "") -> Generation:
-        """Greedy answers, one per conversation, in order, stopping at ``stop_strings`` (``desc``: progress title)."""
+        """Greedy answers, one per input (a conversation or plain text), in order, stopping at ``stop_strings`` (``desc``: progress title)."""
 
-    def score(self, conversations: Sequence[list[dict]], *, desc: str = "") -> Generation | None:
+    def score(self, conversations: Sequence[ModelInput], *, desc: str = "") -> Generation | None:
         """A label-only answer per conversation from one forward pass, with P(harmful); ``None`` where the backend cannot."""
 
     def device_info(self) -> dict:
@@ -84,15 +89,16 @@ class EndpointEngine:
         self.concurrency, self.timeout, self.api_key_env = max(1, concurrency), timeout, api_key_env
         self._pool: ThreadPoolExecutor | None = None  # kept, so its threads keep their connections
 
-    def _one(self, indexed: tuple[int, list[dict]], max_new_tokens: int):
+    def _one(self, indexed: tuple[int, ModelInput], max_new_tokens: int):
         i, conversation = indexed
+        request = completion_reply if isinstance(conversation, str) else chat_reply
         try:
-            return chat_reply(self.base_url, self.model, conversation, api_key_env=self.api_key_env,
-                              timeout=self.timeout, max_tokens=max_new_tokens, temperature=0.0)
+            return request(self.base_url, self.model, conversation, api_key_env=self.api_key_env,
+                           timeout=self.timeout, max_tokens=max_new_tokens, temperature=0.0)
         except EndpointError as err:
             raise EndpointError(f"prompt {i}: {err}") from None
 
-    def generate(self, conversations: Sequence[list[dict]], *, max_new_tokens: int, stop_strings: Sequence[str] = (),
+    def generate(self, conversations: Sequence[ModelInput], *, max_new_tokens: int, stop_strings: Sequence[str] = (),
                  desc: str = "") -> Generation:
         """A :class:`Generation` of the replies."""
 
@@ -108,7 +114,7 @@ class EndpointEngine:
             seconds=time.perf_counter() - start,
         )
 
-    def score(self, conversations: Sequence[list[dict]], *, desc: str = "") -> None:
+    def score(self, conversations: Sequence[ModelInput], *, desc: str = "") -> None:
         """No first-token probabilities over this interface: label-only answers are generated."""
         return None
 

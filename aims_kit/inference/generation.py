@@ -22,7 +22,8 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from aims_kit.core.progress import progress_bar
-from aims_kit.datasets import formats
+from aims_kit.datasets import formats, prompt_formats
+from aims_kit.datasets.prompt_formats import ModelInput, PromptFormat
 from aims_kit.inference.engines import Engine, Generation
 from aims_kit.models.precision import device_info, inference_autocast
 
@@ -39,6 +40,18 @@ def chat_inputs(tokenizer, conversations: Sequence[list[dict]]) -> list[list[int
         ))
         for conv in conversations
     ]
+
+
+def encode_inputs(tokenizer, inputs: Sequence[ModelInput]) -> list[list[int]]:
+    """Token ids of each rendered input (:data:`aims_kit.datasets.prompt_formats.ModelInput`).
+
+    A conversation goes through the chat template (:func:`chat_inputs`); plain text (the ``raw``
+    and ``paper-student`` formats) is tokenized as it is, with the tokenizer's own start token
+    and no template, as vLLM's ``generate`` and TRL's prompt-completion records tokenize it.
+    """
+    if prompt_formats.is_plain_text(inputs):
+        return [list(tokenizer(text, add_special_tokens=True)["input_ids"]) for text in inputs]
+    return chat_inputs(tokenizer, inputs)
 
 
 #: Padded prompt tokens one batch may hold. Prompts are sorted by length and a batch closes at
@@ -79,7 +92,7 @@ LABEL_STOPS = tuple(f"{field}: {label}" for field in ("Harm", "harm") for label 
 def generate(
     model,
     tokenizer,
-    conversations: Sequence[list[dict]],
+    conversations: Sequence[ModelInput],
     *,
     max_new_tokens: int = 64,
     batch_size: int = 32,
@@ -89,7 +102,7 @@ def generate(
     stop_strings: Sequence[str] = (),
     desc: str = "generating",
 ) -> Generation:
-    """Generate for every conversation, batched by similar length with left padding and KV cache.
+    """Generate for every conversation (or plain-text prompt), batched by similar length with left padding and KV cache.
 
     Rows are grouped by prompt length (:func:`length_batches`) so a batch wastes little on
     padding, then put back in input order. With ``num_return_sequences=k`` the outputs of row i are at ``i*k … i*k+k-1``.
@@ -97,7 +110,7 @@ def generate(
     inside ``generate`` (transformers' stop-string criteria), not per row in Python.
     On a CUDA out-of-memory error the batch is halved and generation continues (said once).
     """
-    encoded = chat_inputs(tokenizer, conversations)
+    encoded = encode_inputs(tokenizer, conversations)
     k = num_return_sequences
     texts: list[str] = [""] * (len(encoded) * k)
     counts: list[int] = [0] * (len(encoded) * k)
@@ -414,14 +427,32 @@ def token_index_at(tokenizer, token_ids: Sequence[int], offset: int) -> int:
     return low - 1
 
 
-def max_prompt_tokens(model, max_new_tokens: int, cap: int = PROMPT_TOKEN_CAP) -> int:
-    """How many prompt tokens fit beside the answer in the model's context (at most ``cap``).
+#: Tokens kept for the instruction and chat tokens around a prompt when a format's own are not counted.
+TEMPLATE_TOKENS = 64
+
+
+def max_prompt_tokens(model, max_new_tokens: int, cap: int = PROMPT_TOKEN_CAP, room: int = TEMPLATE_TOKENS) -> int:
+    """How many prompt tokens fit beside the answer and ``room`` template tokens in the model's context (at most ``cap``).
 
     ``model`` is a loaded model, or the context length itself (a served folder's, with no weights here).
     """
     context = model if isinstance(model, int) else getattr(model.config, "max_position_embeddings", None)
     context = context or cap
-    return max(16, min(cap, context) - max_new_tokens - 64)  # 64: room for the instruction and chat tokens
+    return max(16, min(cap, context) - max_new_tokens - room)
+
+
+def template_tokens(tokenizer, prompt_format: PromptFormat, condition: formats.Condition) -> int:
+    """Tokens to keep for what a format puts around a prompt.
+
+    The kit's format keeps :data:`TEMPLATE_TOKENS` (its instruction and chat tokens; every trained
+    run's records were cut with it). Another format's own tokens are counted, at least that many:
+    the paper's student preamble and GRPO system prompt take hundreds, and a cut prompt must leave
+    room for them.
+    """
+    if prompt_format.name == prompt_formats.KIT:
+        return TEMPLATE_TOKENS
+    rendered = encode_inputs(tokenizer, [prompt_format.render("", condition)])[0]
+    return max(TEMPLATE_TOKENS, len(rendered) + 8)
 
 
 def truncate_prompts(tokenizer, prompts: list[str], max_tokens: int) -> tuple[list[str], int]:
@@ -445,7 +476,7 @@ def score_labels(model, tokenizer, prompts: Sequence[str], *, batch_size: int = 
 
 
 @torch.inference_mode()
-def score_conversations(model, tokenizer, conversations: Sequence[list[dict]], *, batch_size: int = 64, desc: str = "") -> Generation:
+def score_conversations(model, tokenizer, conversations: Sequence[ModelInput], *, batch_size: int = 64, desc: str = "") -> Generation:
     """A label-only model's answers from one forward pass per prompt, no decoding.
 
     The answer's first token decides, by the parser's own words: P(harmful) = the probability
@@ -457,8 +488,8 @@ def score_conversations(model, tokenizer, conversations: Sequence[list[dict]], *
     class holds most of the label words' mass (checked by perf/bench_inference.py) at the cost
     of the prompt alone, and the probability feeds threshold sweeps and PR curves. Only the
     last position's logits are computed, and the prompts' shared prefix once (:func:`prefill`).
-    The logits are read at the end of :func:`chat_inputs`' prompt, after a thinking template's
-    forced empty ``<think></think>`` block, where the answer starts. Raises ``ValueError`` when
+    The logits are read at the end of :func:`encode_inputs`' prompt (after a thinking template's
+    forced empty ``<think></think>`` block; after a plain-text prompt's last token), where the answer starts. Raises ``ValueError`` when
     no first token tells "harmful" from "safe" (then only generation can tell them apart).
     """
     from transformers import DynamicCache
@@ -467,7 +498,7 @@ def score_conversations(model, tokenizer, conversations: Sequence[list[dict]], *
     if not harmful or not safe:
         raise ValueError("this tokenizer starts 'harmful' and 'safe' with the same token; use generation")
     ids = torch.tensor([*harmful, *safe])
-    encoded = chat_inputs(tokenizer, conversations)
+    encoded = encode_inputs(tokenizer, conversations)
     probs = [0.0] * len(encoded)
     pad_id = tokenizer.pad_token_id
     bar = progress_bar(len(encoded), desc=desc, unit="prompt")
@@ -486,19 +517,25 @@ def score_conversations(model, tokenizer, conversations: Sequence[list[dict]], *
     )
 
 
-def classifier_inputs(model, tokenizer, prompts: list[str], condition: formats.Condition, max_new_tokens: int) -> tuple[list[str], list[list[dict]], int]:
-    """The prompts as the classifier sees them, their chat conversations, and how many were cut.
+def classifier_inputs(model, tokenizer, prompts: list[str], condition: formats.Condition, max_new_tokens: int,
+                      prompt_format: PromptFormat | None = None) -> tuple[list[str], list[ModelInput], int]:
+    """The prompts as the classifier sees them, rendered in ``prompt_format``, and how many were cut.
 
-    Long prompts are cut to fit the context beside the answer (counted, never silent). A served
-    model (``model`` None) is cut the same way when its folder's tokenizer is known
-    (:func:`aims_kit.inference.engines.served_tokenizer` sets ``model_max_length`` to its context); a
-    remote one gets prompts as they are: its server owns its context.
+    ``prompt_format`` (default: the kit's chat + instruction) renders each prompt as a chat
+    conversation or plain text (:class:`aims_kit.datasets.prompt_formats.PromptFormat`). Long
+    prompts are cut to fit the context beside the answer and the format's own tokens (counted,
+    never silent). A served model (``model`` None) is cut the same way when its folder's tokenizer
+    is known (:func:`aims_kit.inference.engines.served_tokenizer` sets ``model_max_length`` to its
+    context); a remote one gets prompts as they are: its server owns its context.
     """
+    prompt_format = prompt_format or PromptFormat()
+    prompt_format.check(condition)
     n_truncated = 0
     if tokenizer is not None:
         context = model if model is not None else tokenizer.model_max_length
-        prompts, n_truncated = truncate_prompts(tokenizer, prompts, max_prompt_tokens(context, max_new_tokens))
-    return prompts, [formats.prompt_messages(p, condition) for p in prompts], n_truncated
+        room = template_tokens(tokenizer, prompt_format, condition)
+        prompts, n_truncated = truncate_prompts(tokenizer, prompts, max_prompt_tokens(context, max_new_tokens, room=room))
+    return prompts, [prompt_format.render(p, condition) for p in prompts], n_truncated
 
 
 @dataclass
@@ -514,12 +551,12 @@ class TransformersEngine:
     batch_size: int = 32
     backend: ClassVar[str] = "transformers"
 
-    def generate(self, conversations: Sequence[list[dict]], *, max_new_tokens: int, stop_strings: Sequence[str] = (),
+    def generate(self, conversations: Sequence[ModelInput], *, max_new_tokens: int, stop_strings: Sequence[str] = (),
                  desc: str = "") -> Generation:
         return generate(self.model, self.tokenizer, conversations, max_new_tokens=max_new_tokens,
                         batch_size=self.batch_size, stop_strings=stop_strings, desc=desc)
 
-    def score(self, conversations: Sequence[list[dict]], *, desc: str = "") -> Generation | None:
+    def score(self, conversations: Sequence[ModelInput], *, desc: str = "") -> Generation | None:
         try:
             return score_conversations(self.model, self.tokenizer, conversations, batch_size=self.batch_size, desc=desc)
         except ValueError:  # the tokenizer cannot tell the labels apart by their first token
@@ -530,7 +567,7 @@ class TransformersEngine:
 
 
 def generate_answers(
-    engine: Engine, conversations: Sequence[list[dict]], *, condition: formats.Condition, max_new_tokens: int,
+    engine: Engine, conversations: Sequence[ModelInput], *, condition: formats.Condition, max_new_tokens: int,
     desc: str = "classifying",
 ) -> Generation:
     """Greedy answers through ``engine``, stopping at the label.

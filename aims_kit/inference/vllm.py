@@ -7,7 +7,7 @@ outputs of the same run and refuses to continue if vLLM matches the base model i
 
 **What the engine is built with** (:func:`engine_settings`): the device policy's dtype
 (:func:`aims_kit.models.precision.compute_dtype`: bf16 from compute capability 8.0, fp16 on a
-T4, where vLLM refuses bf16), a context cut to what evaluation can send
+T4, where vLLM refuses bf16) or the one a zero-shot run asked for (``precision``), a context cut to what evaluation can send
 (:data:`MAX_MODEL_LEN`, not the model's own 131,072 tokens, whose KV cache alone would need
 about 16 GiB for an 8B model), and the ``gpu_memory_utilization`` parameter's share of the GPU.
 
@@ -24,6 +24,14 @@ token; at the step that wrote the label, P(harmful) is the mass of every harmful
 parser accepts against every safe one (:func:`aims_kit.datasets.formats.label_word_ids`), the
 same rule as the transformers engine, so AUROC / AUPRC exist on every engine.
 
+**Prompt formats.** Conversations go through ``LLM.chat`` (the model's chat template); the
+plain-text formats (``raw``, ``paper-student``: :mod:`aims_kit.datasets.prompt_formats`) through
+``LLM.generate``, as the paper's own evaluation sent them.
+
+**Released checkpoints.** A zero-shot run of a whole model starts the engine on it, no adapter;
+one of an adapter-only repository (``adapter_of``) starts it on the base and applies the
+repository as the run's LoRA adapter, checked like a trained run's.
+
 This path needs a GPU; the kit's CPU tests run it against a stand-in ``vllm`` module.
 """
 
@@ -31,6 +39,7 @@ from __future__ import annotations
 
 import gc
 import importlib.util
+import json
 import logging
 import math
 import time
@@ -40,11 +49,12 @@ from typing import Sequence
 
 from aims_kit.core.params import RunParams
 from aims_kit.core.results import read_run_config
-from aims_kit.datasets import formats
+from aims_kit.datasets import formats, prompt_formats
+from aims_kit.datasets.prompt_formats import ModelInput, PromptFormat
 from aims_kit.inference.engines import Engine, Generation
 from aims_kit.inference.generation import PROMPT_TOKEN_CAP, TransformersEngine, generate, token_index_at
-from aims_kit.models.loading import resolve_model_id
-from aims_kit.models.precision import compute_dtype, dtype_name, has_cuda
+from aims_kit.models.loading import resolve_adapter_id, resolve_model_id
+from aims_kit.models.precision import has_cuda, vllm_dtype
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +82,7 @@ class _Shared:
 
     model_id: str
     max_lora_rank: int
+    dtype: str
     llm: object
     settings: dict
 
@@ -114,12 +125,14 @@ def release_engine() -> None:
 
 
 def engine_settings(model_id: str, *, max_lora_rank: int, gpu_memory_utilization: float = GPU_MEMORY_UTILIZATION,
-                    context: int | None = None, capability: tuple[int, int] | None = None) -> dict:
+                    context: int | None = None, capability: tuple[int, int] | None = None,
+                    precision: str | None = None) -> dict:
     """The keyword arguments the engine is built with: dtype from the device policy, a fitting context.
 
     ``context`` is the model's own (``max_position_embeddings``; ``None``: unknown), so the
     engine never asks for more than the model holds. ``capability`` stands in for the GPU's own
-    (tests build the settings of a T4 or an A100 without one).
+    (tests build the settings of a T4 or an A100 without one). ``precision``: a zero-shot run's
+    (:func:`aims_kit.models.precision.vllm_dtype`; ``None`` or ``auto``: the policy's dtype).
     """
     if not 0 < gpu_memory_utilization <= 1:
         raise ValueError(f"gpu_memory_utilization={gpu_memory_utilization}: give a share of the GPU between 0 and 1")
@@ -128,7 +141,7 @@ def engine_settings(model_id: str, *, max_lora_rank: int, gpu_memory_utilization
         "model": model_id,
         "enable_lora": True,
         "max_lora_rank": rank,
-        "dtype": dtype_name(compute_dtype("cuda", capability=capability)),
+        "dtype": vllm_dtype(precision, capability=capability),
         "max_model_len": min(MAX_MODEL_LEN, context) if context else MAX_MODEL_LEN,
         "gpu_memory_utilization": gpu_memory_utilization,
         "max_logprobs": TOP_LOGPROBS,
@@ -137,22 +150,41 @@ def engine_settings(model_id: str, *, max_lora_rank: int, gpu_memory_utilization
 
 
 def shared_llm(model_id: str, *, max_lora_rank: int, gpu_memory_utilization: float = GPU_MEMORY_UTILIZATION,
-               context: int | None = None):
-    """The kernel's engine for ``model_id``, started (or restarted for another model) only when needed.
+               context: int | None = None, precision: str | None = None):
+    """The kernel's engine for ``model_id``, started (or restarted for another model or dtype) only when needed.
 
-    An engine already running for ``model_id`` with room for ``max_lora_rank`` is reused as it is;
-    its memory share was fixed when it started.
+    An engine already running for ``model_id`` in the same dtype with room for ``max_lora_rank``
+    is reused as it is; its memory share was fixed when it started.
     """
     global _shared
-    if _shared is not None and _shared.model_id == model_id and _shared.max_lora_rank >= max_lora_rank:
+    settings = engine_settings(model_id, max_lora_rank=max_lora_rank, gpu_memory_utilization=gpu_memory_utilization,
+                               context=context, precision=precision)
+    if (_shared is not None and _shared.model_id == model_id and _shared.max_lora_rank >= max_lora_rank
+            and _shared.dtype == settings["dtype"]):
         return _shared
     from vllm import LLM
 
     release_engine()  # the previous engine (another base model) goes before the next one starts
     free_training_memory()
-    settings = engine_settings(model_id, max_lora_rank=max_lora_rank, gpu_memory_utilization=gpu_memory_utilization, context=context)
-    _shared = _Shared(model_id, settings["max_lora_rank"], LLM(**settings), settings)
+    _shared = _Shared(model_id, settings["max_lora_rank"], settings["dtype"], LLM(**settings), settings)
     return _shared
+
+
+def run_weights(run_dir: str | Path, config: dict) -> tuple[str, str | None, int]:
+    """What a run's engine serves: the base model, the LoRA adapter to apply (``None``: none) and its rank.
+
+    A trained run: its base and its ``adapter/`` folder. A zero-shot run of an adapter-only
+    repository (``adapter_of``): that base and the repository. Any other zero-shot run: the model itself.
+    """
+    adapter = Path(run_dir) / "adapter"
+    if (adapter / "adapter_config.json").exists():
+        return resolve_model_id(config["model"]), str(adapter), config.get("train", {}).get("lora", {}).get("r", 16)
+    if config.get("adapter_of"):
+        path = resolve_adapter_id(config["model"])
+        settings = Path(path) / "adapter_config.json"
+        rank = json.loads(settings.read_text()).get("r", 16) if settings.is_file() else 16
+        return resolve_model_id(config["adapter_of"]), path, rank
+    return resolve_model_id(config["model"]), None, 16
 
 
 class VllmEngine:
@@ -168,17 +200,17 @@ class VllmEngine:
         from vllm.lora.request import LoRARequest
 
         config = read_run_config(run_dir)
-        rank = config.get("train", {}).get("lora", {}).get("r", 16)
-        self.shared = shared_llm(resolve_model_id(config["model"]), max_lora_rank=rank,
-                                 gpu_memory_utilization=gpu_memory_utilization, context=context)
+        base, adapter, rank = run_weights(run_dir, config)
+        self.shared = shared_llm(base, max_lora_rank=rank, gpu_memory_utilization=gpu_memory_utilization, context=context,
+                                 precision=config.get("precision"))
         self.llm = self.shared.llm
-        adapter = Path(run_dir) / "adapter"
         self.lora = None
-        if (adapter / "adapter_config.json").exists():
-            adapter_id = _adapter_ids.setdefault(str(adapter.resolve()), len(_adapter_ids) + 1)
-            self.lora = LoRARequest(Path(run_dir).name, adapter_id, str(adapter))
+        if adapter is not None:
+            key = str(Path(adapter).resolve()) if Path(adapter).exists() else adapter
+            adapter_id = _adapter_ids.setdefault(key, len(_adapter_ids) + 1)
+            self.lora = LoRARequest(Path(run_dir).name, adapter_id, adapter)
 
-    def score(self, conversations: Sequence[list[dict]], *, desc: str = "") -> None:
+    def score(self, conversations: Sequence[ModelInput], *, desc: str = "") -> None:
         return None
 
     def device_info(self) -> dict:
@@ -189,17 +221,22 @@ class VllmEngine:
         return {"device": f"cuda:{torch.cuda.get_device_name()}", "dtype": dtype, "compute_dtype": dtype,
                 "quantization": "none", "torch_threads": torch.get_num_threads()}
 
-    def generate(self, conversations: Sequence[list[dict]], *, max_new_tokens: int, stop_strings: Sequence[str] = (),
+    def generate(self, conversations: Sequence[ModelInput], *, max_new_tokens: int, stop_strings: Sequence[str] = (),
                  desc: str = "", lora: bool = True) -> Generation:
+        """Greedy answers: conversations through ``LLM.chat``, plain-text prompts through ``LLM.generate``."""
         from vllm import SamplingParams
 
         params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop=list(stop_strings),
                                 include_stop_str_in_output=True, logprobs=TOP_LOGPROBS)
+        lora_request = self.lora if lora else None
         start = time.perf_counter()
-        outputs = self.llm.chat(
-            list(conversations), params, lora_request=self.lora if lora else None, use_tqdm=False,
-            chat_template_kwargs=formats.CHAT_TEMPLATE_KWARGS,
-        )
+        if prompt_formats.is_plain_text(conversations):
+            outputs = self.llm.generate(list(conversations), params, lora_request=lora_request, use_tqdm=False)
+        else:
+            outputs = self.llm.chat(
+                list(conversations), params, lora_request=lora_request, use_tqdm=False,
+                chat_template_kwargs=formats.CHAT_TEMPLATE_KWARGS,
+            )
         seconds = time.perf_counter() - start
         tokenizer = self.llm.get_tokenizer()
         harmful, safe = formats.label_word_ids(tokenizer)
@@ -240,15 +277,22 @@ def engine_for_run(run_dir: str | Path, model, tokenizer, prompts: Sequence[str]
 
     ``params.backend``: ``"auto"`` (default) uses vLLM when it is installed and CUDA is
     present, and transformers where the engine cannot start (said once, with the reason);
-    ``"transformers"`` never uses vLLM; ``"vllm"`` always (an error where it cannot run). The
-    adapter check runs once per run: a few of ``prompts`` through transformers (``model``) and
-    vLLM with and without the adapter.
+    ``"transformers"`` never uses vLLM; ``"vllm"`` always (an error where it cannot run). A
+    zero-shot run loaded in 4-bit (``precision`` ``4bit``) always uses transformers: vLLM would
+    answer from 16-bit weights. The adapter check runs once per run: a few of ``prompts``, in the
+    run's prompt format, through transformers (``model``) and vLLM with and without the adapter.
     """
     global _start_failure
     backend = params.backend
     if backend not in ("auto", "transformers", "vllm"):
         raise ValueError(f"unknown backend {backend!r}; choose auto, transformers or vllm")
     fallback = TransformersEngine(model, tokenizer, params.eval_batch_size)
+    config = read_run_config(run_dir)
+    if config.get("precision") == "4bit":
+        if backend == "vllm":
+            raise ValueError("precision 4bit is evaluated with transformers (bitsandbytes): vLLM serves 16-bit weights; "
+                             "use --backend auto or transformers, or another --precision")
+        return fallback
     if backend == "transformers" or (backend == "auto" and (not available() or _start_failure)):
         return fallback
     if not available():
@@ -265,14 +309,14 @@ def engine_for_run(run_dir: str | Path, model, tokenizer, prompts: Sequence[str]
             print(f"vLLM could not start ({_start_failure}); evaluating with transformers instead.")
             return fallback
         if engine.lora is not None:
-            probe = [formats.prompt_messages(p, condition) for p in list(prompts)[:4]]
+            probe = [PromptFormat.from_config(config).render(p, condition) for p in list(prompts)[:4]]
             reference = generate(model, tokenizer, probe, max_new_tokens=budget, desc="")
             check_adapter_applied(engine, reference, probe, budget)
         _checked[key] = engine
     return _checked[key]
 
 
-def check_adapter_applied(engine: VllmEngine, reference: Generation, conversations: Sequence[list[dict]], max_new_tokens: int) -> None:
+def check_adapter_applied(engine: VllmEngine, reference: Generation, conversations: Sequence[ModelInput], max_new_tokens: int) -> None:
     """Raise unless vLLM-with-adapter agrees with transformers more than vLLM-without-adapter does.
 
     ``reference`` is the transformers (adapter applied, verified) output for ``conversations``.

@@ -22,6 +22,8 @@ from aims_kit.models.precision import (
     compute_dtype,
     has_cuda,
     keep_4bit_training_layout,
+    load_precision,
+    pin_precision,
     prepare_for_inference,
     quantization_config,
 )
@@ -80,17 +82,67 @@ def _unavailable_message(name: str, why: str) -> str:
     )
 
 
-def _hub_cache_snapshot(name: str) -> Path | None:
-    """The cached snapshot folder of a hub id, if its config and weights are in the local cache."""
+def _hub_cache_snapshot(name: str, marker: str = "config.json") -> Path | None:
+    """The cached snapshot folder of a hub id, if its ``marker`` file and weights are in the local cache."""
     from huggingface_hub import try_to_load_from_cache
 
     if name.count("/") != 1:
         return None
-    config = try_to_load_from_cache(name, "config.json")
+    config = try_to_load_from_cache(name, marker)
     if not isinstance(config, str):
         return None
     folder = Path(config).parent
     return folder if any(folder.glob("*.safetensors")) else None
+
+
+def resolve_adapter_id(name: str) -> str:
+    """What ``PeftModel.from_pretrained`` should open for an adapter-only repository: a local folder,
+    its cached snapshot (found by ``adapter_config.json``: it has no ``config.json``), or the hub id."""
+    if Path(name).expanduser().is_dir():
+        return str(Path(name).expanduser())
+    cached = _hub_cache_snapshot(name, "adapter_config.json")
+    return str(cached) if cached is not None else name
+
+
+def adapter_only_base(folder: str) -> str | None:
+    """The base model an adapter-only local folder names (``None`` when ``folder`` holds a whole model, or is no folder)."""
+    import json
+
+    path = Path(folder)
+    if not path.is_dir() or (path / "config.json").exists() or not (path / "adapter_config.json").exists():
+        return None
+    return json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path") or "its base model"
+
+
+def load_zero_shot(config: dict):
+    """An untrained model or a released checkpoint, as its zero-shot run's config records it.
+
+    ``precision`` (:func:`aims_kit.models.precision.load_precision`: ``auto`` is unquantized in the
+    device policy's dtype, as the paper evaluated) and, for a repository that holds only a LoRA
+    adapter, ``adapter_of``: the base is loaded, then the adapter, checked as active
+    (:func:`assert_adapter_active`) and merged for inference. The tokenizer comes from the adapter
+    repository where it has one (the paper saved it beside its adapters), else from the base.
+    """
+    from peft import PeftModel
+
+    quantize, dtype = load_precision(config.get("precision"))
+    base = config.get("adapter_of") or ""
+    if not base:
+        model_id = resolve_model_id(config["model"])
+        named = adapter_only_base(model_id)
+        if named:
+            raise ValueError(f"{config['model']} holds only a LoRA adapter (on {named}): pass --adapter-of BASE "
+                             f"(e.g. --adapter-of {named}) to load the base and then the adapter")
+        model, tokenizer = load_model(config["model"], quantize=quantize, dtype=dtype)
+        return prepare_for_inference(model), tokenizer
+    model, tokenizer = load_model(base, quantize=quantize, dtype=dtype)
+    model = PeftModel.from_pretrained(model, resolve_adapter_id(config["model"]))
+    assert_adapter_active(model, tokenizer)
+    model.eval()
+    adapter = Path(resolve_adapter_id(config["model"]))  # downloaded by now: its snapshot folder
+    if (adapter / "tokenizer_config.json").is_file():
+        tokenizer = load_tokenizer(str(adapter))
+    return prepare_for_inference(model), tokenizer
 
 
 def load_for_inference(run_dir: str | Path):
@@ -123,22 +175,29 @@ def load_model(
     trainable: bool = False,
     trust_remote_code: bool = False,
     cache_dir: Path | None = None,
+    dtype: torch.dtype | None = None,
 ):
     """Load ``(model, tokenizer)`` from a hub id, a local folder or ``"tiny-random"``.
 
     ``quantize``: see :func:`quantization_config`; a 4-bit model loads on this process's GPU,
     or on the CPU where there is none, and one that will be trained (``trainable``) keeps
     bitsandbytes' training layout (:func:`keep_4bit_training_layout`). TRL prepares it further
-    (adapter weights in bf16), as on a GPU. Weights load from safetensors only;
+    (adapter weights in bf16), as on a GPU. ``dtype`` (unquantized only) loads in that dtype
+    instead of the device policy's and keeps it at inference
+    (:func:`aims_kit.models.precision.pin_precision`). Weights load from safetensors only;
     ``trust_remote_code`` stays off unless asked for.
     """
     from transformers import AutoModelForCausalLM
 
     model_id = resolve_model_id(name, cache_dir)
     qconfig = quantization_config(quantize)
+    if dtype == torch.float16 and not has_cuda():
+        raise ValueError("fp16 is for CUDA GPUs; a CPU computes in bf16 or fp32")
     kwargs: dict = {"trust_remote_code": trust_remote_code, "use_safetensors": True}
     if qconfig is not None:
         kwargs.update(quantization_config=qconfig, dtype=compute_dtype(), device_map={"": local_rank() if has_cuda() else "cpu"})
+    elif dtype is not None:
+        kwargs.update(dtype=dtype, **({"device_map": {"": local_rank()}} if has_cuda() else {}))
     elif has_cuda():
         kwargs.update(dtype=compute_dtype("cuda"), device_map={"": local_rank()})
     else:
@@ -146,6 +205,8 @@ def load_model(
         if name != TINY_RANDOM:
             _cpu_notice(name)
     model = AutoModelForCausalLM.from_pretrained(model_id, **kwargs)
+    if qconfig is None and dtype is not None:
+        pin_precision(model, dtype)
     if qconfig is not None and trainable:
         keep_4bit_training_layout(model)
     tokenizer = load_tokenizer(model_id, trust_remote_code=trust_remote_code)

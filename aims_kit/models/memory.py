@@ -137,3 +137,32 @@ def estimate(profile: dict, gpu_gib: float) -> dict[str, dict[str, float]]:
         gib["total"] = sum(gib.values())
         out[name] = gib
     return out
+
+
+def zero_shot_estimate(model: str, gpu_gib: float, *, four_bit: bool = False, share: float = 0.5, rows: int = 64,
+                       tokens: int = EVAL_TOKENS) -> dict[str, dict[str, float]]:
+    """Peak GiB of evaluating one model zero-shot (``eval --model``, ``09_released_checkpoints``), per backend.
+
+    ``transformers``: the weights (16-bit, or 4-bit NF4 with ``four_bit``) and the KV cache of
+    ``rows`` sequences of ``tokens`` tokens (prompt and answer: a reasoning answer of 2,048
+    tokens makes a batch of long sequences). ``vllm``: the transformers copy the kit loads beside
+    the engine (it cuts prompts, checks adapters and is the fallback) plus the engine's
+    reservation, ``share`` of the card, which must itself hold a 16-bit copy of the weights and
+    the engine's KV cache (``vllm kv room``: what is left for it; below 0 the engine cannot
+    start). A 4-bit model has no vLLM path. ``total`` excludes ``vllm kv room`` (it is inside the
+    reservation).
+    """
+    shape = model_shape(model)
+    weights = weight_bytes(shape, four_bit)
+    backends = {"transformers": {"weights": weights, "kv cache": kv_cache_bytes(shape, rows, tokens)}}
+    if not four_bit:
+        backends["vllm"] = {"transformers copy": weights, "vllm reservation": share * gpu_gib * GIB}
+    out = {}
+    for name, parts in backends.items():
+        gib = {part: value / GIB for part, value in parts.items()}
+        gib["cuda overhead"] = CUDA_OVERHEAD_GIB
+        gib["total"] = sum(gib.values())
+        if name == "vllm":
+            gib["vllm kv room"] = share * gpu_gib - weight_bytes(shape, False) / GIB
+        out[name] = gib
+    return out

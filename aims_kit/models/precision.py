@@ -19,6 +19,8 @@ from functools import lru_cache
 
 import torch
 
+from aims_kit.core.params import PRECISIONS
+
 log = logging.getLogger(__name__)
 
 
@@ -177,8 +179,64 @@ def serving_dtype() -> str:
     return dtype_name(compute_dtype())
 
 
+_NAMED_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def load_precision(precision: str | None) -> tuple[bool | None, torch.dtype | None]:
+    """``(quantize, dtype)`` for :func:`aims_kit.models.loading.load_model` from a run's ``precision``.
+
+    ``auto``: unquantized in the device policy's dtype (as the paper evaluated: bf16 on its GPU).
+    A named dtype: unquantized in that dtype, on any device (fp16 on a CUDA GPU only). ``4bit``:
+    the NF4 base, on any device. ``None`` (a zero-shot run recorded before ``precision`` existed):
+    as it was loaded then, 4-bit on a CUDA GPU, unquantized elsewhere.
+    """
+    if precision is None:
+        return None, None
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision == "4bit":
+        return True, None
+    return False, _NAMED_DTYPES.get(precision)
+
+
+def vllm_dtype(precision: str | None, *, capability: tuple[int, int] | None = None) -> str:
+    """The dtype a vLLM engine is started in for a run's ``precision``: the named one, else the policy's.
+
+    ``4bit`` has none: vLLM serves the 16-bit weights, so a 4-bit run evaluates with transformers.
+    """
+    if precision == "4bit":
+        raise ValueError("a 4-bit run is evaluated with transformers (bitsandbytes); vLLM serves 16-bit weights")
+    named = _NAMED_DTYPES.get(precision or "auto")
+    return dtype_name(named or compute_dtype("cuda", capability=capability))
+
+
+#: Attribute a model loaded in an explicitly asked dtype carries (:func:`pin_precision`).
+_PINNED = "_aims_kit_precision"
+
+
+def pin_precision(model, dtype: torch.dtype) -> None:
+    """Keep ``model`` in ``dtype`` whatever the device policy says (a run that asked for it).
+
+    Why: on a CPU the policy casts weights and autocasts at every forward pass
+    (:func:`inference_precision`); a run loaded in fp32 on a CPU with native bf16, or in bf16
+    where it is emulated, must compute in the dtype it recorded. On a CPU ``dtype`` bf16 also
+    autocasts in bf16 (as the policy does for bf16); fp16 is refused there. On CUDA the weights are
+    already in ``dtype``.
+    """
+    if model.device.type == "cpu":
+        if dtype == torch.float16:
+            raise ValueError("fp16 is for CUDA GPUs; a CPU computes in bf16 or fp32")
+        pinned = InferencePrecision(weights=dtype, autocast=dtype if dtype == torch.bfloat16 else None)
+    else:
+        pinned = InferencePrecision(weights=None, autocast=None)
+    setattr(model, _PINNED, pinned)
+
+
 def model_precision(model) -> InferencePrecision:
-    """The policy for this model object, from its device and whether it is quantized."""
+    """The policy for this model object, from its device and whether it is quantized (or the dtype it was pinned to)."""
+    pinned = getattr(model, _PINNED, None)
+    if isinstance(pinned, InferencePrecision):
+        return pinned
     quantized = bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False))
     return inference_precision(model.device.type, quantized=quantized)
 

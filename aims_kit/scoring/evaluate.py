@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from aims_kit.datasets import formats
+from aims_kit.datasets.prompt_formats import PromptFormat
 from aims_kit.inference.engines import Engine
 from aims_kit.inference.generation import (
     Generation,
@@ -97,8 +98,11 @@ def evaluate(
     latency_sample: int = 16,
     n_boot: int = 1000,
     engine: Engine | None = None,
+    prompt_format: PromptFormat | None = None,
 ) -> tuple[dict, list[dict]]:
     """Classify ``frame['Prompt']`` and score against ``frame['label']``.
+
+    ``prompt_format`` renders each prompt (default: the kit's chat + instruction); the record names it.
 
     ``engine`` writes the answers (:class:`aims_kit.inference.engines.Engine`); without one,
     ``model`` through transformers in batches of ``batch_size``. ``model`` and ``tokenizer``
@@ -117,7 +121,9 @@ def evaluate(
     was_training = model is not None and model.training
     if model is not None:
         model.eval()
-    _, conversations, n_truncated = classifier_inputs(model, tokenizer, list(frame["Prompt"]), condition, max_new_tokens)
+    prompt_format = prompt_format or PromptFormat()
+    _, conversations, n_truncated = classifier_inputs(model, tokenizer, list(frame["Prompt"]), condition, max_new_tokens,
+                                                      prompt_format)
     engine = engine or TransformersEngine(model, tokenizer, batch_size)
 
     def run(convs: list, desc: str) -> Generation:
@@ -138,6 +144,7 @@ def evaluate(
     result = {
         **label_metrics(gold, pred, ok, p_harmful, n_boot=n_boot),
         "parse_rule": f"unparseable -> {formats.PARSE_FAILURE_RULE}",
+        "prompt_format": prompt_format.name,
         "ms_per_prompt": 1000 * gen.seconds / len(frame),
         "tokens_per_prompt": sum(gen.new_tokens) / len(frame),
         "truncated_prompts": n_truncated,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from aims_kit.datasets import formats
+from aims_kit.datasets.prompt_formats import PromptFormat
 from aims_kit.evaluation.runs import LoadedRun, load_run
 from aims_kit.inference import generation
 
@@ -50,6 +51,8 @@ class Classifier:
     def __init__(self, run: LoadedRun, *, batch_size: int = 32, max_new_tokens: int | None = None):
         self.run = run
         self.condition: formats.Condition = run.config.get("condition", "label_only")
+        #: How prompts are rendered: the run's recorded format (the kit's chat + instruction for a trained run).
+        self.prompt_format = PromptFormat.from_config(run.config)
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens or run.max_new_tokens
 
@@ -60,11 +63,13 @@ class Classifier:
 
     @classmethod
     def from_endpoint(cls, base_url: str, model: str, condition: str | None = None, *, batch_size: int = 32,
-                      max_new_tokens: int | None = None) -> "Classifier":
+                      max_new_tokens: int | None = None, prompt_format: PromptFormat | None = None) -> "Classifier":
         """A model served at ``base_url`` (OpenAI-compatible) under the name ``model``, with no run folder.
 
         ``condition`` defaults to the one in ``aims_kit.json`` when ``model`` is an exported folder
-        (as ``python -m aims_kit serve`` serves it), else to ``label_only``.
+        (as ``python -m aims_kit serve`` serves it), else to ``label_only``. ``prompt_format``
+        (default: the kit's) says how prompts are sent: a plain-text format goes to the server's
+        ``/completions`` route.
         """
         from aims_kit.inference.engines import (
             EndpointEngine,
@@ -75,7 +80,9 @@ class Classifier:
         condition = condition or served_condition(model) or "label_only"
         if condition not in formats.CONDITIONS:
             raise ValueError(f"unknown condition {condition!r}; choose one of {', '.join(formats.CONDITIONS)}")
-        config = {"regime": "served", "condition": condition, "model": model, "endpoint": base_url}
+        prompt_format = prompt_format or PromptFormat()
+        prompt_format.check(condition)
+        config = {"regime": "served", "condition": condition, "model": model, "endpoint": base_url, **prompt_format.to_config()}
         run = LoadedRun(Path(model), config, None, served_tokenizer(model), engine=EndpointEngine(base_url, model))
         return cls(run, batch_size=batch_size, max_new_tokens=max_new_tokens)
 
@@ -98,7 +105,8 @@ class Classifier:
     def _classify_generative(self, prompts: list[str], desc: str) -> list[Classification]:
         model, tokenizer = self.run.model, self.run.tokenizer
         engine = self.run.engine or generation.TransformersEngine(model, tokenizer, self.batch_size)
-        sent, conversations, _ = generation.classifier_inputs(model, tokenizer, prompts, self.condition, self.max_new_tokens)
+        sent, conversations, _ = generation.classifier_inputs(model, tokenizer, prompts, self.condition, self.max_new_tokens,
+                                                              self.prompt_format)
         gen = generation.generate_answers(engine, conversations, condition=self.condition, max_new_tokens=self.max_new_tokens, desc=desc)
         p_harmful: list[float | None] = gen.p_harmful if gen.p_harmful is not None else [None] * len(prompts)
         ms = 1000 * gen.seconds / len(prompts)
