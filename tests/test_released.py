@@ -121,10 +121,12 @@ def test_precision_loads_and_computes_in_the_dtype_asked_for(precision, dtype, s
     assert results.read_run_config(results.find_runs(tmp_path)[0])["precision"] == precision
 
 
-def test_precision_maps_to_loading_and_vllm_settings():
+def test_precision_maps_to_loading_and_vllm_settings(monkeypatch):
     import torch
 
     from aims_kit.models import precision
+
+    monkeypatch.delenv(precision.PRECISION_ENV, raising=False)  # "auto" is the policy's own choice
 
     assert precision.load_precision("auto") == (False, None)
     assert precision.load_precision("bf16") == (False, torch.bfloat16)
