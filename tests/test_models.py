@@ -90,7 +90,7 @@ def test_prepared_model_gives_the_same_labels_and_records_its_precision(tmp_path
     run = adapter_run(tmp_path, "label_only")
     frame = experiments.load_splits("", 22).test.head(12)
     reference, _ = models.load_trained(run)
-    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: False)  # fp32 on any CPU: the merge alone
+    monkeypatch.setenv(precision.PRECISION_ENV, "fp32")  # fp32 on any CPU, whatever the suite pins: the merge alone
     merged = precision.prepare_for_inference(models.load_trained(run)[0])
     assert not hasattr(merged, "disable_adapter")  # merged into the base, no adapter left to skip
     tokenizer = models.load_tokenizer(models.resolve_model_id(models.TINY_RANDOM))
