@@ -47,23 +47,12 @@ def zero_shot_run(out_dir: str | Path, model: str, condition: str, profile: str 
       so the claims scoreboard can pair released checkpoints; it is the run's ``variant`` too;
     - ``max_new_tokens``: the answer budget (default: the condition's, from the profile's defaults).
     """
-    from aims_kit.datasets.formats import CONDITIONS
     from aims_kit.core.params import PRECISIONS
-    from aims_kit.evaluation.released import ROLES
 
-    if condition not in CONDITIONS:
-        raise ValueError(f"unknown condition {condition!r}; choose one of {', '.join(CONDITIONS)}")
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    if role and role not in ROLES:
-        raise ValueError(f"unknown role {role!r}; choose one of {', '.join(ROLES)}")
-    prompt_format = prompt_format or PromptFormat()
-    prompt_format.check(condition)
-    config = {"regime": "zero_shot", "condition": condition, "model": model, "profile": profile, "seed": None,
-              **prompt_format.to_config(), "precision": precision,
-              **({"adapter_of": adapter_of} if adapter_of else {}), **({"role": role, "variant": role} if role else {})}
-    config["max_new_tokens"] = int(max_new_tokens) if max_new_tokens else answer_budget(config)
-    return results.create_run(Path(out_dir), f"zero_shot-{role or condition}", config)
+    return _untrained_run(out_dir, "zero_shot", condition, model, profile, prompt_format, role, max_new_tokens,
+                          {"precision": precision, **({"adapter_of": adapter_of} if adapter_of else {})})
 
 
 def served_run(out_dir: str | Path, endpoint: str, model: str, condition: str, profile: str = "custom", *,
@@ -75,6 +64,13 @@ def served_run(out_dir: str | Path, endpoint: str, model: str, condition: str, p
     ``prompt_format`` and ``role`` are recorded as :func:`zero_shot_run` records them; a plain-text
     format is sent to the server's ``/completions`` route.
     """
+    return _untrained_run(out_dir, "served", condition, model, profile, prompt_format, role, max_new_tokens, {"endpoint": endpoint})
+
+
+def _untrained_run(out_dir: str | Path, regime: str, condition: str, model: str, profile: str, prompt_format: PromptFormat | None,
+                   role: str, max_new_tokens: int | None, extra: dict) -> Path:
+    """The run folder of a model the kit did not train (``zero_shot`` or ``served``): the condition,
+    role and prompt format checked once, the config both regimes record, plus ``extra``."""
     from aims_kit.datasets.formats import CONDITIONS
     from aims_kit.evaluation.released import ROLES
 
@@ -84,10 +80,10 @@ def served_run(out_dir: str | Path, endpoint: str, model: str, condition: str, p
         raise ValueError(f"unknown role {role!r}; choose one of {', '.join(ROLES)}")
     prompt_format = prompt_format or PromptFormat()
     prompt_format.check(condition)
-    config = {"regime": "served", "condition": condition, "model": model, "endpoint": endpoint, "profile": profile, "seed": None,
-              **prompt_format.to_config(), **({"role": role, "variant": role} if role else {})}
+    config = {"regime": regime, "condition": condition, "model": model, "profile": profile, "seed": None,
+              **prompt_format.to_config(), **extra, **({"role": role, "variant": role} if role else {})}
     config["max_new_tokens"] = int(max_new_tokens) if max_new_tokens else answer_budget(config)
-    return results.create_run(Path(out_dir), f"served-{role or condition}", config)
+    return results.create_run(Path(out_dir), f"{regime}-{role or condition}", config)
 
 
 def evaluate_loaded(run: LoadedRun, frame: pd.DataFrame, dataset: str, p: BenchmarkParams, *, found: Found | None = None) -> dict:

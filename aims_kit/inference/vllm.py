@@ -41,18 +41,26 @@ import gc
 import importlib.util
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
+
+import torch
 
 from aims_kit.core.params import RunParams
 from aims_kit.core.results import read_run_config
 from aims_kit.datasets import formats, prompt_formats
 from aims_kit.datasets.prompt_formats import ModelInput, PromptFormat
 from aims_kit.inference.engines import Engine, Generation
-from aims_kit.inference.generation import PROMPT_TOKEN_CAP, TransformersEngine, generate, token_index_at
+from aims_kit.inference.generation import (
+    PROMPT_TOKEN_CAP,
+    TransformersEngine,
+    agreeing,
+    generate,
+    harmful_share,
+    token_index_at,
+)
 from aims_kit.models.loading import resolve_adapter_id, resolve_model_id
 from aims_kit.models.precision import has_cuda, vllm_dtype
 
@@ -251,9 +259,11 @@ class VllmEngine:
 def label_probability(tokenizer, completion, harmful: set[int], safe: set[int]) -> float | None:
     """P(harmful) at the step that wrote ``completion``'s label, from its top log-probabilities.
 
-    The mass of the harmful label words against the safe ones among the step's top
-    :data:`TOP_LOGPROBS` tokens; ``None`` where the answer has no label, or neither side is
-    among them (a label the model wrote is always among them, so that happens only off-label).
+    The transformers engine's rule (:func:`aims_kit.inference.generation.harmful_share`, then
+    :func:`~aims_kit.inference.generation.agreeing`) over the label words among the step's top
+    :data:`TOP_LOGPROBS` tokens: the harmful words' mass over both classes', on the written
+    label's side of 0.5. ``None`` where the answer has no label, or neither side is among them
+    (a label the model wrote is always among them, so that happens only off-label).
     """
     steps = getattr(completion, "logprobs", None)
     offset = formats.label_offset(completion.text)
@@ -265,11 +275,12 @@ def label_probability(tokenizer, completion, harmful: set[int], safe: set[int]) 
     step = token_index_at(tokenizer, token_ids, offset)
     if step >= len(steps):
         return None
-    top = {token: math.exp(entry.logprob) for token, entry in steps[step].items()}
-    mass_harmful = sum(p for token, p in top.items() if token in harmful)
-    mass_safe = sum(p for token, p in top.items() if token in safe)
-    total = mass_harmful + mass_safe
-    return mass_harmful / total if total > 0 else None
+    on_harmful = [entry.logprob for token, entry in steps[step].items() if token in harmful]
+    on_safe = [entry.logprob for token, entry in steps[step].items() if token in safe]
+    label = formats.parse_output(completion.text).label
+    if label is None or not (on_harmful or on_safe):
+        return None
+    return agreeing(float(harmful_share(torch.tensor(on_harmful + on_safe), len(on_harmful))), label)
 
 
 def engine_for_run(run_dir: str | Path, model, tokenizer, prompts: Sequence[str], condition: str, budget: int, params: RunParams) -> Engine:
