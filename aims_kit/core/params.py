@@ -284,9 +284,16 @@ class BenchmarkParams(RunParams):
 
 @dataclass(frozen=True)
 class ReportParams(RunParams):
-    """``07_pareto``: which datasets the plots show (empty: all)."""
+    """``07_pareto``: which datasets the plots show (empty: all), and claim 5's controlled timing."""
 
     datasets: tuple[str, ...] = ()
+    #: Prompts per dataset that every run is timed on, in one process (:mod:`aims_kit.evaluation.latency`).
+    latency_prompts: int = 16
+    #: Timed passes per run and dataset (0: no controlled measurement; claim 5 reads each run's own).
+    latency_repeats: int = 3
+    #: Where every claim's headline test lies: "" each claim's own (AIMS test for 1–3), or
+    #: "external mean" (the paper's own headline; the ``study`` profile), named before any verdict.
+    headline_dataset: str = ""
 
 
 @dataclass(frozen=True)

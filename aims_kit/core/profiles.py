@@ -49,6 +49,12 @@ COMMON: dict = {
     "datasets": [],
     # Further seeds 02 and 03 run with (python -m aims_kit run; empty: the profile's seed only).
     "seeds": [],
+    # Claim 5's latencies (07): every run timed in one process on the same prompts of each dataset,
+    # latency_repeats passes after a warm-up; the median decides who is at least as fast.
+    "latency_prompts": 16,
+    "latency_repeats": 3,
+    # Every claim's headline test on this dataset ("": each claim's own; "external mean": the paper's).
+    "headline_dataset": "",
     # The paper's released checkpoints (09): which to evaluate, how they load, their answer budget
     # (0: each one's own, as the paper: 256 for intent answers, 2,048 for reasoning). Each is an 8B
     # model: none on a CPU; the smoke profile evaluates the tiny model saved once per prompt format.
@@ -107,6 +113,8 @@ PROFILES: dict[str, dict] = {
         "distill_max_new_tokens": 24,
         # 09: the tiny model stands in for each released checkpoint, saved once per prompt format.
         "released_roles": ["sft", "dpo", "distill", "grpo"],
+        "latency_prompts": 4,
+        "latency_repeats": 1,
     },
     "cpu-full": {
         **COMMON,
@@ -282,6 +290,22 @@ PROFILES["cpu"] = {
     "encoder_max_steps": 100,
     "eval_steps": 100,
     "dpo_max_steps": 6,
+}
+#: Decides what a 2-core CPU can decide (#38): every claim's headline on the paper's own headline,
+#: the external mean, over every offline benchmark at full size (XSTest 450, OpenAI Moderation
+#: 1,680 rows), ``cpu-full``'s budgets, claims 1 and 2 trained with two seeds each (02 and 03 run
+#: once per seed; the scoreboard's two-level bootstrap covers seeds and prompts), and claim 5 timed
+#: on 32 prompts per dataset. Cut to fit 2.5 hours: the ``synthetic_intent`` student (claim 3
+#: compares ``human_intent`` with ``no_intent``; the synthetic one is exploratory and costs its
+#: 1,136 written intents plus a reasoning pass over every benchmark row). docs/study.md holds a run.
+PROFILES["study"] = {
+    **PROFILES["cpu-full"],
+    "benchmark_limit": 0,
+    "benchmark_limits": {},
+    "seeds": [23],
+    "distill_conditions": ["no_intent", "human_intent"],
+    "latency_prompts": 32,
+    "headline_dataset": "external mean",
 }
 PROFILES["paper"] = {
     **PROFILES["gpu-small"],

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from aims_kit.core import results
-from aims_kit.core.params import BenchmarkParams
+from aims_kit.core.params import BenchmarkParams, RunParams
 from aims_kit.datasets import aims as data
 from aims_kit.datasets import benchmarks
 from aims_kit.datasets.benchmarks import Found
@@ -98,24 +98,7 @@ def evaluate_loaded(run: LoadedRun, frame: pd.DataFrame, dataset: str, p: Benchm
     limit = int(p.benchmark_limits.get(frame.attrs.get("benchmark", dataset), p.benchmark_limit) or 0)
     frame = data.stratified_sample(frame, limit, seed=int(p.seed or 0))
     latency_sample = int(p.latency_sample if p.benchmark_latency_sample is None else p.benchmark_latency_sample)
-    batch_size, n_boot = int(p.eval_batch_size), int(p.n_boot)
-    if run.is_encoder:
-        from aims_kit.training.encoder import evaluate_encoder
-
-        scores, predictions = evaluate_encoder(run.model, run.tokenizer, frame, dataset=dataset, batch_size=batch_size,
-                                               latency_sample=latency_sample, n_boot=n_boot)
-    else:
-        from aims_kit.inference import vllm as vllm_backend
-
-        condition = run.config["condition"]
-        budget = run.max_new_tokens
-        # The backend the run's test split was scored with (same ``backend`` rule, same shared engine).
-        engine = run.engine if run.engine is not None else vllm_backend.engine_for_run(run.run_dir, run.model, run.tokenizer, frame["Prompt"], condition, budget, p)
-        scores, predictions = evaluation.evaluate(
-            run.model, run.tokenizer, frame, condition=condition, dataset=dataset, batch_size=batch_size,
-            max_new_tokens=budget, latency_sample=latency_sample, n_boot=n_boot, engine=engine,
-            prompt_format=PromptFormat.from_config(run.config),
-        )
+    scores, predictions = score_loaded(run, frame, dataset, p, latency_sample=latency_sample, n_boot=int(p.n_boot))
     slices = [c for c in ("type", "Adversarial", "Category") if c in frame.columns]
     for prediction, values in zip(predictions, frame[slices].to_dict("records")):
         prediction.update(values)
@@ -129,6 +112,29 @@ def evaluate_loaded(run: LoadedRun, frame: pd.DataFrame, dataset: str, p: Benchm
         "variant": run.config.get("variant", ""),
     }
     return results.write_record(run.run_dir, dataset, {**scores, **extra}, predictions)
+
+
+def score_loaded(run: LoadedRun, frame: pd.DataFrame, dataset: str, p: RunParams, *, latency_sample: int,
+                 n_boot: int) -> tuple[dict, list[dict]]:
+    """Classify ``frame`` with a loaded run, as its test split was scored: the encoder's head, or the
+    run's condition, answer budget, prompt format and backend. Writes nothing (the caller decides)."""
+    batch_size = int(p.eval_batch_size)
+    if run.is_encoder:
+        from aims_kit.training.encoder import evaluate_encoder
+
+        return evaluate_encoder(run.model, run.tokenizer, frame, dataset=dataset, batch_size=batch_size,
+                                latency_sample=latency_sample, n_boot=n_boot)
+    from aims_kit.inference import vllm as vllm_backend
+
+    condition = run.config["condition"]
+    budget = run.max_new_tokens
+    # The backend the run's test split was scored with (same ``backend`` rule, same shared engine).
+    engine = run.engine if run.engine is not None else vllm_backend.engine_for_run(run.run_dir, run.model, run.tokenizer, frame["Prompt"], condition, budget, p)
+    return evaluation.evaluate(
+        run.model, run.tokenizer, frame, condition=condition, dataset=dataset, batch_size=batch_size,
+        max_new_tokens=budget, latency_sample=latency_sample, n_boot=n_boot, engine=engine,
+        prompt_format=PromptFormat.from_config(run.config),
+    )
 
 
 def evaluate_runs(run_dirs: list[Path], found: list[Found], p: BenchmarkParams, *, log=print) -> pd.DataFrame:

@@ -50,7 +50,7 @@ of the kit's own sentences in a benchmark's file format) are never a benchmark.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from statistics import NormalDist
 from typing import Callable
@@ -472,7 +472,7 @@ def _older_runs(runs: pd.DataFrame, *arms: pd.DataFrame) -> str:
 
 
 def _frontier_cell(claim: Claim, records: pd.DataFrame, runs: pd.DataFrame, datasets: list[str], label: str,
-                   note: str = "") -> Grade:
+                   note: str = "", timed: pd.DataFrame | None = None) -> Grade:
     """Claim 5 on one dataset (or the external mean): do intent-aware runs sit on the latency–F1 frontier?
 
     An intent-aware run (its answer states the intent, :data:`INTENT_CONDITIONS`) is on the
@@ -501,8 +501,8 @@ def _frontier_cell(claim: Claim, records: pd.DataFrame, runs: pd.DataFrame, data
     subset = records[records["dataset"].isin(datasets)]
     coverage = subset.groupby("run_id")["dataset"].nunique()
     complete = runs[runs["run_id"].isin(coverage.index[coverage == len(datasets)])]
-    ms = subset.groupby("run_id")["ms_per_prompt"].mean()
     arms = {run["run_id"]: _arm(complete, run) for _, run in complete.drop_duplicates("key", keep="last").iterrows()}
+    ms, timing = _speeds(subset, timed, datasets, [r for arm in arms.values() for r in arm["run_id"]])
     speed = {FLAG_ALL: 0.0, **{name: float(ms[arm["run_id"]].mean()) for name, arm in arms.items()}}
     intent = sorted(name for name, arm in arms.items() if arm.iloc[0]["condition"] in INTENT_CONDITIONS)
     if not intent:
@@ -554,7 +554,7 @@ def _frontier_cell(claim: Claim, records: pd.DataFrame, runs: pd.DataFrame, data
                  "p_a_better": evidence[k, r]["p_a_better"], "off_frontier": r in off} for r in rivals[k]]} for k in intent},
             "against_flag_all": {r: {"f1_diff": e["f1_diff"], "diff_ci_low": e["diff_ci_low"], "diff_ci_high": e["diff_ci_high"],
                                      "off_frontier": r in off} for r, e in against_flag.items()},
-            "p_reproduced": p_for, "p_reversed": p_against,
+            "p_reproduced": p_for, "p_reversed": p_against, "latency_source": timing,
         }
         text = "; ".join(filter(None, (
             note,
@@ -564,11 +564,27 @@ def _frontier_cell(claim: Claim, records: pd.DataFrame, runs: pd.DataFrame, data
             _binding_text(shown, reversed_=against),
             f"off the frontier (below flagging everything): {', '.join(sorted(off))}" if off else "",
             _seed_note(*(arms[name] for name in shown if name in arms)),
+            f"latencies: {timing}",
         )))
         return Entry(claim=claim.number, name=claim.name, dataset=label, verdict=named, run_a=shown[0], run_b=shown[1],
                      n=chosen["n"], headline=label == claim.headline, holm_p=holm_p, paper_gap=claim.gap,
                      evidence=chosen, note=text, details=details)
     return grade
+
+
+def _speeds(subset: pd.DataFrame, timed: pd.DataFrame | None, datasets: list[str], run_ids: list[str]) -> tuple[pd.Series, str]:
+    """ms/prompt per run on ``datasets``: the controlled measurement where it covers every run and
+    dataset (:mod:`aims_kit.evaluation.latency`), else each run's own evaluation, said in words."""
+    if timed is not None and not timed.empty and run_ids:
+        cover = timed[timed["dataset"].isin(datasets) & timed["run_id"].isin(run_ids)]
+        if len(cover) == len(datasets) * len(set(run_ids)):
+            spread = max(((r.ms_max - r.ms_min) / r.ms_median for r in cover.itertuples() if r.ms_median), default=0.0)
+            return (cover.groupby("run_id")["ms_median"].mean(),
+                    f"one controlled measurement (every run timed in one process on the same prompts, median of "
+                    f"{int(cover['repeats'].min())} passes; widest spread {spread:.0%} of its median)")
+    return (subset.groupby("run_id")["ms_per_prompt"].mean(),
+            "each run's own evaluation, taken at different moments (no controlled measurement in this folder: "
+            "07 takes one with latency_repeats > 0)")
 
 
 def _rivals_text(run: str, rivals: list[str], evidence: dict, speed: dict, off: set[str]) -> str:
@@ -597,22 +613,26 @@ def _binding_text(shown: tuple[str, str], *, reversed_: bool) -> str:
             f"the smallest ΔF1): {run} is on the frontier only if it beats every rival, so this comparison binds")
 
 
-def _frontier_cells(claim: Claim, records: pd.DataFrame, runs: pd.DataFrame, external: list[str]) -> list[Grade]:
-    cells = [_frontier_cell(claim, records, runs, [dataset], dataset) for dataset in ["aims_test", *external]]
+def _frontier_cells(claim: Claim, records: pd.DataFrame, runs: pd.DataFrame, external: list[str],
+                    timed: pd.DataFrame | None = None) -> list[Grade]:
+    cells = [_frontier_cell(claim, records, runs, [dataset], dataset, timed=timed) for dataset in ["aims_test", *external]]
     five = paper_five(external)
-    cells.append(_frontier_cell(claim, records, runs, five, EXTERNAL_MEAN, _mean_note(five)) if five
+    cells.append(_frontier_cell(claim, records, runs, five, EXTERNAL_MEAN, _mean_note(five), timed) if five
                  else _fixed(_not_tested(claim, EXTERNAL_MEAN, _no_mean_reason(records, external))))
     return cells
 
 
-def scoreboard(records: pd.DataFrame, only: int | None = None) -> list[Entry]:
+def scoreboard(records: pd.DataFrame, only: int | None = None, timed: pd.DataFrame | None = None,
+               headline_dataset: str = "") -> list[Entry]:
     """Every claim on the AIMS test split, each real external benchmark and the paper's mean; headlines by Holm.
 
     Each cell is drawn once at 95%; then the tested headline p values are Holm-adjusted and each
     headline is read again at its :func:`holm_level`, its verdict from its Holm p. ``only``
     computes one claim (a notebook's own table); Holm needs all five, so it is left out there.
+    ``timed``: claim 5's controlled latencies (:func:`aims_kit.evaluation.latency.table`);
+    ``headline_dataset``: :func:`with_headline`.
     """
-    chosen = [claim for claim in CLAIMS if only in (None, claim.number)]
+    chosen = [claim for claim in with_headline(headline_dataset) if only in (None, claim.number)]
     records = scored_records(records)
     if records.empty:
         return [_not_tested(claim, claim.headline, "no results records in this folder") for claim in chosen]
@@ -620,7 +640,8 @@ def scoreboard(records: pd.DataFrame, only: int | None = None) -> list[Entry]:
     external = real_benchmarks(records)
     cells: list[Grade] = []
     for claim in chosen:
-        cells += (_pair_cells if claim.number in PAIRS else _frontier_cells)(claim, records, runs, external)
+        cells += (_pair_cells(claim, records, runs, external) if claim.number in PAIRS
+                  else _frontier_cells(claim, records, runs, external, timed))
     entries = [grade(1 - ALPHA, None) for grade in cells]
     tested = [i for i, e in enumerate(entries) if e.headline and e.verdict != NOT_TESTED] if only is None else []
     for i, adjusted in zip(tested, stats.holm([entries[i].get("p_value") for i in tested])):
@@ -629,9 +650,25 @@ def scoreboard(records: pd.DataFrame, only: int | None = None) -> list[Entry]:
 
 
 def headline(entries: list[Entry], claim: Claim) -> Entry:
-    """The claim's headline test: its entry on the dataset named in advance (no fallback)."""
-    own = {e.dataset: e for e in entries if e.claim == claim.number}
-    return own.get(claim.headline) or _not_tested(claim, claim.headline, "not evaluated on the headline dataset")
+    """The claim's headline test: its entry marked headline, on the dataset named in advance (no fallback).
+
+    The entries carry the choice (a folder scored with ``headline_dataset`` moves every claim's
+    headline to the external mean), so it is read from them, not from :data:`CLAIMS`.
+    """
+    own = [e for e in entries if e.claim == claim.number and e.headline]
+    return own[0] if own else _not_tested(claim, claim.headline, "not evaluated on the headline dataset")
+
+
+def with_headline(dataset: str) -> tuple[Claim, ...]:
+    """:data:`CLAIMS` with every headline test on ``dataset`` (empty: each claim's own).
+
+    The paper's own headline for every regime is the mean F1 over its external benchmarks; the
+    kit's default tests claims 1–3 on AIMS test, where a CPU run has most of its prompts. A
+    ``study`` folder names :data:`EXTERNAL_MEAN` in advance, before any verdict is seen.
+    """
+    if dataset not in ("", "aims_test", EXTERNAL_MEAN):
+        raise ValueError(f"headline_dataset {dataset!r}: use '' (each claim's own), 'aims_test' or {EXTERNAL_MEAN!r}")
+    return tuple(replace(c, headline=dataset) if dataset else c for c in CLAIMS)
 
 
 def _cell(entry: Entry) -> str:
@@ -659,7 +696,7 @@ def scoreboard_frame(entries: list[Entry]) -> pd.DataFrame:
     rows = []
     for claim in CLAIMS:
         own = {e.dataset: e for e in entries if e.claim == claim.number}
-        rows.append({"claim": f"{claim.number}. {claim.statement} [headline: {_short(claim.headline)}]",
+        rows.append({"claim": f"{claim.number}. {claim.statement} [headline: {_short(headline(entries, claim).dataset)}]",
                      **{_short(d): _cell(own[d]) if d in own else "" for d in datasets}})
     return pd.DataFrame(rows)
 
@@ -681,7 +718,7 @@ def power_table(entries: list[Entry]) -> pd.DataFrame:
     rows = []
     for claim in CLAIMS:
         entry = headline(entries, claim)
-        row = {"claim": claim.number, "dataset": _short(claim.headline), "verdict": entry.verdict, "n": entry.n or None,
+        row = {"claim": claim.number, "dataset": _short(entry.dataset), "verdict": entry.verdict, "n": entry.n or None,
                "discordance": None, "detectable_diff": None, "paper_gap": claim.gap, "prompts_needed": None,
                "prompts_needed_holm": None}
         if entry.verdict != NOT_TESTED:
@@ -743,10 +780,19 @@ def read_claims(path: str | Path) -> list[Entry]:
     return [Entry(**entry) for entry in read_json(path)["entries"]]
 
 
-def write_claims(out_dir: str | Path) -> tuple[Path, list[Entry]]:
-    """Compute the scoreboard from ``out_dir``'s records and write ``claims.json`` there (atomically)."""
+def write_claims(out_dir: str | Path, headline_dataset: str | None = None) -> tuple[Path, list[Entry]]:
+    """Compute the scoreboard from ``out_dir``'s records (and claim 5's controlled latencies, where
+    taken) and write ``claims.json`` there (atomically). ``headline_dataset``: :func:`with_headline`;
+    ``None`` keeps the choice an earlier ``claims.json`` of the folder recorded (a report rewritten
+    later never moves a headline named in advance)."""
     out_dir = Path(out_dir)
-    entries = scoreboard(load_records(out_dir))
+    path = out_dir / "claims.json"
+    if headline_dataset is None:
+        earlier = read_json(path).get("headline_dataset", "") if path.exists() else ""
+        headline_dataset = earlier if earlier in (EXTERNAL_MEAN, "aims_test") else ""
+    from aims_kit.evaluation import latency  # loads models: only where a scoreboard is written
+
+    entries = scoreboard(load_records(out_dir), timed=latency.table(latency.read(out_dir)), headline_dataset=headline_dataset)
     power = power_table(entries)
     payload = {
         "verdict_rule": {
@@ -768,11 +814,11 @@ def write_claims(out_dir: str | Path) -> tuple[Path, list[Entry]]:
         "seed": SEED,
         "multiplicity": "Holm across the five headline tests (claim, runs and dataset named in advance); every other cell is exploratory",
         "external_mean": f"unweighted mean F1 over the paper's five benchmarks present ({', '.join(PAPER_FIVE)})",
+        "headline_dataset": headline_dataset or "each claim's own",
         "claims": [{"number": c.number, "name": c.name, "statement": c.statement, "paper": c.paper, "gap": c.gap,
                     "headline": asdict(headline(entries, c))} for c in CLAIMS],
         "power": power.astype(object).where(power.notna(), None).to_dict("records"),
         "entries": [asdict(e) for e in entries],
     }
-    path = out_dir / "claims.json"
     atomic_write_json(path, payload)
     return path, entries
