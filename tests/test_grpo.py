@@ -6,6 +6,8 @@ from aims_kit.core import results
 from aims_kit.core.params import GRPOParams, SFTParams
 from aims_kit.datasets.aims import SplitHygieneError
 from aims_kit.notebook import experiments
+from aims_kit.inference import generation
+from aims_kit.training import grpo
 from aims_kit.training.grpo import GRPOSettings, train_grpo
 
 PARAMS = {
@@ -21,9 +23,16 @@ def splits():
     return experiments.load_splits("", 22)
 
 
-def test_grpo_from_sft_writes_a_run_with_its_reward_log(splits, tmp_path):
+def test_grpo_from_sft_writes_a_run_with_its_reward_log(splits, tmp_path, monkeypatch):
+    rollouts = []
+    real = generation.decode_batch
+    monkeypatch.setattr(generation, "decode_batch", lambda model, tok, ids, *a, **kw: rollouts.append((len(ids), kw)) or real(model, tok, ids, *a, **kw))
     sft = experiments.sft_run(SFTParams.from_params(PARAMS), splits, "intent_label", tmp_path)
+    rollouts.clear()
     run = experiments.grpo_run(GRPOParams.from_params(PARAMS), splits, "label_intent", tmp_path)
+    # every rollout batch ran each prompt's pass once for its samples (validation decodes greedily)
+    sampled = [(n, kw) for n, kw in rollouts if kw.get("temperature") is not None]
+    assert sampled and all(kw["k"] == PARAMS["grpo_num_generations"] and n == PARAMS["grpo_prompts_per_step"] for n, kw in sampled)
     config = results.read_run_config(run)
     assert (config["regime"], config["condition"], config["variant"]) == ("grpo", "intent_label", "label_intent")
     assert config["parent_run"] == sft.name and config["grpo"]["start"] == "sft"
@@ -40,6 +49,12 @@ def test_grpo_from_sft_writes_a_run_with_its_reward_log(splits, tmp_path):
     record = results.read_json(run / "results" / "aims_test.json")
     assert record["regime"] == "grpo" and record["variant"] == "label_intent" and record["n"] == 4
     assert any("components/frac_format" in entry for entry in results.read_json(run / "train_log.json"))
+
+
+def test_rollout_groups_are_runs_of_k_copies_or_nothing():
+    assert grpo.shared_rollout_groups([[1, 2], [1, 2], [3], [3]], 2) == [[1, 2], [3]]
+    assert grpo.shared_rollout_groups([[1, 2], [3], [1, 2], [3]], 2) is None  # interleaved: TRL's own path
+    assert grpo.shared_rollout_groups([[1], [1], [1]], 2) is None
 
 
 def test_grpo_refuses_test_rows_for_checkpoint_selection(splits, tmp_path):

@@ -83,6 +83,19 @@ def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int = BA
     return batches
 
 
+#: Generation-config samplers :func:`decode_batch` does not apply (each at its neutral value there).
+OTHER_SAMPLERS = {"top_p": 1.0, "min_p": 0.0, "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0}
+
+
+def sampling_top_k(model) -> int | None:
+    """The top-k ``model.generate`` samples with for ``model``, as the kit calls it (``top_k=None``: the
+    generation config's, else none, 0), or ``None`` where the config sets a sampler
+    :func:`decode_batch` does not apply (then ``model.generate`` samples)."""
+    config = model.generation_config
+    if any(getattr(config, name, None) not in (None, neutral) for name, neutral in OTHER_SAMPLERS.items()):
+        return None
+    return int(getattr(config, "top_k", None) or 0)
+
 #: Texts after which an answer is complete: generation stops there for that row, even if the
 #: model would ramble on. (Label-only answers end at end-of-turn: "harmful" is inside "unharmful".)
 LABEL_STOPS = tuple(f"{field}: {label}" for field in ("Harm", "harm") for label in ("harmful", "unharmful", "safe"))
@@ -119,6 +132,7 @@ def generate(
     eos_ids = _eos_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id
     stopping = _stop_criteria(tokenizer, stop_strings)
+    top_k = sampling_top_k(model)
     start = time.perf_counter()
     pending = length_batches([len(x) for x in encoded], batch_size, GENERATE_BATCH_TOKENS)
     halved = False
@@ -127,12 +141,13 @@ def generate(
         batch = pending.pop(0)
         try:
             with inference_autocast(model):
-                if do_sample or k > 1 or not plain_greedy(model):
+                if plain_greedy(model) and (k == 1 and not do_sample or do_sample and top_k is not None):
+                    out = decode_batch(model, tokenizer, [encoded[i] for i in batch], pad_id, eos_ids, stop_strings,
+                                       max_new_tokens, reader.start(), k=k, temperature=temperature if do_sample else None,
+                                       top_k=top_k or 0)
+                else:
                     out = _generate_batch(model, [encoded[i] for i in batch], pad_id, eos_ids, stopping, max_new_tokens,
                                           do_sample, temperature, k, reader.start())
-                else:
-                    out = greedy_batch(model, tokenizer, [encoded[i] for i in batch], pad_id, eos_ids, stop_strings,
-                                       max_new_tokens, reader.start())
         except torch.cuda.OutOfMemoryError:
             if len(batch) == 1:
                 raise
@@ -241,7 +256,7 @@ class _KeepLabelLogits(LogitsProcessor):
         return scores
 
     def keep_rows(self, scores: torch.Tensor, rows: torch.Tensor, batch: int) -> None:
-        """One step of :func:`greedy_batch`, whose batch holds only ``rows`` of the ``batch`` it began with
+        """One step of :func:`decode_batch`, whose batch holds only ``rows`` of the ``batch`` it began with
         (a finished row's entry stays NaN: :meth:`LabelProbability.read` never reaches past a row's end)."""
         step = torch.full((batch, len(self.ids)), float("nan"))
         step[rows.cpu()] = scores[:, self.ids.to(scores.device)].float().cpu()
@@ -256,7 +271,7 @@ ARGMAX_CHANGING = ("repetition_penalty", "no_repeat_ngram_size", "bad_words_ids"
 
 
 def plain_greedy(model) -> bool:
-    """Whether greedy decoding of ``model`` is the argmax of its logits at every step (:func:`greedy_batch` applies)."""
+    """Whether greedy decoding of ``model`` is the argmax of its logits at every step (:func:`decode_batch` applies)."""
     config = model.generation_config
     neutral = {"repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "min_new_tokens": 0, "min_length": 0}
     return all(getattr(config, name, None) in (None, neutral.get(name)) for name in ARGMAX_CHANGING)
@@ -313,32 +328,47 @@ def prefill(model, ids: list[list[int]], pad_id: int, cache) -> tuple[torch.Tens
     return logits, attention, positions
 
 
-def greedy_batch(model, tokenizer, ids: list[list[int]], pad_id: int, eos_ids: list[int], stop_strings: Sequence[str],
-                 max_new_tokens: int, keep_logits: "_KeepLabelLogits | None" = None) -> list[list[int]]:
-    """Greedy decoding of one left-padded batch that drops each row, and its KV cache, once it has finished.
+def decode_batch(model, tokenizer, ids: list[list[int]], pad_id: int, eos_ids: list[int], stop_strings: Sequence[str],
+                 max_new_tokens: int, keep_logits: "_KeepLabelLogits | None" = None, *, k: int = 1,
+                 temperature: float | None = None, top_k: int = 0) -> list[list[int]]:
+    """Decode one batch, greedy (``temperature`` None) or ``k`` samples per prompt, dropping each row, and its KV
+    cache, once it has finished. Returns each output's new tokens (prompt i's samples at ``i*k … i*k+k-1``),
+    ending with its end-of-turn token where it wrote one.
 
-    Why: ``model.generate`` keeps a finished row in the batch to the end, so every later step
-    multiplies it by every weight; an intent answer ends after 15-40 tokens of a 48-token budget
-    and a label-only one after a few, so the batch's tail steps ran mostly on rows already done.
-    Here a row leaves at end-of-turn or once its new text holds one of ``stop_strings``, and the
-    remaining steps run on the rows still writing. The answer of each row is what greedy decoding
-    writes either way; only padding-shaped arithmetic can differ in the last bits (label
-    agreement with ``model.generate`` is measured by perf/bench_inference.py). Returns each row's
-    new tokens, ending with its end-of-turn token where it wrote one.
+    Why drop rows: ``model.generate`` keeps a finished row in the batch to the end, so every later
+    step multiplies it by every weight; an intent answer ends after 15-40 tokens of a 48-token
+    budget and a label-only one after a few, so the batch's tail steps ran mostly on rows already
+    done. Here a row leaves at end-of-turn or once its new text holds one of ``stop_strings``, and
+    the remaining steps run on the rows still writing.
+
+    Why share the prompt: DPO pair mining and GRPO rollouts draw ``k`` answers per prompt, and
+    ``model.generate(num_return_sequences=k)`` runs k copies of each prompt through the whole
+    prompt pass. Here the prompts' pass runs once (:func:`prefill`, which also runs the batch's
+    common prefix once) and its cache is repeated k times for decoding.
+
+    Same answers: greedy decoding writes what ``model.generate`` writes, up to padding-shaped
+    arithmetic in the last bits (label agreement: perf/bench_inference.py). Sampling draws from
+    ``model.generate``'s distribution: float32 logits divided by ``temperature``, then the
+    ``top_k`` largest kept (0: all), softmax, one multinomial draw per row per step; while no row
+    has finished, the same seed draws the same tokens (tests/test_shared_sampling.py).
     """
     from transformers import DynamicCache
 
     device = model.device
     cache = DynamicCache()
     logits, attention, positions = prefill(model, ids, pad_id, cache)
+    if k > 1:
+        cache.batch_repeat_interleave(k)
+        logits, attention, positions = (t.repeat_interleave(k, dim=0) for t in (logits, attention, positions))
+    rows = len(ids) * k
     eos = torch.tensor(eos_ids, device=device)
-    active = torch.arange(len(ids), device=device)  # original row of each row still in the batch
-    written: list[list[int]] = [[] for _ in ids]
+    active = torch.arange(rows, device=device)  # original output of each row still in the batch
+    written: list[list[int]] = [[] for _ in range(rows)]
     longest_stop = max((len(tokenizer(stop, add_special_tokens=False)["input_ids"]) for stop in stop_strings), default=0) + 2
     for step in range(max_new_tokens):
         if keep_logits is not None:
-            keep_logits.keep_rows(logits, active, len(ids))
-        tokens = logits.argmax(-1)
+            keep_logits.keep_rows(logits, active, rows)
+        tokens = logits.argmax(-1) if temperature is None else _sample(logits, temperature, top_k)
         done = torch.isin(tokens, eos)
         for j, (row, token) in enumerate(zip(active.tolist(), tokens.tolist())):
             written[row].append(token)
@@ -356,6 +386,15 @@ def greedy_batch(model, tokenizer, ids: list[list[int]], pad_id: int, eos_ids: l
         logits = model(input_ids=tokens[:, None], attention_mask=attention, position_ids=positions, cache=cache,
                        use_cache=True).logits[:, -1, :]
     return written
+
+
+def _sample(logits: torch.Tensor, temperature: float, top_k: int) -> torch.Tensor:
+    """One token per row, as ``model.generate`` samples: temperature, then top-k, then softmax and a multinomial draw."""
+    scores = logits.float() / temperature
+    if 0 < top_k < scores.shape[-1]:
+        kth = torch.topk(scores, top_k).values[..., -1, None]
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+    return torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)
 
 
 def _generate_batch(model, ids, pad_id, eos_ids, stopping, max_new_tokens, do_sample, temperature, k, keep_logits=None) -> list[list[int]]:

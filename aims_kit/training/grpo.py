@@ -134,6 +134,55 @@ def rollout_engine(quantize: bool | None) -> tuple[bool, str]:
     return True, "vllm (colocated)"
 
 
+def shared_rollout_groups(prompt_ids: list[list[int]], k: int) -> list[list[int]] | None:
+    """The distinct prompts of a rollout batch whose prompts come in runs of ``k`` copies (TRL's
+    sampler repeats each prompt ``num_generations`` times in a row); ``None`` for any other layout."""
+    if k < 1 or len(prompt_ids) % k:
+        return None
+    groups = [prompt_ids[i:i + k] for i in range(0, len(prompt_ids), k)]
+    if any(any(ids != group[0] for ids in group) for group in groups):
+        return None
+    return [list(group[0]) for group in groups]
+
+
+def shared_prompt_trainer(base: type) -> type:
+    """TRL's GRPO trainer whose transformers rollouts run each prompt's pass once for its
+    ``num_generations`` samples (:func:`aims_kit.inference.generation.decode_batch`).
+
+    Why: TRL's transformers path calls ``model.generate`` on every copy of every prompt, so the
+    prompt pass, most of a short rollout's arithmetic, ran ``num_generations`` times, and finished
+    rollouts stayed in the batch to the budget's end. The samples come from the same
+    distribution (temperature, TRL's ``top_k``; the same seed draws the same tokens while no row
+    has finished: tests/test_shared_sampling.py). vLLM, continuous batching, images, and samplers
+    the kit does not apply (top-p, min-p, repetition penalty) keep TRL's own path.
+    """
+    import torch
+    from trl.models import unwrap_model_for_generation
+
+    from aims_kit.inference.generation import decode_batch
+
+    class SharedPromptGRPOTrainer(base):
+        def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+            unique = shared_rollout_groups(prompt_ids, num_generations)
+            plain = self.top_p in (None, 1.0) and not self.min_p and self.repetition_penalty in (None, 1.0)
+            if (unique is None or not plain or self.use_vllm or self.use_transformers_continuous_batching or images
+                    or multimodal_fields or self.args.generation_kwargs):
+                return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
+            with (
+                unwrap_model_for_generation(self.model_wrapped, self.accelerator,
+                                            gather_deepspeed3_params=self.args.ds3_gather_for_generation,
+                                            generation_kwargs=self.generation_kwargs,
+                                            gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs) as model,
+                torch.no_grad(),
+            ):
+                completions = decode_batch(model, self._tokenizer, unique, self._tokenizer.pad_token_id, list(self.eos_token_ids),
+                                           (), self.max_completion_length, k=num_generations, temperature=self.temperature,
+                                           top_k=self.top_k or 0)
+            return completions, None
+
+    return SharedPromptGRPOTrainer
+
+
 def train_grpo(
     model_name: str,
     train: pd.DataFrame,
@@ -185,7 +234,7 @@ def train_grpo(
         chat_template_kwargs=formats.CHAT_TEMPLATE_KWARGS,  # rollouts start at the answer, not in a think block
     )
     selection = _ValSelection(val, tokenizer, run_dir, settings)
-    trainer = GRPOTrainer(
+    trainer = shared_prompt_trainer(GRPOTrainer)(
         model=model,
         reward_funcs=[reward],
         args=config,
