@@ -50,14 +50,12 @@ def test_auprc_and_auroc_match_scikit_learn_on_a_fixed_example():
 
 
 def test_a_missing_p_harmful_read_back_from_a_frame_as_nan_is_left_out_of_the_ranking():
-    """Predictions read into a DataFrame hold a missing P(harmful) as NaN, not None: it must not reach the ranking
-    (where every row needs a score, :func:`scores_or_rule` gives it the rule's)."""
+    """Predictions read into a DataFrame hold a missing P(harmful) as NaN, not None: it must not reach the ranking."""
     import pandas as pd
 
     from aims_kit.scoring import metrics as m
 
     column = pd.DataFrame([{"p": 0.9}, {"p": None}, {"p": 0.2}])["p"]
-    assert m.scores_or_rule(column) == [0.9, m.MISSING_SCORE, 0.2]
     gold = ["harmful", "harmful", "safe"]
     assert m.threshold_free(gold, column)["p_harmful_missing"] == 1
     assert m.threshold_free(gold, column)["auprc"] == m.average_precision(["harmful", "safe"], [0.9, 0.2])

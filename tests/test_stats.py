@@ -191,3 +191,20 @@ def test_flag_all_as_a_baseline_takes_runs_it_matches_off_the_frontier():
     assert stats.pareto_mask(latency, score, baseline=(0.0, 0.592)) == [False, True, False]
     assert stats.pareto_mask([24.0], [0.592], baseline=(0.0, 0.592)) == [False]  # a tie with flag-all is not a win
     assert stats.pareto_mask([24.0], [0.6], baseline=(0.0, 0.592)) == [True]
+
+
+def test_delta_auprc_ranks_only_rows_every_run_answered():
+    """A parse failure (no P(harmful), NaN) leaves its row out of both runs' ranking: scoring it 0 would
+    reward a run for failing on harmful prompts' rivals and punish the other's ranking for nothing."""
+    from aims_kit.scoring.metrics import average_precision
+
+    gold = ["harmful", "safe"] * 20
+    pred = ["harmful" if i % 3 else "safe" for i in range(40)]
+    a = [0.9 if g == "harmful" else 0.1 for g in gold]
+    b = [0.6 if g == "harmful" else 0.4 for g in gold]
+    b[0] = b[2] = float("nan")  # run B wrote no label on two harmful prompts
+    e = stats.paired_evidence([(gold, pred, pred, a, b)], n_boot=200)
+    kept = [i for i in range(40) if i not in (0, 2)]
+    assert e["auprc_rows"] == 38
+    assert e["auprc_b"] == pytest.approx(average_precision([gold[i] for i in kept], [b[i] for i in kept])) == 1.0
+    assert e["auprc_diff"] == pytest.approx(0.0) and np.isfinite(e["auprc_diff_ci_low"])

@@ -60,7 +60,7 @@ import pandas as pd
 from aims_kit.core.results import atomic_write_json, load_records, read_json
 from aims_kit.datasets.registry import PAPER_FIVE
 from aims_kit.scoring import stats
-from aims_kit.scoring.metrics import POSITIVE, scores_or_rule
+from aims_kit.scoring.metrics import POSITIVE
 
 REPRODUCED = "reproduced"
 BELOW_BASELINE = "reproduced, below the trivial baseline"
@@ -338,8 +338,9 @@ def _datasets_of(records: pd.DataFrame, run_id: str) -> set[str]:
 
 
 def _scores(merged: pd.DataFrame) -> list[float] | None:
+    """P(harmful) per row (``NaN`` where the run wrote no readable label), or ``None`` where the run has none."""
     column = merged.get("p_harmful_b")
-    return scores_or_rule(column) if column is not None and column.notna().any() else None
+    return [float("nan") if p is None else float(p) for p in column] if column is not None and column.notna().any() else None
 
 
 def _every_or_none(values: list) -> list | None:
@@ -684,6 +685,8 @@ def _cell(entry: Entry) -> str:
         text += f", Holm p {entry.holm_p:.2g}"
     if "auprc_diff" in e:
         text += f"; ΔAUPRC {e['auprc_diff']:+.3f} [{e['auprc_diff_ci_low']:+.3f}, {e['auprc_diff_ci_high']:+.3f}]"
+        if e.get("auprc_rows", entry.n) < entry.n:
+            text += f" on the {e['auprc_rows']} of {entry.n} prompts both answered"
     if entry.verdict in (NOT_TRAINED_APART, SMALLER, UNINFORMATIVE):
         gap = "no gap stated" if entry.paper_gap is None else f"paper's gap {entry.paper_gap:.2f}"
         text += f"; detectable Δ {e['detectable_diff']:.2f} vs {gap}"

@@ -45,21 +45,9 @@ def trivial_baselines(gold: Sequence[str]) -> dict[str, float]:
     }
 
 
-#: The score a row without P(harmful) takes where every row needs one (:func:`scores_or_rule`:
-#: paired comparisons, curves over every row): the parse-failure rule's label (``safe``) as a
-#: probability, so an unreadable answer ranks as its hard label counts it. AUROC / AUPRC in a
-#: record do not use it: they rank the rows that have a P(harmful) (:func:`threshold_free`).
-MISSING_SCORE = 0.0
-
-
 def _missing(p: float | None) -> bool:
     """No P(harmful): ``None`` as generation writes it, or NaN as a DataFrame column holds it."""
     return p is None or p != p
-
-
-def scores_or_rule(p_harmful: Sequence[float | None]) -> list[float]:
-    """P(harmful) per row, with :data:`MISSING_SCORE` where a row has none (no readable label)."""
-    return [MISSING_SCORE if _missing(p) else float(p) for p in p_harmful]
 
 
 def _ranked(gold: Sequence[str], scores: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

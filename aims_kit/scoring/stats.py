@@ -179,9 +179,11 @@ def _interval(draws: np.ndarray, level: float) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def _resampled_auprc(gold: np.ndarray, scores: np.ndarray, idx: np.ndarray) -> np.ndarray:
+def _resampled_auprc(gold: np.ndarray, scores: np.ndarray, idx: np.ndarray, answered: np.ndarray) -> np.ndarray:
+    """AUPRC per resample over its rows that every compared run answered (``answered``)."""
     labels = np.where(gold, POSITIVE, "safe")
-    return np.array([average_precision(labels[row], scores[row]) for row in idx])
+    kept = [row[answered[row]] for row in idx]
+    return np.array([average_precision(labels[row], scores[row]) for row in kept])
 
 
 Arm = Sequence[str] | Sequence[Sequence[str]]
@@ -311,7 +313,9 @@ def paired_draws(
     - ΔF1 = F1(A) − F1(B): draws, p values, standard error and the smallest difference
       detectable at this n (:data:`DETECTABLE_SE` × the standard error);
     - F1(A) − F1(flag everything): does the winner beat the trivial baseline on the same resamples;
-    - ΔAUPRC, where both runs carry P(harmful): evidence free of any threshold;
+    - ΔAUPRC, where both runs carry P(harmful) (``NaN`` on a row without a readable label): evidence
+      free of any threshold, over the rows every compared run answered (``auprc_rows``), so
+      parse-failure rates that differ between runs do not bias it;
     - precision, recall and flag rate of both runs, and how many prompts their labels differ on.
 
     **Seeds.** With several seeds in an arm the bootstrap has two levels: each resample draws
@@ -338,8 +342,13 @@ def paired_draws(
         differ += float(np.mean([np.sum(row_a != row_b) for row_a in a for row_b in b]))
         row = {name: _arm_scores(g, arm) for name, arm in (("a", a), ("b", b), ("flag_all", everyone))}
         if with_scores:
-            labels = np.where(g, POSITIVE, "safe")
-            row["auprc_a"], row["auprc_b"] = (float(np.mean([average_precision(labels, s) for s in arm])) for arm in (sa, sb))
+            # rows some run wrote no readable label for have no P(harmful): they leave the ranking
+            # for every run alike, so a run's parse failures neither help nor hurt the other's AUPRC
+            answered = np.all(np.isfinite(np.vstack([sa, sb])), axis=0)
+            labels = np.where(g[answered], POSITIVE, "safe")
+            row["auprc_a"], row["auprc_b"] = (float(np.mean([average_precision(labels, s[answered]) for s in arm]))
+                                              for arm in (sa, sb))
+            row["auprc_rows"] = int(answered.sum())
         whole.append(row)
         fd, gd, ad, done = [], [], [], 0
         for idx in _resamples(len(g), n_boot, seed + position):
@@ -350,8 +359,8 @@ def paired_draws(
             fd.append(f1_a - f1_b)
             gd.append(f1_a - _f1_precision_recall(g, everyone[0], idx)["f1"])
             if with_scores:
-                auprc_a = _weighted([_resampled_auprc(g, s, idx) for s in sa], wa)
-                ad.append(auprc_a - _weighted([_resampled_auprc(g, s, idx) for s in sb], wb))
+                auprc_a = _weighted([_resampled_auprc(g, s, idx, answered) for s in sa], wa)
+                ad.append(auprc_a - _weighted([_resampled_auprc(g, s, idx, answered) for s in sb], wb))
         f1_diffs.append(np.concatenate(fd))
         flag_diffs.append(np.concatenate(gd))
         if with_scores:
@@ -387,7 +396,8 @@ def paired_draws(
     if with_scores:
         auprc_a = float(np.mean([row["auprc_a"] for row in whole]))
         auprc_b = float(np.mean([row["auprc_b"] for row in whole]))
-        point.update(auprc_a=auprc_a, auprc_b=auprc_b, auprc_diff=auprc_a - auprc_b)
+        point.update(auprc_a=auprc_a, auprc_b=auprc_b, auprc_diff=auprc_a - auprc_b,
+                     auprc_rows=int(sum(row["auprc_rows"] for row in whole)))
         draws["auprc_diff"] = np.mean(auprc_diffs, axis=0)
     return Paired(point, draws)
 
