@@ -123,3 +123,19 @@ def test_the_notebooks_promise_no_duration_a_run_would_contradict():
     for path in NOTEBOOKS:
         found = DURATION.findall(_markdown(path))
         assert not found, f"{path.stem} promises {found}: state no duration (the run stamps its own time)"
+
+
+#: Paragraphs each notebook repeats on purpose, so that it can be opened alone: the box on the offline default.
+SHARED_BOXES = ("> **The offline default.**",)
+
+
+def test_no_long_paragraph_is_repeated_word_for_word_across_notebooks():
+    """A rule explained once (02's verdict paragraph) and pointed to elsewhere: a copied paragraph goes stale in one place."""
+    seen: dict[str, str] = {}
+    for path in NOTEBOOKS:
+        for paragraph in _markdown(path).split("\n\n"):
+            text = paragraph.strip()
+            if len(text) < 200 or text.startswith(SHARED_BOXES):
+                continue
+            assert text not in seen, f"{path.name} repeats a paragraph of {seen[text]}: {text[:80]}…"
+            seen[text] = path.name

@@ -341,6 +341,9 @@ def test_a_reachable_hub_returns_the_hub_id(tmp_path, monkeypatch, no_network):
     lines: list[str] = []
     assert models.resolve_model_id("org/remote", tmp_path / "models", log=lines.append) == "org/remote"
     assert lines == ["Model org/remote: from the Hugging Face hub"]
+    # a notebook resolves the same model for every run it trains and evaluates: one line per process
+    models.resolve_model_id("org/remote", tmp_path / "models", log=lines.append)
+    assert lines == ["Model org/remote: from the Hugging Face hub"]
 
 
 def test_offline_a_known_wheel_gives_its_converted_folder(tiny, converted, monkeypatch, no_network):

