@@ -14,7 +14,7 @@ from test_claims import _preds, _run
 from aims_kit.core import paths, results
 from aims_kit.datasets.benchmarks import Found
 from aims_kit.evaluation import benchmarks as benchmark_eval
-from aims_kit.evaluation import claims
+from aims_kit.evaluation import claims, latency
 from aims_kit.notebook import plots, report
 from aims_kit.scoring import stats
 
@@ -69,6 +69,7 @@ def table_columns(out) -> dict[str, list[str]]:
         "claims.power_table": claims.power_table(entries),
         "claims.scoreboard_frame": claims.scoreboard_frame(entries),
         "benchmarks.slice_table": benchmark_eval.slice_table(runs, found, "xstest", "type").reset_index(),
+        "latency.table": latency.table(None),
     }
     # an unnamed index level (``level_1``) is pandas' name for the slice table's row number, not a column
     return {name: [str(c) for c in table.columns if str(c) not in datasets and not str(c).startswith("level_")]
