@@ -76,3 +76,19 @@ def test_records_without_flag_all_keep_the_runs_only_frontier():
     summary = plots.summarise_runs(pd.DataFrame([_record("a", 1, "bench:x", 0.6, 10)]))
     assert summary.attrs["flag_all_f1"] is None and summary["on_frontier"].tolist() == [True]
     assert not [t for t in plots.pareto_figure(summary).data if t.name and t.name.startswith("flag everything")]
+
+
+def test_the_pareto_plot_takes_the_controlled_timing_where_it_covers_every_run():
+    from aims_kit.evaluation import latency
+
+    records = pd.DataFrame([_record("a", 1, "bench:x", 0.6, 10), _record("b", 1, "bench:x", 0.7, 20, lr=0.2)])
+    timed = latency.table({"runs": {"a": {"bench:x": {"median": 40.0, "min": 38.0, "max": 44.0, "repeats": [38, 40, 44]}},
+                                    "b": {"bench:x": {"median": 15.0, "min": 14.0, "max": 16.0, "repeats": [14, 15, 16]}}}})
+    summary = plots.summarise_runs(records, timed=timed).set_index("run_id")
+    assert summary.loc["a", "ms_per_prompt"] == 40.0 and summary.loc["b", "ms_per_prompt"] == 15.0
+    assert summary.attrs["latency"] == plots.CONTROLLED
+    assert summary["on_frontier"].tolist() == [False, True]  # b is now faster and better
+    assert "every run timed at one moment" in plots.pareto_figure(summary.reset_index()).layout.xaxis.title.text
+    partial = latency.table({"runs": {"a": {"bench:x": {"median": 40.0, "min": 38.0, "max": 44.0, "repeats": [40]}}}})
+    kept = plots.summarise_runs(records, timed=partial).set_index("run_id")
+    assert kept.loc["a", "ms_per_prompt"] == 10 and kept.attrs["latency"] != plots.CONTROLLED

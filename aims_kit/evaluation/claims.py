@@ -59,6 +59,7 @@ import pandas as pd
 
 from aims_kit.core.results import atomic_write_json, load_records, read_json
 from aims_kit.datasets.registry import PAPER_FIVE
+from aims_kit.evaluation import latency
 from aims_kit.scoring import stats
 from aims_kit.scoring.metrics import POSITIVE
 
@@ -573,16 +574,24 @@ def _frontier_cell(claim: Claim, records: pd.DataFrame, runs: pd.DataFrame, data
     return grade
 
 
+def controlled_cover(timed: pd.DataFrame | None, datasets: list[str], run_ids: list[str]) -> pd.DataFrame | None:
+    """The controlled timing's rows for ``run_ids`` on ``datasets`` when it covers every pair, else ``None``
+    (a mean over a partial measurement would compare runs timed on different prompts)."""
+    if timed is None or timed.empty or not run_ids:
+        return None
+    cover = timed[timed["dataset"].isin(datasets) & timed["run_id"].isin(run_ids)]
+    return cover if len(cover) == len(set(datasets)) * len(set(run_ids)) else None
+
+
 def _speeds(subset: pd.DataFrame, timed: pd.DataFrame | None, datasets: list[str], run_ids: list[str]) -> tuple[pd.Series, str]:
     """ms/prompt per run on ``datasets``: the controlled measurement where it covers every run and
     dataset (:mod:`aims_kit.evaluation.latency`), else each run's own evaluation, said in words."""
-    if timed is not None and not timed.empty and run_ids:
-        cover = timed[timed["dataset"].isin(datasets) & timed["run_id"].isin(run_ids)]
-        if len(cover) == len(datasets) * len(set(run_ids)):
-            spread = max(((r.ms_max - r.ms_min) / r.ms_median for r in cover.itertuples() if r.ms_median), default=0.0)
-            return (cover.groupby("run_id")["ms_median"].mean(),
-                    f"one controlled measurement (every run timed in one process on the same prompts, median of "
-                    f"{int(cover['repeats'].min())} passes; widest spread {spread:.0%} of its median)")
+    cover = controlled_cover(timed, datasets, run_ids)
+    if cover is not None:
+        spread = max(((r.ms_max - r.ms_min) / r.ms_median for r in cover.itertuples() if r.ms_median), default=0.0)
+        return (cover.groupby("run_id")["ms_median"].mean(),
+                f"one controlled measurement (every run timed in one process on the same prompts, median of "
+                f"{int(cover['repeats'].min())} passes; widest spread {spread:.0%} of its median)")
     return (subset.groupby("run_id")["ms_per_prompt"].mean(),
             "each run's own evaluation, taken at different moments (no controlled measurement in this folder: "
             "07 takes one with latency_repeats > 0)")
@@ -793,8 +802,6 @@ def write_claims(out_dir: str | Path, headline_dataset: str | None = None) -> tu
     if headline_dataset is None:
         earlier = read_json(path).get("headline_dataset", "") if path.exists() else ""
         headline_dataset = earlier if earlier in (EXTERNAL_MEAN, "aims_test") else ""
-    from aims_kit.evaluation import latency  # loads models: only where a scoreboard is written
-
     entries = scoreboard(load_records(out_dir), timed=latency.table(latency.read(out_dir)), headline_dataset=headline_dataset)
     power = power_table(entries)
     payload = {

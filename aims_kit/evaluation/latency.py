@@ -7,6 +7,9 @@ fast" on the frontier. Here every evaluated run of a folder is timed in one proc
 prompts (a seeded sample of the prompts every run was scored on, per dataset), by the same method
 (batched throughput, each run's own answer budget, backend and prompt format), ``repeats`` times
 after one warm-up pass; the median decides, the spread is shown.
+
+Reading a measurement (:func:`read`, :func:`table`) loads no model library: the scoreboard and
+the report read it; only taking one (:func:`measure`) imports the evaluation stack.
 """
 
 from __future__ import annotations
@@ -20,8 +23,6 @@ import pandas as pd
 from aims_kit.core import results
 from aims_kit.core.params import RunParams
 from aims_kit.datasets import aims as data
-from aims_kit.evaluation.benchmarks import AIMS_TEST, evaluated_runs, run_predictions, score_loaded
-from aims_kit.evaluation.runs import load_run
 
 #: Written into the run folder; :func:`aims_kit.evaluation.claims.write_claims` reads it.
 LATENCY_FILE = "latency.json"
@@ -30,6 +31,8 @@ METHOD = "batched throughput (ms/prompt), every run in one process on the same p
 
 def common_prompts(out_dir: Path, run_dirs: list[Path], dataset: str, n: int, seed: int) -> pd.DataFrame | None:
     """A seeded, label-stratified sample of ``n`` prompts every run was scored on (``None``: some run lacks ``dataset``)."""
+    from aims_kit.evaluation.benchmarks import run_predictions
+
     frames = []
     for run_dir in run_dirs:
         path = run_dir / "predictions" / f"{dataset}.jsonl"
@@ -44,6 +47,8 @@ def common_prompts(out_dir: Path, run_dirs: list[Path], dataset: str, n: int, se
 
 def time_run(run, frame: pd.DataFrame, p: RunParams, repeats: int) -> list[float]:
     """ms/prompt of ``repeats`` batched passes over ``frame``, after one untimed warm-up pass on a few prompts."""
+    from aims_kit.evaluation.benchmarks import score_loaded
+
     score_loaded(run, frame.head(4), "latency", p, latency_sample=0, n_boot=0)
     timed = []
     for _ in range(repeats):
@@ -62,6 +67,8 @@ def measure(out_dir: str | Path, datasets: list[str], p: RunParams, *, prompts: 
     """
     if repeats < 1 or prompts < 1:
         raise ValueError(f"latency: repeats ({repeats}) and prompts ({prompts}) must be at least 1")
+    from aims_kit.evaluation.benchmarks import evaluated_runs
+    from aims_kit.evaluation.runs import load_run
     out_dir = Path(out_dir)
     run_dirs = [r for r in evaluated_runs(out_dir) if results.read_run_config(r).get("regime") != "served"]
     frames = {d: f for d in datasets if (f := common_prompts(out_dir, run_dirs, d, prompts, int(p.seed or 0))) is not None}
@@ -107,6 +114,7 @@ def controlled(out_dir: str | Path, records: pd.DataFrame, p, *, log=print) -> p
 
     ``p.latency_repeats`` 0 takes no measurement (the table of an earlier one, if any, is shown).
     """
+    from aims_kit.evaluation.benchmarks import AIMS_TEST
     from aims_kit.evaluation.claims import real_benchmarks
 
     if p.latency_repeats > 0 and not records.empty:

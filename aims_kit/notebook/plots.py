@@ -6,7 +6,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from aims_kit.evaluation import claims
 from aims_kit.scoring.stats import pareto_mask
+
+#: ``summary.attrs["latency"]`` where the x axis is 07's controlled timing.
+CONTROLLED = "one controlled measurement"
 
 #: Paper-reported mean F1 over the five benchmarks (docs/design.md §Evaluation): reference lines only, never
 #: targets. Their latency was measured on other hardware, so they are drawn as horizontal lines.
@@ -60,7 +64,8 @@ def mean_title(datasets: list[str]) -> str:
     return f"mean F1 over {len(names)} datasets: {', '.join(names)}"
 
 
-def summarise_runs(records: pd.DataFrame, datasets: list[str] | None = None, *, group_seeds: bool = False) -> pd.DataFrame:
+def summarise_runs(records: pd.DataFrame, datasets: list[str] | None = None, *, group_seeds: bool = False,
+                   timed: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per run: mean F1 and mean ms/prompt over ``datasets`` (default: every dataset seen).
 
     Only runs evaluated on *all* chosen datasets are kept, so a mean never hides a missing
@@ -73,6 +78,10 @@ def summarise_runs(records: pd.DataFrame, datasets: list[str] | None = None, *, 
     F1 is at most flag-all's is not ``on_frontier``, however fast it is among the runs. Its F1 is
     kept in ``summary.attrs["flag_all_f1"]`` for the plot (``None`` where records carry no
     ``f1_flag_all``).
+
+    ``timed`` (07's controlled timing, :func:`aims_kit.evaluation.latency.table`): where it covers
+    every run on every chosen dataset, ``ms_per_prompt`` is its median instead of each run's own
+    evaluation, the numbers claim 5 compares; ``summary.attrs["latency"]`` says which.
     """
     if records.empty:
         return pd.DataFrame(columns=["run_id", "regime", "condition", "mean_f1", "ms_per_prompt"])
@@ -102,6 +111,9 @@ def summarise_runs(records: pd.DataFrame, datasets: list[str] | None = None, *, 
         half = (subset["f1_ci_high"] - subset["f1_ci_low"]) / 2
         summary["f1_err"] = half.groupby(subset["run_id"]).apply(mean_f1_interval).reindex(summary["run_id"]).to_numpy()
     summary = summary[summary["n_datasets"] == len(chosen)].reset_index(drop=True)
+    cover = claims.controlled_cover(timed, chosen, summary["run_id"].tolist())
+    if cover is not None:
+        summary["ms_per_prompt"] = summary["run_id"].map(cover.groupby("run_id")["ms_median"].mean())
     if group_seeds and len(summary):
         summary = _group_seeds(summary, records)
     variant = summary["variant"].fillna("") if "variant" in summary else pd.Series("", index=summary.index)
@@ -114,6 +126,7 @@ def summarise_runs(records: pd.DataFrame, datasets: list[str] | None = None, *, 
                                          baseline=None if flag_all is None else (0.0, flag_all))
     summary.attrs["datasets"] = chosen  # what the mean is over: every title built from it names them
     summary.attrs["flag_all_f1"] = flag_all
+    summary.attrs["latency"] = CONTROLLED if cover is not None else "each run's own evaluation"
     return summary
 
 
@@ -171,7 +184,9 @@ def pareto_figure(summary: pd.DataFrame, title: str | None = None, references: d
         symbol="setting",
         hover_name="run_id",
         hover_data={"model": True, "seed": True, "tokens_per_prompt": ":.1f", "parse_failure_rate": ":.2f", "device": True},
-        labels={"ms_per_prompt": "ms / prompt (batched throughput)", "mean_f1": "mean harmful-class F1"},
+        labels={"ms_per_prompt": "ms / prompt (batched throughput" + (", every run timed at one moment)"
+                                                                     if summary.attrs.get("latency") == CONTROLLED else ")"),
+                "mean_f1": "mean harmful-class F1"},
         title=title or f"{mean_title(summary.attrs.get('datasets', []))} · against latency",
         error_y="f1_err" if "f1_err" in summary and summary["f1_err"].notna().any() else None,
     )
