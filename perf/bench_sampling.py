@@ -31,7 +31,7 @@ from aims_kit.models import loading as models
 from aims_kit.models import precision
 from aims_kit.notebook import experiments
 from aims_kit.notebook.doctor import cpu_bf16_note as doctor_bf16
-from aims_kit.notebook.doctor import cpu_name
+from aims_kit.models.precision import cpu_name
 
 
 def sample(path: str, model, tokenizer, ids: list[list[int]], k: int, temperature: float, budget: int, batch: int, seed: int):

@@ -16,6 +16,7 @@ import os
 import platform
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import torch
 
@@ -352,6 +353,16 @@ def keep_4bit_training_layout(model) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), else what :mod:`platform` knows."""
+    info = Path("/proc/cpuinfo")
+    if info.is_file():
+        for line in info.read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def device_info(model) -> dict:
     """Where and how latency was measured, so a plot never mixes hardware or precision silently.
 
@@ -360,7 +371,7 @@ def device_info(model) -> dict:
     ``quantization`` says whether the base is 4-bit NF4.
     """
     device = model.device
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     stored = str(next(model.parameters()).dtype).replace("torch.", "")
     policy = model_precision(model)
     quantization = getattr(model, "quantization_config", None) or getattr(getattr(model, "config", None), "quantization_config", None)

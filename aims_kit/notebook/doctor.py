@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import platform
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from aims_kit.core.profiles import PROFILES
 from aims_kit.models import memory
-from aims_kit.models.precision import bf16_speedup, compute_dtype, cpu_has_fast_bf16, cuda_capability, dtype_name, has_cuda
+from aims_kit.models.precision import (bf16_speedup, compute_dtype, cpu_has_fast_bf16, cpu_name, cuda_capability, dtype_name,
+                                       has_cuda)
 
 
 @dataclass
@@ -45,16 +44,6 @@ def recommend(gpu_gib: float | None) -> str:
     return "smoke"
 
 
-def cpu_name() -> str:
-    """The CPU's model name (``/proc/cpuinfo`` on Linux), else what :mod:`platform` knows."""
-    info = Path("/proc/cpuinfo")
-    if info.is_file():
-        for line in info.read_text(errors="replace").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def cpu_bf16_note() -> str:
     """What the policy found about bf16 on this CPU, in words (AMX; AVX512-BF16 with its measured speed-up; neither)."""
     if torch.cpu._is_amx_tile_supported():
@@ -66,14 +55,21 @@ def cpu_bf16_note() -> str:
     return "no native bf16"
 
 
-def _device_lines() -> list[str]:
+def machine() -> str:
+    """The machine in one line: the GPU and its compute capability, or the CPU, its cores and memory and what it does with bf16.
+
+    Written into a run's ``status.json`` (so a results page names the machine its times came from)
+    and printed by the doctor.
+    """
     if has_cuda():
         major, minor = cuda_capability()
-        device = f"CUDA GPU {torch.cuda.get_device_name()} (compute capability {major}.{minor}), {gpu_memory_gib():.1f} GiB"
-    else:
-        pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
-        native = cpu_bf16_note()
-        device = f"CPU {cpu_name()}, {os.cpu_count()} cores, {pages * size / memory.GIB:.0f} GiB RAM, {native}"
+        return f"CUDA GPU {torch.cuda.get_device_name()} (compute capability {major}.{minor}), {gpu_memory_gib():.1f} GiB"
+    pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+    return f"CPU {cpu_name()}, {os.cpu_count()} cores, {pages * size / memory.GIB:.0f} GiB RAM, {cpu_bf16_note()}"
+
+
+def _device_lines() -> list[str]:
+    device = machine()
     found = {name: importlib.util.find_spec(name) is not None for name in ("bitsandbytes", "vllm")}
     return [
         f"device:        {device}",

@@ -17,6 +17,7 @@ from aims_kit.core.progress import format_duration
 from aims_kit.core.results import atomic_write_text, git_commit, load_records, read_json
 from aims_kit.evaluation import claims, latency
 from aims_kit.notebook import plots
+from aims_kit.notebook.doctor import machine
 
 TABLE_COLUMNS = [
     "regime", "condition", "variant", "dataset", "n", "f1", "f1_ci_low", "f1_ci_high", "precision", "recall",
@@ -303,8 +304,6 @@ def markdown_report(out_dir: Path) -> str:
     Named by its folder, commit, profile, date and machine, so a published number always points at
     the one run it came from; the scoreboard's reading is written from the verdicts, not by hand.
     """
-    import os
-
     out_dir = Path(out_dir)
     records = load_records(out_dir)
     if records.empty:
@@ -326,7 +325,8 @@ def markdown_report(out_dir: Path) -> str:
         f"- commit the runs were trained and scored at: {', '.join(f'`{_short_commit(c)}`' for c in commits) or 'unknown'}; "
         f"scoreboard and this page written at `{_short_commit(git_commit())}`",
         f"- date: {created[0][:10] if created else 'unknown'}",
-        f"- machine: {', '.join(devices) or 'unknown'}, {os.cpu_count()} cores seen by the report",
+        f"- machine: {'; '.join(status.get('machines', [])) or f'not recorded by the run (the report runs on: {machine()})'}; "
+        f"scored on {', '.join(devices) or 'unknown'}",
         f"- {model_note(parameters.get('model', ''))}",
     ]
     if seconds:
@@ -340,6 +340,13 @@ def markdown_report(out_dir: Path) -> str:
     lines += ["", "### Power", "", "Per claim's headline: the share of prompts whose labels differ between the two runs, the "
               "smallest difference these prompts could detect, and the prompts the paper's gap would need (× about 1.5 "
               "under Holm).", "", markdown_table(claims.power_table(entries).round(3))]
+    timed = latency.table(latency.read(out_dir))
+    if len(timed):
+        measured = latency.read(out_dir)
+        lines += ["", "## Claim 5's latencies: one controlled measurement", "",
+                  f"Method: {measured.get('method', '')}. {measured.get('repeats')} passes over "
+                  f"{', '.join(f'{n} {plots.dataset_name(d)}' for d, n in measured.get('prompts', {}).items())} prompts, "
+                  f"batch size {measured.get('batch_size')}; ms/prompt:", "", markdown_table(timed.round(1))]
     for dataset in ["aims_test", *claims.real_benchmarks(records)]:
         frame = summary_frame(records, dataset)
         if len(frame):

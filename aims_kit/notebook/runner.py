@@ -37,6 +37,7 @@ from aims_kit.core.results import (
     read_json,
 )
 from aims_kit.core.threads import THREADS_ENV, describe, plan_threads
+from aims_kit.notebook import doctor
 
 
 class ParameterError(ValueError):
@@ -461,6 +462,8 @@ def _run_notebooks(session: Path, parameters: dict, only: list[str] | None, note
     completed: list[str] = status.get("completed", [])
     #: Seconds per executed notebook, kept for the results page (``report --markdown``).
     durations: dict[str, float] = status.get("seconds", {})
+    # The machine those seconds were measured on (a resumed run keeps the first one's and adds its own).
+    machines: list[str] = list(dict.fromkeys([*status.get("machines", []), doctor.machine()]))
     selected = selected_notebooks(only, notebooks_dir)
     log(f"AIMS Kit: {len(selected)} notebooks, profile {parameters['profile']!r}, writing to {session}")
     started = time.perf_counter()
@@ -479,7 +482,7 @@ def _run_notebooks(session: Path, parameters: dict, only: list[str] | None, note
         stamp_duration(output, seconds, parameters["profile"])
         completed.append(name)
         durations[name] = round(seconds, 1)
-        atomic_write_json(status_path, {"completed": completed, "seconds": durations})
+        atomic_write_json(status_path, {"completed": completed, "seconds": durations, "machines": machines})
         log(f"{tag} done in {format_duration(seconds)}")
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     log(f"Notebooks finished in {format_duration(time.perf_counter() - started)}; "
