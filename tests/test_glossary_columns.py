@@ -100,3 +100,24 @@ def test_a_run_scored_in_one_forward_pass_shows_no_decoding_instead_of_zero_toke
     assert shown.loc[("intent_label", "aims_test")] == 5.0
     bench = benchmark_eval.benchmark_table(records).set_index("condition")["tokens_per_prompt"]
     assert bench.loc["label_only"] == report.SCORED_TOKENS and bench.loc["intent_label"] == 5.0
+
+
+def test_every_table_column_has_its_one_line_note_and_the_glossary_names_each_note(folder):
+    """The line under a notebook table (:mod:`aims_kit.notebook.columns`) and the glossary define the same columns."""
+    from aims_kit.notebook import columns
+
+    shown = {c for cols in table_columns(folder).values() for c in cols}
+    assert not shown - set(columns.NOTES), f"columns without a one-line note in aims_kit/notebook/columns.py: {shown - set(columns.NOTES)}"
+    assert not set(columns.NOTES) - defined_columns(_glossary_text()), "notes for columns the glossary does not define"
+
+
+def test_a_column_is_defined_under_the_first_table_that_shows_it_only(monkeypatch):
+    from aims_kit.notebook import columns
+
+    monkeypatch.setattr(columns, "_SHOWN", set())
+    first = columns.explained(pd.DataFrame({"f1": [0.5], "xstest": ["<b>x</b>"]}))
+    assert first.defined == ["f1"] and "f1: harmful-class F1" in first.line()
+    assert "&lt;b&gt;x&lt;/b&gt;" in first._repr_html_() and "<b>x</b>" not in first._repr_html_()  # cells escaped
+    again = columns.explained(pd.DataFrame({"f1": [0.6], "recall": [0.4]}))
+    assert again.defined == ["recall"]
+    assert columns.explained(None) is None
