@@ -42,3 +42,13 @@ def test_a_run_that_recorded_no_machine_says_so(folder):
     del status["machines"]
     results.atomic_write_json(folder / "status.json", status)
     assert "not recorded by the run (the report runs on: " in report.markdown_report(folder)
+
+
+def test_the_page_says_where_the_folder_departs_from_its_profile(folder):
+    from aims_kit.core.profiles import PROFILES
+
+    parameters = {**PROFILES["study"], "profile": "study", "seeds": [23]}
+    results.atomic_write_json(folder / "parameters.json", parameters)
+    page = report.markdown_report(folder)
+    assert "`seeds` [23] (profile: [])" in page
+    assert "notebooks not run in this folder: 01_explore_data, 03_dpo" in page  # only 02 completed here

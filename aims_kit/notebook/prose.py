@@ -50,6 +50,16 @@ def mining_summary(mined, min_class_share: float) -> Markdown:
     return Markdown("In this run:\n\n" + "\n".join(lines))
 
 
+def trace_conditions(requested: list[str] | tuple[str, ...], skipped: dict[str, str]) -> Markdown:
+    """Which distillation conditions train a student here, and why any requested one does not."""
+    if not requested:
+        return markdown("No distillation condition was requested (`distill_conditions` is empty, as the `study` profile "
+                        "sets it to fit its time): no student trains here, and claim 3 is *not tested* in this folder.")
+    if not skipped:
+        return markdown(f"Every requested condition is available: {', '.join(f'`{c}`' for c in requested)}.")
+    return markdown("\n".join(f"- skipped `{name}`: {reason}" for name, reason in skipped.items()))
+
+
 def selection_summary(runs: dict[str, Path]) -> Markdown:
     """Per run: the steps its validation F1 (or loss) was measured at and the step kept (02, 04)."""
     lines = []

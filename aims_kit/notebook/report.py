@@ -298,6 +298,27 @@ def _short_commit(commit: str) -> str:
     return commit.removesuffix("+dirty")[:12] + ("+dirty" if dirty else "")
 
 
+def _departures(parameters: dict, status: dict) -> list[str]:
+    """What a page must say where the folder is not a plain run of its profile: parameters set otherwise
+    (a ``-p`` override, or edited before ``--resume``), and notebooks of the kit that never completed in it."""
+    from aims_kit.core.paths import NOTEBOOKS_DIR
+    from aims_kit.core.profiles import PROFILES
+    from aims_kit.notebook.runner import notebooks
+
+    lines = []
+    profile = PROFILES.get(parameters.get("profile", ""), {})
+    changed = {key: value for key, value in parameters.items() if key in profile and profile[key] != value}
+    if changed:
+        lines.append("parameters that differ from the profile as the kit defines it now: "
+                     + ", ".join(f"`{key}` {value!r} (profile: {profile[key]!r})" for key, value in sorted(changed.items())))
+    if status:
+        done = {Path(name).stem.split("-seed")[0] for name in status.get("completed", [])}
+        missing = [path.stem for path in notebooks(NOTEBOOKS_DIR) if path.stem not in done]
+        if missing:
+            lines.append(f"notebooks not run in this folder: {', '.join(missing)} (their claims read *not tested*)")
+    return lines
+
+
 def markdown_report(out_dir: Path) -> str:
     """The results page of one run folder (``docs/results.md``): every number from that folder alone.
 
@@ -329,6 +350,7 @@ def markdown_report(out_dir: Path) -> str:
         f"scored on {', '.join(devices) or 'unknown'}",
         f"- {model_note(parameters.get('model', ''))}",
     ]
+    lines += [f"- {line}" for line in _departures(parameters, status)]
     if seconds:
         lines += ["", "## Time per notebook", "",
                   markdown_table(pd.DataFrame({"notebook": list(seconds), "time": [format_duration(s) for s in seconds.values()]})),
