@@ -79,3 +79,16 @@ def test_the_study_headline_is_the_external_mean_for_every_claim_and_survives_a_
     assert "[headline: external mean]" in claims.scoreboard_frame(again).iloc[0]["claim"]
     with pytest.raises(ValueError, match="headline_dataset"):
         claims.write_claims(out, "bench:xstest")
+
+
+def test_each_pass_reports_the_records_own_throughput_figure(monkeypatch):
+    """A pass's ms/prompt is the classifier's clock around generation (as in every record), after an untimed warm-up."""
+    from aims_kit.evaluation import benchmarks
+
+    calls = []
+    figures = iter([999.0, 40.0, 42.0, 41.0])  # the first is the warm-up on four prompts
+    monkeypatch.setattr(benchmarks, "score_loaded",
+                        lambda run, frame, *a, **kw: calls.append(len(frame)) or ({"ms_per_prompt": next(figures)}, []))
+    frame = pd.DataFrame({"ID": [str(i) for i in range(10)], "Prompt": ["p"] * 10, "label": ["safe"] * 10})
+    assert latency.time_run(object(), frame, None, 3) == [40.0, 42.0, 41.0]
+    assert calls == [4, 10, 10, 10]
