@@ -294,7 +294,8 @@ def discover(
 
     The hub is probed once first (:func:`aims_kit.core.hub.unreachable`, seconds) and dropped for the whole
     call when it is unreachable, or when a load fails for want of a connection; ``log`` gets one
-    line saying so, and each benchmark's note says what it fell back to.
+    line saying so, with the reason, and each benchmark's note says only "hub unreachable" and what
+    it fell back to (the connection error once per run, not once per benchmark).
     """
     unknown = [s for s in sources if s not in SOURCES]
     if unknown:
@@ -322,13 +323,13 @@ def discover(
                 break
             if source == "hub":
                 if hub_down:
-                    reasons.append(f"hub unreachable ({hub_down})")
+                    reasons.append("hub unreachable (said above)")
                     continue
                 try:
                     frame = load_benchmark(name)
                 except HubUnreachable as err:
                     hub_down = hub_gone(str(err))
-                    reasons.append(f"hub unreachable ({hub_down})")
+                    reasons.append("hub unreachable (said above)")
                     continue
                 except BenchmarkError as err:
                     reasons.append(f"hub: {err}")
