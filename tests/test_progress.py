@@ -143,3 +143,14 @@ def test_live_status_shows_the_open_outer_bar_when_a_nested_bar_ends(tmp_path):
     progress.write_status(path, {**step, "n": 16, "done": True})
     live.poll()
     assert "GRPO label_only done" in live.line()
+
+
+def test_a_plain_bar_that_ends_quickly_leaves_no_zero_percent_line(status_file, capsys):
+    """Under the runner a bar prints nothing for its first 30 s: a saved notebook keeps no "0%" of a bar that ended
+    (issue 41: 02's validation bars read "0/126" in the executed notebook); the runner's line still got its events."""
+    bar = progress.progress_bar(126, desc="eval val", unit="prompt")
+    bar.update(126)
+    bar.close()
+    assert "0%" not in capsys.readouterr().err
+    events, _ = progress.read_status(status_file)
+    assert events[-1]["done"] and events[-1]["n"] == 126

@@ -177,8 +177,9 @@ def test_grpo_rollouts_and_rewards_ignore_the_think_block(qwen3_tokenizer, monke
     class Captured(Exception):
         pass
 
-    def capture(**kwargs):
-        raise Captured(kwargs["args"])
+    class capture:  # a class, as the kit subclasses TRL's trainer (its shared-prompt rollouts)
+        def __init__(self, **kwargs):
+            raise Captured(kwargs["args"])
 
     monkeypatch.setattr(trl, "GRPOTrainer", capture)
     frame = data.split_aims(data.load_aims())

@@ -40,10 +40,12 @@ def progress_bar(total: int, *, desc: str, unit: str = "it"):
         from tqdm.auto import tqdm as auto_tqdm
 
         return auto_tqdm(total=total, desc=desc, unit=unit)
+    # ``delay``: a plain bar first prints after 30 s, so a saved notebook keeps no "0%" line from a
+    # bar that was about to move (a short one prints nothing; the runner's line still shows it).
     status = os.environ.get(STATUS_ENV)
     if status:
-        return ReportingBar(Path(status), total=total, desc=desc, unit=unit, mininterval=30, ascii=True)
-    return tqdm(total=total, desc=desc, unit=unit, mininterval=30, ascii=True)
+        return ReportingBar(Path(status), total=total, desc=desc, unit=unit, mininterval=30, delay=30, ascii=True)
+    return tqdm(total=total, desc=desc, unit=unit, mininterval=30, delay=30, ascii=True)
 
 
 class ReportingBar(tqdm):
