@@ -669,6 +669,10 @@ def headline(entries: list[Entry], claim: Claim) -> Entry:
     return own[0] if own else _not_tested(claim, claim.headline, "not evaluated on the headline dataset")
 
 
+#: What ``headline_dataset`` may name: "" (each claim's own), AIMS test, or the external mean.
+HEADLINE_CHOICES = ("", "aims_test", EXTERNAL_MEAN)
+
+
 def with_headline(dataset: str) -> tuple[Claim, ...]:
     """:data:`CLAIMS` with every headline test on ``dataset`` (empty: each claim's own).
 
@@ -676,7 +680,7 @@ def with_headline(dataset: str) -> tuple[Claim, ...]:
     kit's default tests claims 1–3 on AIMS test, where a CPU run has most of its prompts. A
     ``study`` folder names :data:`EXTERNAL_MEAN` in advance, before any verdict is seen.
     """
-    if dataset not in ("", "aims_test", EXTERNAL_MEAN):
+    if dataset not in HEADLINE_CHOICES:
         raise ValueError(f"headline_dataset {dataset!r}: use '' (each claim's own), 'aims_test' or {EXTERNAL_MEAN!r}")
     return tuple(replace(c, headline=dataset) if dataset else c for c in CLAIMS)
 
@@ -801,7 +805,7 @@ def write_claims(out_dir: str | Path, headline_dataset: str | None = None) -> tu
     path = out_dir / "claims.json"
     if headline_dataset is None:
         earlier = read_json(path).get("headline_dataset", "") if path.exists() else ""
-        headline_dataset = earlier if earlier in (EXTERNAL_MEAN, "aims_test") else ""
+        headline_dataset = earlier if earlier in HEADLINE_CHOICES else ""
     entries = scoreboard(load_records(out_dir), timed=latency.table(latency.read(out_dir)), headline_dataset=headline_dataset)
     power = power_table(entries)
     payload = {

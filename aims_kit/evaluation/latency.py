@@ -28,7 +28,7 @@ LATENCY_FILE = "latency.json"
 METHOD = "batched throughput (ms/prompt), every run in one process on the same prompts, median of the repeats"
 
 
-def common_prompts(out_dir: Path, run_dirs: list[Path], dataset: str, n: int, seed: int) -> pd.DataFrame | None:
+def common_prompts(run_dirs: list[Path], dataset: str, n: int, seed: int) -> pd.DataFrame | None:
     """A seeded, label-stratified sample of ``n`` prompts every run was scored on (``None``: some run lacks ``dataset``)."""
     from aims_kit.evaluation.benchmarks import run_predictions
 
@@ -69,9 +69,10 @@ def measure(out_dir: str | Path, datasets: list[str], p: RunParams, *, prompts: 
         raise ValueError(f"latency: repeats ({repeats}) and prompts ({prompts}) must be at least 1")
     from aims_kit.evaluation.benchmarks import evaluated_runs
     from aims_kit.evaluation.runs import load_run
+
     out_dir = Path(out_dir)
     run_dirs = [r for r in evaluated_runs(out_dir) if results.read_run_config(r).get("regime") != "served"]
-    frames = {d: f for d in datasets if (f := common_prompts(out_dir, run_dirs, d, prompts, int(p.seed or 0))) is not None}
+    frames = {d: f for d in datasets if (f := common_prompts(run_dirs, d, prompts, int(p.seed or 0))) is not None}
     rows: dict[str, dict] = {}
     device = {}
     for run_dir in run_dirs:

@@ -362,9 +362,9 @@ def markdown_report(out_dir: Path) -> str:
     lines += ["", "### Power", "", "Per claim's headline: the share of prompts whose labels differ between the two runs, the "
               "smallest difference these prompts could detect, and the prompts the paper's gap would need (× about 1.5 "
               "under Holm).", "", markdown_table(claims.power_table(entries).round(3))]
-    timed = latency.table(latency.read(out_dir))
+    measured = latency.read(out_dir)
+    timed = latency.table(measured)
     if len(timed):
-        measured = latency.read(out_dir)
         lines += ["", "## Claim 5's latencies: one controlled measurement", "",
                   f"Method: {measured.get('method', '')}. {measured.get('repeats')} passes over "
                   f"{', '.join(f'{n} {plots.dataset_name(d)}' for d, n in measured.get('prompts', {}).items())} prompts, "
