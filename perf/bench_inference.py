@@ -7,6 +7,9 @@ process, one path after the other:
   (label-only too) by ``model.generate`` — what evaluation did before the precision policy;
 - **kit, model.generate**: the kit's model and precision, but decoded by ``model.generate``, which
   keeps finished rows in the batch (runs that generate: the decoding lever alone);
+- **kit, DynamicCache**: the kit's decoding with transformers' ``DynamicCache``, which grows by
+  concatenation at every step, in place of the kit's reserved cache
+  (:mod:`aims_kit.inference.kv_cache`; runs that generate: the cache lever alone);
 - **kit**: :func:`aims_kit.models.loading.load_for_inference` (adapter merged, bf16 weights and bf16
   autocast where the CPU multiplies bf16 natively) and :func:`aims_kit.scoring.evaluate.evaluate`
   (label-only runs read their label from one forward pass; every batch runs its prompts' shared
@@ -68,6 +71,19 @@ def parameter_counts(model) -> tuple[int, int]:
 
 
 @contextlib.contextmanager
+def dynamic_cache():
+    """Decode with transformers' ``DynamicCache`` (one concatenation per step) instead of the kit's reserved cache."""
+    from transformers import DynamicCache
+
+    kit = generation.ReservedCache
+    generation.ReservedCache = lambda capacity: DynamicCache()
+    try:
+        yield
+    finally:
+        generation.ReservedCache = kit
+
+
+@contextlib.contextmanager
 def model_generate():
     """Decode through ``model.generate`` (finished rows stay in the batch) instead of :func:`generation.greedy_batch`."""
     kit = generation.plain_greedy
@@ -113,7 +129,11 @@ def main() -> None:
     parser.add_argument("--dataset", default="aims_test", help="aims_test (the sample's test split) or a benchmark name found locally")
     parser.add_argument("--prompts", type=int, default=0, help="at most this many prompts (0: all)")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-tokens", type=int, default=generation.GENERATE_BATCH_TOKENS,
+                        help="padded prompt tokens a generation batch may hold (the kit's planner)")
+    parser.add_argument("--no-fp32", action="store_true", help="skip the plain fp32 path (compare the kit's own levers only)")
     args = parser.parse_args()
+    generation.GENERATE_BATCH_TOKENS = args.batch_tokens
 
     if args.dataset == "aims_test":
         frame = experiments.load_splits("", 22).test
@@ -140,12 +160,20 @@ def main() -> None:
         prompt_tokens = sum(map(len, encoded)) / len(frame)
         # The kit runs the prompts' shared prefix once per batch (generation.prefill): its rows compute the rest.
         own_tokens = prompt_tokens - generation.shared_prefix_length(encoded)
+        # warm-up (oneDNN picks its kernels on first use), so the first timed path pays no more than the others
+        evaluation.evaluate(kit_model, tokenizer, frame.head(4), condition=condition, dataset=args.dataset,
+                            max_new_tokens=budget, latency_sample=0, n_boot=0)
         metrics, predictions = evaluation.evaluate(kit_model, tokenizer, frame, condition=condition, dataset=args.dataset,
                                                    batch_size=args.batch_size, max_new_tokens=budget, latency_sample=0, n_boot=1000)
         kit_labels = [p["pred"] for p in predictions]
         kit_seconds = metrics["ms_per_prompt"] * len(frame) / 1000
-        kept_rows = None
+        kept_rows = dynamic_rows = None
         if metrics["label_method"] == "generated":
+            with dynamic_cache():
+                dynamic_metrics, dynamic_predictions = evaluation.evaluate(
+                    kit_model, tokenizer, frame, condition=condition, dataset=args.dataset, batch_size=args.batch_size,
+                    max_new_tokens=budget, latency_sample=0, n_boot=1000)
+            dynamic_rows = (dynamic_metrics, [p["output"] for p in dynamic_predictions])
             with model_generate():
                 kept_metrics, kept_predictions = evaluation.evaluate(
                     kit_model, tokenizer, frame, condition=condition, dataset=args.dataset, batch_size=args.batch_size,
@@ -153,11 +181,12 @@ def main() -> None:
             kept_rows = (kept_metrics, [p["pred"] for p in kept_predictions], [p["output"] for p in kept_predictions])
         del kit_model
 
-        fp32_labels, fp32_seconds, fp32_tokens = fp32_path(run_dir, frame, condition, budget, args.batch_size)
-        gold = list(frame["label"])
-        f1_fp32 = {**binary_metrics(gold, fp32_labels), **stats.bootstrap_ci(gold, fp32_labels)}
         f1_kit = {"f1": metrics["f1"], "f1_ci_low": metrics["f1_ci_low"], "f1_ci_high": metrics["f1_ci_high"]}
-        print(row("fp32 generation", fp32_seconds, len(frame), prompt_tokens, fp32_tokens, params, peaks["float32"], f1_fp32))
+        if not args.no_fp32:
+            fp32_labels, fp32_seconds, fp32_tokens = fp32_path(run_dir, frame, condition, budget, args.batch_size)
+            gold = list(frame["label"])
+            f1_fp32 = {**binary_metrics(gold, fp32_labels), **stats.bootstrap_ci(gold, fp32_labels)}
+            print(row("fp32 generation", fp32_seconds, len(frame), prompt_tokens, fp32_tokens, params, peaks["float32"], f1_fp32))
         kit_name = f"kit ({metrics['compute_dtype']}, {metrics['label_method']})"
         peak = peaks.get(metrics["compute_dtype"], peaks["float32"])
         if kept_rows is not None:
@@ -169,9 +198,18 @@ def main() -> None:
             same_label = sum(a == b for a, b in zip(kept_labels, kit_labels)) / len(frame)
             print(f"  kit's greedy path (shared prefix once, finished rows dropped): {kept_seconds / kit_seconds:.2f}x faster than model.generate; "
                   f"identical answers {same_text:.3f}, labels {same_label:.3f}")
+        if dynamic_rows is not None:
+            dynamic, dynamic_outputs = dynamic_rows
+            dynamic_seconds = dynamic["ms_per_prompt"] * len(frame) / 1000
+            print(row("kit, DynamicCache", dynamic_seconds, len(frame), own_tokens, dynamic["tokens_per_prompt"], params, peak,
+                      {key: dynamic[key] for key in ("f1", "f1_ci_low", "f1_ci_high")}))
+            same_text = sum(a == b for a, b in zip(dynamic_outputs, [p["output"] for p in predictions])) / len(frame)
+            print(f"  kit's reserved cache: {dynamic_seconds / kit_seconds:.2f}x faster than DynamicCache; identical answers {same_text:.3f}")
         print(row(kit_name[:16], kit_seconds, len(frame), own_tokens, metrics["tokens_per_prompt"], params, peak, f1_kit))
         floor = 1000 * flop_per_prompt(own_tokens, metrics["tokens_per_prompt"], params) / peak
         print(f"  floor: {floor:.1f} ms/prompt if the kit's arithmetic ran at this machine's {metrics['compute_dtype']} peak")
+        if args.no_fp32:
+            continue
         agree = sum(a == b for a, b in zip(kit_labels, fp32_labels)) / len(frame)
         within = f1_fp32["f1_ci_low"] <= metrics["f1"] <= f1_fp32["f1_ci_high"]
         print(f"  speed-up {fp32_seconds / kit_seconds:.2f}x; label agreement with fp32 {agree:.3f}; "

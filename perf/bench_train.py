@@ -141,6 +141,8 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=10, help="LoRA on the top N blocks (the cpu profile's lora_layers)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--regimes", default="sft,distill,dpo")
+    parser.add_argument("--label-positions-only", action="store_true",
+                        help="time only the kit's path (AIMS_KIT_PRECISION=fp32 or bf16 then compares precisions)")
     args = parser.parse_args()
     settings = TrainSettings(learning_rate=1e-3, max_steps=args.steps, batch_size=args.batch_size, eval_steps=args.steps,
                              lora=LoraSettings(top_layers=args.layers))
@@ -149,13 +151,15 @@ def main() -> None:
     print(f"matmul peak here: {peak:,.0f} GFLOP/s in {dtype} ({torch.get_num_threads()} threads)")
     for regime in args.regimes.split(","):
         records, kind = regime_records(regime, 22)
-        runs = {label: train(args.model, settings, records, kind, narrow) for label, narrow in
-                (("every position", False), ("label positions", True))}
+        paths = (("label positions", True),) if args.label_positions_only else (("every position", False), ("label positions", True))
+        runs = {label: train(args.model, settings, records, kind, narrow) for label, narrow in paths}
         print(f"\n{regime}: {len(records)} records, batch {args.batch_size}, {args.steps} steps, {dtype}")
         for label, run in runs.items():
             gflops = step_gflop(run["tokens_per_step"], *run["params"]) / run["s_per_step"]
             print(f"  {label:>16}: {run['s_per_step']:6.2f} s/step  {run['tokens_per_step'] / run['s_per_step']:7.0f} tokens/s"
                   f"  ~{gflops:5.0f} GFLOP/s = {100 * gflops / peak:3.0f}% of peak")
+        if args.label_positions_only:
+            continue
         before, after = runs["every position"], runs["label positions"]
         print(f"  speed ratio label positions / every position: {before['s_per_step'] / after['s_per_step']:.2f}x")
         print("  loss per step (every position | label positions):")

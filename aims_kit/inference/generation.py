@@ -25,6 +25,7 @@ from aims_kit.core.progress import progress_bar
 from aims_kit.datasets import formats, prompt_formats
 from aims_kit.datasets.prompt_formats import ModelInput, PromptFormat
 from aims_kit.inference.engines import Engine, Generation
+from aims_kit.inference.kv_cache import ReservedCache
 from aims_kit.models.precision import device_info, inference_autocast
 
 
@@ -346,16 +347,18 @@ def decode_batch(model, tokenizer, ids: list[list[int]], pad_id: int, eos_ids: l
     prompt pass. Here the prompts' pass runs once (:func:`prefill`, which also runs the batch's
     common prefix once) and its cache is repeated k times for decoding.
 
+    Why reserve the cache: the batch's longest prompt plus ``max_new_tokens`` bounds its length, so
+    each layer's keys and values get that room once and every step writes in place
+    (:class:`aims_kit.inference.kv_cache.ReservedCache`) instead of copying the cache to grow it.
+
     Same answers: greedy decoding writes what ``model.generate`` writes, up to padding-shaped
     arithmetic in the last bits (label agreement: perf/bench_inference.py). Sampling draws from
     ``model.generate``'s distribution: float32 logits divided by ``temperature``, then the
     ``top_k`` largest kept (0: all), softmax, one multinomial draw per row per step; while no row
     has finished, the same seed draws the same tokens (tests/test_shared_sampling.py).
     """
-    from transformers import DynamicCache
-
     device = model.device
-    cache = DynamicCache()
+    cache = ReservedCache(max(len(x) for x in ids) + max_new_tokens)
     logits, attention, positions = prefill(model, ids, pad_id, cache)
     if k > 1:
         cache.batch_repeat_interleave(k)

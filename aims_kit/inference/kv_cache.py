@@ -1,0 +1,96 @@
+"""A KV cache reserved for a batch's whole answer, written in place instead of concatenated.
+
+Why: transformers' ``DynamicCache`` grows each layer's keys and values with ``torch.cat`` at
+every decoding step, so step t copies the whole cache so far (every row, every layer) to add one
+token. A decoding step of a 135M model on a CPU reads every weight once for a few dozen rows, and
+those copies were more than half of a step's own time in the profile (perf/bench_inference.py
+compares the two caches). :func:`aims_kit.inference.generation.decode_batch` knows before the
+first step how long a batch can grow (its widest prompt plus the answer budget), so each layer
+reserves that much once and each step writes its token into the next free slot.
+
+Same arithmetic: attention reads the filled part of the buffer (a view, no copy), the same keys
+and values in the same order as ``DynamicCache`` holds, so answers do not change
+(tests/test_kv_cache.py).
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers.cache_utils import Cache, DynamicLayer
+
+
+class ReservedLayer(DynamicLayer):
+    """One layer's keys and values in a buffer of ``capacity`` positions, filled from the left.
+
+    ``keys`` / ``values`` are always the filled part (``[batch, heads, length, head_dim]``), as
+    ``DynamicLayer`` keeps them, so everything that reads a ``DynamicLayer`` reads this one. A
+    batch that outgrows its reservation gets a larger buffer (one copy), never an error.
+    """
+
+    def __init__(self, capacity: int):
+        super().__init__()
+        self.capacity = capacity
+        self.length = 0
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        self.device = key_states.device
+        self._key_buffer = key_states.new_empty(_reserved_shape(key_states, self.capacity))
+        self._value_buffer = value_states.new_empty(_reserved_shape(value_states, self.capacity))
+        self.is_initialized = True
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        end = self.length + key_states.shape[-2]
+        if end > self._key_buffer.shape[-2]:
+            self._key_buffer, self._value_buffer = (_grown(b, end, self.length) for b in (self._key_buffer, self._value_buffer))
+        self._key_buffer[:, :, self.length:end] = key_states
+        self._value_buffer[:, :, self.length:end] = value_states
+        self.length = end
+        self._expose()
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        if self.length > 0:
+            self._key_buffer = self._key_buffer.repeat_interleave(repeats, dim=0)
+            self._value_buffer = self._value_buffer.repeat_interleave(repeats, dim=0)
+            self._expose()
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self.length > 0:
+            self._key_buffer, self._value_buffer = self._key_buffer[indices], self._value_buffer[indices]
+            self._expose()
+
+    def reset(self) -> None:
+        self.length = 0
+        super().reset()
+
+    def crop(self, tokens_to_remove: int) -> None:
+        raise NotImplementedError("a reserved cache is written once per decoding step and never cropped")
+
+    def _expose(self) -> None:
+        self.keys = self._key_buffer[:, :, : self.length]
+        self.values = self._value_buffer[:, :, : self.length]
+
+
+def _reserved_shape(states: torch.Tensor, capacity: int) -> tuple[int, ...]:
+    batch, heads, length, dim = states.shape
+    return batch, heads, max(capacity, length), dim
+
+
+def _grown(buffer: torch.Tensor, needed: int, filled: int) -> torch.Tensor:
+    """A buffer with room for ``needed`` positions (twice what it had, at least), holding the first ``filled``."""
+    batch, heads, capacity, dim = buffer.shape
+    bigger = buffer.new_empty((batch, heads, max(needed, 2 * capacity), dim))
+    bigger[:, :, :filled] = buffer[:, :, :filled]
+    return bigger
+
+
+class ReservedCache(Cache):
+    """A cache whose every layer is a :class:`ReservedLayer` of ``capacity`` positions."""
+
+    def __init__(self, capacity: int):
+        super().__init__(layer_class_to_replicate=lambda: ReservedLayer(capacity))
