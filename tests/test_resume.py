@@ -89,3 +89,21 @@ def test_runner_resume_skips_completed_notebooks(tmp_path):
     assert any("01_count.ipynb completed earlier, skipped" in line for line in lines)
     assert json.loads((session / "status.json").read_text())["completed"] == ["01_count.ipynb", "02_flaky.ipynb"]
     assert (session / "report.html").exists()
+
+
+def test_a_run_folder_named_relative_to_here_reaches_the_kernels_whole(tmp_path, monkeypatch):
+    """Kernels run in the notebooks' folder: a relative ``--resume`` or ``--out`` must reach them absolute,
+    or their progress events (the live line, the status file) go nowhere."""
+    books = tmp_path / "nbs"
+    books.mkdir()
+    seen = tmp_path / "status-path.txt"
+    _notebook(books / "01_where.ipynb",
+              f"import os\nopen({str(seen)!r}, 'w').write(os.environ[{runner.STATUS_ENV!r}])")
+    monkeypatch.chdir(tmp_path)
+    runner.run_all("smoke", out=Path("out"), notebooks_dir=books, log=lambda _: None)
+    session = next((tmp_path / "out").iterdir())
+    assert seen.read_text() == str(session / "progress.jsonl")
+    seen.unlink()
+    (session / "status.json").unlink()  # as if interrupted before the notebook completed
+    runner.run_all(notebooks_dir=books, resume=Path("out") / session.name, log=lambda _: None)
+    assert seen.read_text() == str(session / "progress.jsonl")

@@ -403,7 +403,8 @@ def run_all(
     Ends by logging the summary table of the run's results and the report's path.
     """
     if resume is not None:
-        session = Path(resume)
+        # Absolute: kernels run in the notebooks' folder, where a relative path names nothing.
+        session = Path(resume).resolve()
         parameters = read_json(session / "parameters.json")
         requested = _threads_parameter(parameters)
     else:
@@ -411,7 +412,7 @@ def run_all(
         check_overrides(overrides or {}, selected_notebooks(only, notebooks_dir))
         parameters = profile_parameters(profile, overrides)
         requested = _threads_parameter(parameters)
-        session = new_folder(Path(out) if out else outputs_dir(), f"run-{profile}")
+        session = new_folder(Path(out).resolve() if out else outputs_dir(), f"run-{profile}")
         parameters["out_dir"] = str(session)
         atomic_write_json(session / "parameters.json", parameters)
     # Each kernel applies the parameter when it imports aims_kit (aims_kit.core.threads).
