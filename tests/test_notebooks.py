@@ -96,6 +96,10 @@ def test_notebooks_declare_parsable_parameters():
 
 def test_notebooks_are_committed_clean():
     for path in runner.notebooks():
+        # nbformat 4.5 cells carry an id; one without makes papermill print a validator warning into the
+        # run's log (read as raw JSON: nbformat.read fills missing ids in silently)
+        raw = json.loads(path.read_text())
+        assert all(cell.get("id") for cell in raw["cells"]), f"{path.name}: a cell has no id"
         nb = nbformat.read(path, as_version=4)
         for cell in nb.cells:
             if cell.cell_type == "code":
