@@ -1,4 +1,5 @@
-"""Shared fixtures: a real OpenAI-compatible chat endpoint on localhost (no mocks), and one smoke run."""
+"""Shared fixtures: a real OpenAI-compatible chat endpoint on localhost (no mocks), one smoke run, and one batch of
+encoded intent prompts for the decoding tests."""
 
 import json
 import threading
@@ -86,3 +87,21 @@ def smoke_session(tmp_path_factory):
     """One papermill run of every notebook on the smoke profile, shared by the tests that read it."""
     out = tmp_path_factory.mktemp("smoke")
     return runner.run_all("smoke", out=out, log=lambda _: None)
+
+
+@pytest.fixture(scope="module")
+def intent_batch():
+    """The smoke model ready for inference and six AIMS test prompts encoded for intent → label:
+    (model, tokenizer, token ids, end-of-turn ids, pad id)."""
+    from run_factory import SMOKE_MODEL
+
+    from aims_kit.datasets import formats
+    from aims_kit.inference import generation
+    from aims_kit.models import loading, precision
+    from aims_kit.notebook import experiments
+
+    model, tokenizer = loading.load_model(SMOKE_MODEL)
+    model = precision.prepare_for_inference(model)
+    prompts = list(experiments.load_splits("", 22).test["Prompt"][:6])
+    ids = generation.encode_inputs(tokenizer, [formats.prompt_messages(p, "intent_label") for p in prompts])
+    return model, tokenizer, ids, generation._eos_ids(model, tokenizer), tokenizer.pad_token_id

@@ -2,44 +2,31 @@
 
 import pytest
 import torch
-from run_factory import SMOKE_MODEL
 from transformers import DynamicCache
 
-from aims_kit.datasets import formats
 from aims_kit.inference import generation, kv_cache
-from aims_kit.models import loading, precision
-from aims_kit.notebook import experiments
 
 
-@pytest.fixture(scope="module")
-def batch():
-    model, tokenizer = loading.load_model(SMOKE_MODEL)
-    model = precision.prepare_for_inference(model)
-    prompts = list(experiments.load_splits("", 22).test["Prompt"][:8])
-    ids = generation.encode_inputs(tokenizer, [formats.prompt_messages(p, "intent_label") for p in prompts])
-    return model, tokenizer, ids, generation._eos_ids(model, tokenizer), tokenizer.pad_token_id
-
-
-def _decode(monkeypatch, batch, cache_for, **kwargs):
-    model, tokenizer, ids, eos_ids, pad_id = batch
+def _decode(monkeypatch, intent_batch, cache_for, **kwargs):
+    model, tokenizer, ids, eos_ids, pad_id = intent_batch
     monkeypatch.setattr(generation, "ReservedCache", cache_for)
     return generation.decode_batch(model, tokenizer, ids, pad_id, eos_ids, generation.LABEL_STOPS, 24, **kwargs)
 
 
 @pytest.mark.parametrize("room", [None, 3])
-def test_greedy_answers_match_the_dynamic_cache(monkeypatch, batch, room):
+def test_greedy_answers_match_the_dynamic_cache(monkeypatch, intent_batch, room):
     """Reserved for the whole answer (``None``), or too small so that it must grow mid-answer (3)."""
-    dynamic = _decode(monkeypatch, batch, lambda capacity: DynamicCache())
-    reserved = _decode(monkeypatch, batch, lambda capacity: kv_cache.ReservedCache(capacity if room is None else room))
+    dynamic = _decode(monkeypatch, intent_batch, lambda capacity: DynamicCache())
+    reserved = _decode(monkeypatch, intent_batch, lambda capacity: kv_cache.ReservedCache(capacity if room is None else room))
     assert reserved == dynamic
     assert max(len(x) for x in reserved) > 3
 
 
-def test_samples_match_the_dynamic_cache_at_a_fixed_seed(monkeypatch, batch):
+def test_samples_match_the_dynamic_cache_at_a_fixed_seed(monkeypatch, intent_batch):
     torch.manual_seed(3)
-    dynamic = _decode(monkeypatch, batch, lambda capacity: DynamicCache(), k=3, temperature=1.3)
+    dynamic = _decode(monkeypatch, intent_batch, lambda capacity: DynamicCache(), k=3, temperature=1.3)
     torch.manual_seed(3)
-    reserved = _decode(monkeypatch, batch, kv_cache.ReservedCache, k=3, temperature=1.3)
+    reserved = _decode(monkeypatch, intent_batch, kv_cache.ReservedCache, k=3, temperature=1.3)
     assert reserved == dynamic
 
 

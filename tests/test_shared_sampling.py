@@ -1,25 +1,11 @@
 """Sampling k answers per prompt from one prompt pass (DPO pair mining, GRPO rollouts) draws what
 ``model.generate(num_return_sequences=k)`` draws: at a fixed seed the same tokens, while no row has finished."""
 
-import pytest
 import torch
-from run_factory import SMOKE_MODEL
 
-from aims_kit.datasets import formats
 from aims_kit.inference import generation
-from aims_kit.models import loading, precision
-from aims_kit.notebook import experiments
 
 K, STEPS, T = 3, 8, 1.3
-
-
-@pytest.fixture(scope="module")
-def batch():
-    model, tokenizer = loading.load_model(SMOKE_MODEL)
-    model = precision.prepare_for_inference(model)
-    prompts = list(experiments.load_splits("", 22).test["Prompt"][:6])
-    ids = generation.encode_inputs(tokenizer, [formats.prompt_messages(p, "intent_label") for p in prompts])
-    return model, tokenizer, ids, generation._eos_ids(model, tokenizer), tokenizer.pad_token_id
 
 
 def _rows_seen(model):
@@ -36,8 +22,8 @@ def _first_finish(outputs, eos_ids):
     return min([seq.index(t) for seq in outputs for t in eos_ids if t in seq] or [STEPS])
 
 
-def test_same_seed_same_tokens_as_model_generate_until_a_row_finishes(batch):
-    model, tokenizer, ids, eos_ids, pad_id = batch
+def test_same_seed_same_tokens_as_model_generate_until_a_row_finishes(intent_batch):
+    model, tokenizer, ids, eos_ids, pad_id = intent_batch
     torch.manual_seed(7)
     hf = generation._generate_batch(model, ids, pad_id, eos_ids, None, STEPS, True, T, K)
     torch.manual_seed(7)
@@ -54,8 +40,8 @@ def test_same_seed_same_tokens_as_model_generate_until_a_row_finishes(batch):
     assert other != kit
 
 
-def test_the_prompt_pass_runs_once_per_prompt_not_once_per_sample(batch):
-    model, tokenizer, ids, eos_ids, pad_id = batch
+def test_the_prompt_pass_runs_once_per_prompt_not_once_per_sample(intent_batch):
+    model, tokenizer, ids, eos_ids, pad_id = intent_batch
     seen, handle = _rows_seen(model)
     try:
         generation.decode_batch(model, tokenizer, ids, pad_id, eos_ids, (), 2, k=K, temperature=T, top_k=0)
@@ -68,8 +54,8 @@ def test_the_prompt_pass_runs_once_per_prompt_not_once_per_sample(batch):
     assert sum(hf) == len(ids) * K
 
 
-def test_generate_samples_through_the_shared_pass_and_keeps_the_output_order(batch, monkeypatch):
-    model, tokenizer, ids, eos_ids, pad_id = batch
+def test_generate_samples_through_the_shared_pass_and_keeps_the_output_order(intent_batch, monkeypatch):
+    model, tokenizer, ids, eos_ids, pad_id = intent_batch
     conversations = [tokenizer.decode(x) for x in ids]
     calls = []
     real = generation.decode_batch
@@ -79,8 +65,8 @@ def test_generate_samples_through_the_shared_pass_and_keeps_the_output_order(bat
     assert len(out.texts) == len(ids) * K and calls and all(c["k"] == K and c["temperature"] == T for c in calls)
 
 
-def test_a_sampler_the_kit_does_not_apply_sends_sampling_to_model_generate(batch):
-    model = batch[0]
+def test_a_sampler_the_kit_does_not_apply_sends_sampling_to_model_generate(intent_batch):
+    model = intent_batch[0]
     config = model.generation_config
     assert generation.sampling_top_k(model) == 0  # unset: model.generate(top_k=None) keeps every token
     try:
