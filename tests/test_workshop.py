@@ -89,3 +89,13 @@ def test_write_workshop_keeps_the_values_beside_the_guide(tmp_path):
     recorded = json.loads(workshop.values_path(guide).read_text())
     assert guide.read_text() == "# run-cpu-x\nF1 0.750\n"
     assert recorded["run_folder"] == "run-cpu-x" and recorded["values"] == {"run": "run-cpu-x", "f1 sft/label_only aims_test": "0.750"}
+
+
+def test_the_guide_quotes_a_claims_notebook_table_as_the_notebook_shows_it(tmp_path):
+    """02's claim table reads each cell at 95%, the headline is Holm's: the guide names the one a student sees in 02."""
+    from aims_kit.evaluation import claims
+
+    out = _folder(tmp_path)
+    values = workshop.workshop_values("{{ claim 1 aims_test table_verdict }}", out)
+    shown = claims.claim_table(out, 1).set_index("dataset").loc["aims_test", "verdict"]
+    assert values["claim 1 aims_test table_verdict"] == f"*{shown}*"

@@ -95,6 +95,16 @@ class RunFolder:
             raise WorkshopError(f"claims.json of {self.path.name} has no claim {claim} on {dataset}")
         return found[0]
 
+    def table_entry(self, claim: str, dataset: str):
+        """The cell as the claim's own notebook table shows it (:func:`aims_kit.evaluation.claims.claim_table`:
+        read at 95%, no Holm adjustment), so the guide can quote what a student sees there."""
+        from aims_kit.evaluation import claims
+
+        found = [e for e in claims.scoreboard(self.records, only=int(claim)) if e.dataset == _dataset(dataset)]
+        if not found:
+            raise WorkshopError(f"{self.path.name} has no claim {claim} on {dataset}")
+        return found[0]
+
 
 def _json(path: Path) -> dict:
     return read_json(path) if path.exists() else {}
@@ -202,6 +212,8 @@ def _claim(run: RunFolder, number: str, dataset: str, what: str) -> str:
     e = entry.evidence
     if what == "verdict":
         return f"*{entry.verdict}*"
+    if what == "table_verdict":
+        return f"*{run.table_entry(number, dataset).verdict}*"
     if not e:
         raise WorkshopError(f"claim {number} on {dataset} was not tested: {entry.note}")
     figures = {
