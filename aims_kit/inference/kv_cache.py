@@ -2,11 +2,13 @@
 
 Why: transformers' ``DynamicCache`` grows each layer's keys and values with ``torch.cat`` at
 every decoding step, so step t copies the whole cache so far (every row, every layer) to add one
-token. A decoding step of a 135M model on a CPU reads every weight once for a few dozen rows, and
-those copies were more than half of a step's own time in the profile (perf/bench_inference.py
-compares the two caches). :func:`aims_kit.inference.generation.decode_batch` knows before the
-first step how long a batch can grow (its widest prompt plus the answer budget), so each layer
-reserves that much once and each step writes its token into the next free slot.
+token: a cost that grows with the answer, paid on top of the step's matmuls.
+:func:`aims_kit.inference.generation.decode_batch` knows before the first step how long a batch
+can grow (its widest prompt plus the answer budget), so each layer reserves that much once and
+each step writes its token into the next free slot. How much it pays depends on the machine's
+memory bandwidth against its matmul speed: on a 2-core AMD EPYC (bf16) the copies were 0.6% of a
+student's decoding step and the two caches time within noise (docs/measurements.md;
+``perf/bench_inference.py --no-fp32`` compares them on any machine).
 
 Same arithmetic: attention reads the filled part of the buffer (a view, no copy), the same keys
 and values in the same order as ``DynamicCache`` holds, so answers do not change
