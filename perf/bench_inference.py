@@ -167,18 +167,17 @@ def main() -> None:
                                                    batch_size=args.batch_size, max_new_tokens=budget, latency_sample=0, n_boot=1000)
         kit_labels = [p["pred"] for p in predictions]
         kit_seconds = metrics["ms_per_prompt"] * len(frame) / 1000
-        kept_rows = earlier_rows = None
+        # the kit's path with one lever undone at a time (runs that generate): row name, prompt tokens counted,
+        # the lever, what stands in for it, and that path's metrics and predictions
+        levers = []
         if metrics["label_method"] == "generated":
-            with dynamic_cache():
-                earlier_metrics, earlier_predictions = evaluation.evaluate(
-                    kit_model, tokenizer, frame, condition=condition, dataset=args.dataset, batch_size=args.batch_size,
-                    max_new_tokens=budget, latency_sample=0, n_boot=1000)
-            earlier_rows = (earlier_metrics, [p["output"] for p in earlier_predictions], [p["pred"] for p in earlier_predictions])
-            with model_generate():
-                kept_metrics, kept_predictions = evaluation.evaluate(
-                    kit_model, tokenizer, frame, condition=condition, dataset=args.dataset, batch_size=args.batch_size,
-                    max_new_tokens=budget, latency_sample=0, n_boot=1000)
-            kept_rows = (kept_metrics, [p["pred"] for p in kept_predictions], [p["output"] for p in kept_predictions])
+            def rerun(undo):
+                with undo():
+                    return evaluation.evaluate(kit_model, tokenizer, frame, condition=condition, dataset=args.dataset,
+                                               batch_size=args.batch_size, max_new_tokens=budget, latency_sample=0, n_boot=1000)
+            levers = [("kit, generate()", prompt_tokens, "greedy path (shared prefix once, finished rows dropped)", "model.generate",
+                       *rerun(model_generate)),
+                      ("kit, DynamicCache", own_tokens, "reserved cache", "DynamicCache", *rerun(dynamic_cache))]
         del kit_model
 
         f1_kit = {"f1": metrics["f1"], "f1_ci_low": metrics["f1_ci_low"], "f1_ci_high": metrics["f1_ci_high"]}
@@ -189,23 +188,13 @@ def main() -> None:
             print(row("fp32 generation", fp32_seconds, len(frame), prompt_tokens, fp32_tokens, params, peaks["float32"], f1_fp32))
         kit_name = f"kit ({metrics['compute_dtype']}, {metrics['label_method']})"
         peak = peaks.get(metrics["compute_dtype"], peaks["float32"])
-        if kept_rows is not None:
-            kept, kept_labels, kept_outputs = kept_rows
-            kept_seconds = kept["ms_per_prompt"] * len(frame) / 1000
-            kept_f1 = {key: kept[key] for key in ("f1", "f1_ci_low", "f1_ci_high")}
-            print(row("kit, generate()", kept_seconds, len(frame), prompt_tokens, kept["tokens_per_prompt"], params, peak, kept_f1))
-            same_text = sum(a == b for a, b in zip(kept_outputs, [p["output"] for p in predictions])) / len(frame)
-            same_label = sum(a == b for a, b in zip(kept_labels, kit_labels)) / len(frame)
-            print(f"  kit's greedy path (shared prefix once, finished rows dropped): {kept_seconds / kit_seconds:.2f}x faster than model.generate; "
-                  f"identical answers {same_text:.3f}, labels {same_label:.3f}")
-        if earlier_rows is not None:
-            earlier, earlier_outputs, earlier_labels = earlier_rows
-            earlier_seconds = earlier["ms_per_prompt"] * len(frame) / 1000
-            print(row("kit, DynamicCache", earlier_seconds, len(frame), own_tokens, earlier["tokens_per_prompt"], params, peak,
-                      {key: earlier[key] for key in ("f1", "f1_ci_low", "f1_ci_high")}))
-            same_text = sum(a == b for a, b in zip(earlier_outputs, [p["output"] for p in predictions])) / len(frame)
-            same_label = sum(a == b for a, b in zip(earlier_labels, kit_labels)) / len(frame)
-            print(f"  kit's reserved cache: {earlier_seconds / kit_seconds:.2f}x faster than DynamicCache; "
+        for name, tokens, lever, instead, other, other_predictions in levers:
+            other_seconds = other["ms_per_prompt"] * len(frame) / 1000
+            print(row(name, other_seconds, len(frame), tokens, other["tokens_per_prompt"], params, peak,
+                      {key: other[key] for key in ("f1", "f1_ci_low", "f1_ci_high")}))
+            same_text = sum(a["output"] == b["output"] for a, b in zip(other_predictions, predictions)) / len(frame)
+            same_label = sum(a["pred"] == b["pred"] for a, b in zip(other_predictions, predictions)) / len(frame)
+            print(f"  kit's {lever}: {other_seconds / kit_seconds:.2f}x faster than {instead}; "
                   f"identical answers {same_text:.3f}, labels {same_label:.3f}")
         print(row(kit_name[:16], kit_seconds, len(frame), own_tokens, metrics["tokens_per_prompt"], params, peak, f1_kit))
         floor = 1000 * flop_per_prompt(own_tokens, metrics["tokens_per_prompt"], params) / peak
