@@ -35,9 +35,11 @@ class ReservedLayer(DynamicLayer):
         self.length = 0
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        """Buffers of ``capacity`` positions shaped like the first states (:meth:`update` grows them if need be)."""
         self.device = key_states.device
-        self._key_buffer = key_states.new_empty(_reserved_shape(key_states, self.capacity))
-        self._value_buffer = value_states.new_empty(_reserved_shape(value_states, self.capacity))
+        batch, heads, _, dim = key_states.shape
+        self._key_buffer = key_states.new_empty((batch, heads, self.capacity, dim))
+        self._value_buffer = value_states.new_empty((batch, heads, self.capacity, value_states.shape[-1]))
         self.is_initialized = True
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,11 +78,6 @@ class ReservedLayer(DynamicLayer):
     def _expose(self) -> None:
         self.keys = self._key_buffer[:, :, : self.length]
         self.values = self._value_buffer[:, :, : self.length]
-
-
-def _reserved_shape(states: torch.Tensor, capacity: int) -> tuple[int, ...]:
-    batch, heads, length, dim = states.shape
-    return batch, heads, max(capacity, length), dim
 
 
 def _grown(buffer: torch.Tensor, needed: int, filled: int) -> torch.Tensor:
