@@ -7,8 +7,10 @@ bf16) twice, from the same seed on the same records:
 
 - ``every position``: TRL's fused LM head as it runs off a Triton GPU, projecting every position
   of the padded batch through the 49,152-word vocabulary (the kit's path until 2026-12);
-- ``label positions``: the kit's path, :func:`aims_kit.training.common.fit`, projecting only
-  the positions that carry a label.
+- ``label positions``: projecting only the positions that carry a label, through TRL's tiles
+  (:func:`aims_kit.training.lm_head.label_positions_only`, the kit's path until 2026-12-07);
+- ``kit``: the kit's path, :func:`aims_kit.training.common.fit`: label positions, projected in
+  one piece on a CPU (:func:`aims_kit.training.lm_head.cpu_lm_head`).
 
 The per-step losses are printed side by side: a faster path must train the same model. The
 peak is a large matmul timed here in the precision training computes in, so "% of peak" is
@@ -16,6 +18,7 @@ against this machine's own limit. FLOPs per step are estimated from the paramete
 (2 x parameters x tokens forward, plus the backward through the LoRA blocks and the head).
 
     python perf/bench_train.py [--model HuggingFaceTB/SmolLM2-135M-Instruct] [--steps 8] [--regimes sft,distill,dpo]
+    python perf/bench_train.py --paths "label positions,kit"   # the head lever alone
 """
 
 from __future__ import annotations
@@ -33,8 +36,9 @@ from aims_kit.datasets import formats
 from aims_kit.models.loading import load_model
 from aims_kit.models.lora import LoraSettings
 from aims_kit.notebook import experiments
-from aims_kit.training.common import TrainSettings, label_positions_only, trainer_kwargs
+from aims_kit.training.common import TrainSettings, trainer_kwargs
 from aims_kit.training.dpo_pairs import dpo_records
+from aims_kit.training.lm_head import cpu_lm_head, label_positions_only
 from aims_kit.training.sft import sft_records
 from aims_kit.training.teachers import TracesFileTeacher
 from bench_inference import matmul_peak  # perf/ is on the path when a script here runs
@@ -80,7 +84,11 @@ def parameters_and_backward_share(model) -> tuple[int, float]:
     return total, (blocks + head) / total
 
 
-def train(model_name: str, settings: TrainSettings, records: list[dict], kind: str, narrow: bool) -> dict:
+#: The paths compared: name -> the head's context for the training.
+PATHS = {"every position": nullcontext, "label positions": label_positions_only, "kit": cpu_lm_head}
+
+
+def train(model_name: str, settings: TrainSettings, records: list[dict], kind: str, head) -> dict:
     """``settings.max_steps`` steps; seconds per step after the first, tokens per step, per-step losses."""
     from datasets import Dataset
     from transformers import TrainerCallback
@@ -117,7 +125,7 @@ def train(model_name: str, settings: TrainSettings, records: list[dict], kind: s
     trainer.remove_callback(PrinterCallback)  # disable_tqdm's per-log dicts: the losses are printed below
     trainer.add_callback(_Clock())
     start = time.perf_counter()
-    with label_positions_only() if narrow else nullcontext():
+    with head():
         trainer.train()
     # The first step warms allocators and caches: timed from its end.
     seconds = (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else stamps[-1] - start
@@ -141,8 +149,8 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=10, help="LoRA on the top N blocks (the cpu profile's lora_layers)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--regimes", default="sft,distill,dpo")
-    parser.add_argument("--label-positions-only", action="store_true",
-                        help="time only the kit's path (AIMS_KIT_PRECISION=fp32 or bf16 then compares precisions)")
+    parser.add_argument("--paths", default=",".join(PATHS),
+                        help="which heads to time, of: " + ", ".join(PATHS) + " (the first is the baseline of the ratios)")
     args = parser.parse_args()
     settings = TrainSettings(learning_rate=1e-3, max_steps=args.steps, batch_size=args.batch_size, eval_steps=args.steps,
                              lora=LoraSettings(top_layers=args.layers))
@@ -151,21 +159,21 @@ def main() -> None:
     print(f"matmul peak here: {peak:,.0f} GFLOP/s in {dtype} ({torch.get_num_threads()} threads)")
     for regime in args.regimes.split(","):
         records, kind = regime_records(regime, 22)
-        paths = (("label positions", True),) if args.label_positions_only else (("every position", False), ("label positions", True))
-        runs = {label: train(args.model, settings, records, kind, narrow) for label, narrow in paths}
+        paths = args.paths.split(",")
+        runs = {label: train(args.model, settings, records, kind, PATHS[label]) for label in paths}
         print(f"\n{regime}: {len(records)} records, batch {args.batch_size}, {args.steps} steps, {dtype}")
         for label, run in runs.items():
             gflops = step_gflop(run["tokens_per_step"], *run["params"]) / run["s_per_step"]
             print(f"  {label:>16}: {run['s_per_step']:6.2f} s/step  {run['tokens_per_step'] / run['s_per_step']:7.0f} tokens/s"
                   f"  ~{gflops:5.0f} GFLOP/s = {100 * gflops / peak:3.0f}% of peak")
-        if args.label_positions_only:
+        if len(runs) < 2:
             continue
-        before, after = runs["every position"], runs["label positions"]
-        print(f"  speed ratio label positions / every position: {before['s_per_step'] / after['s_per_step']:.2f}x")
-        print("  loss per step (every position | label positions):")
-        for step, (a, b) in enumerate(zip(before["losses"], after["losses"]), start=1):
-            print(f"    {step:3d}  {a:.4f} | {b:.4f}")
-
+        base = runs[paths[0]]
+        for label in paths[1:]:
+            print(f"  speed ratio {label} / {paths[0]}: {base['s_per_step'] / runs[label]['s_per_step']:.2f}x")
+        print(f"  loss per step ({' | '.join(paths)}):")
+        for step, losses in enumerate(zip(*(runs[label]["losses"] for label in paths)), start=1):
+            print(f"    {step:3d}  " + " | ".join(f"{loss:.4f}" for loss in losses))
 
 if __name__ == "__main__":
     main()

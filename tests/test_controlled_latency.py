@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from aims_kit.core import results
+from aims_kit.core.params import RunParams
 from aims_kit.evaluation import claims, latency
 from test_claims import _entry, _id, _preds, _run
 
@@ -90,5 +91,26 @@ def test_each_pass_reports_the_records_own_throughput_figure(monkeypatch):
     monkeypatch.setattr(benchmarks, "score_loaded",
                         lambda run, frame, *a, **kw: calls.append(len(frame)) or ({"ms_per_prompt": next(figures)}, []))
     frame = pd.DataFrame({"ID": [str(i) for i in range(10)], "Prompt": ["p"] * 10, "label": ["safe"] * 10})
+    latency.warm_up(object(), frame, None)
     assert latency.time_run(object(), frame, None, 3) == [40.0, 42.0, 41.0]
     assert calls == [4, 10, 10, 10]
+
+
+def test_each_run_is_warmed_up_once_whatever_the_datasets(monkeypatch, tmp_path):
+    """The warm-up pays for a loaded model's first call; each dataset after it is timed without another."""
+    from types import SimpleNamespace
+
+    from aims_kit.evaluation import benchmarks, runs
+
+    passes = []
+    monkeypatch.setattr(benchmarks, "evaluated_runs", lambda out: [tmp_path / "a", tmp_path / "b"])
+    monkeypatch.setattr(latency.results, "read_run_config", lambda run_dir: {"regime": "sft"})
+    monkeypatch.setattr(runs, "load_run", lambda run_dir: SimpleNamespace(name=run_dir.name, model=None))
+    frame = pd.DataFrame({"ID": [str(i) for i in range(6)], "Prompt": ["p"] * 6, "label": ["safe"] * 6})
+    monkeypatch.setattr(latency, "common_prompts", lambda run_dirs, dataset, n, seed: frame.assign(dataset=dataset))
+    monkeypatch.setattr(benchmarks, "score_loaded", lambda run, f, *a, **kw: passes.append(
+        (run.name, f["dataset"].iloc[0], len(f))) or ({"ms_per_prompt": 10.0}, []))
+    latency.measure(tmp_path, ["aims_test", "bench:xstest"], RunParams(seed=1), prompts=6, repeats=2, log=lambda _: None)
+    for name in ("a", "b"):
+        mine = [(dataset, n) for run, dataset, n in passes if run == name]
+        assert mine == [("aims_test", 4), ("aims_test", 6), ("aims_test", 6), ("bench:xstest", 6), ("bench:xstest", 6)]

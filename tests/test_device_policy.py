@@ -127,3 +127,31 @@ def test_bf16_on_a_cpu_is_chosen_by_what_it_measures(monkeypatch, amx, avx512_bf
 def test_the_bf16_probe_measures_a_positive_ratio_once():
     ratio = precision.bf16_speedup()
     assert ratio > 0 and precision.bf16_speedup() == ratio  # cached: one probe per process
+
+
+@pytest.mark.parametrize("policy_dtype", [torch.bfloat16, torch.float32])
+def test_validation_decodes_a_merged_copy_in_the_policys_dtype_and_leaves_the_trained_model_alone(monkeypatch, policy_dtype):
+    from peft import PeftModel, get_peft_model
+    from run_factory import SMOKE_MODEL
+
+    from aims_kit.models import loading, lora
+
+    monkeypatch.setattr(precision, "model_precision",
+                        lambda model: precision.InferencePrecision(weights=policy_dtype, autocast=policy_dtype))
+    base, _ = loading.load_model(SMOKE_MODEL)
+    trained = get_peft_model(base.float(), lora.LoraSettings(extra={"init_lora_weights": False}).to_peft())
+    ids = torch.arange(3, 11).reshape(1, 8)
+    with torch.no_grad():
+        expected = trained(input_ids=ids).logits.float()
+    copy = precision.inference_copy(trained)
+    if policy_dtype == torch.float32:  # the policy keeps what training holds: no second model
+        assert copy is trained
+        return
+    assert copy is not trained and not isinstance(copy, PeftModel)
+    assert {p.dtype for p in copy.parameters()} == {torch.bfloat16}
+    assert not any("lora_" in name for name, _ in copy.named_parameters())
+    assert isinstance(trained, PeftModel) and {p.dtype for p in trained.parameters()} == {torch.float32}
+    with torch.no_grad():
+        assert torch.equal(trained(input_ids=ids).logits.float(), expected)  # the trained model is untouched
+        merged = copy(input_ids=ids).logits.float()
+    torch.testing.assert_close(merged, expected, rtol=0.05, atol=0.05)  # the adapter's effect, in bf16

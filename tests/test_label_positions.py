@@ -1,9 +1,11 @@
-"""Training scores the LM head at label positions only, with the same per-token log-probabilities.
+"""Training scores the LM head at label positions only, in one projection, with the same per-token log-probabilities.
 
-The kit narrows TRL's fused head on CPU (training.common.label_positions_only): this checks on
+The kit narrows TRL's fused head on CPU (training.lm_head.label_positions_only): this checks on
 the tiny model that the head's projection receives one row per labelled position instead of
 one per position of the padded batch, that the log-probabilities (the loss) and their gradients
-are unchanged, and that TRL's own decision is restored afterwards.
+are unchanged, and that TRL's own decision is restored afterwards. The kit's plain head
+(training.lm_head.PlainLogProbs) must answer every output TRL's tiled head answers, with the
+same gradients.
 """
 
 import pytest
@@ -12,7 +14,8 @@ from run_factory import SMOKE_MODEL
 from trl.trainer import utils as trl_utils
 
 from aims_kit.models.loading import load_model
-from aims_kit.training.common import label_positions_only
+from aims_kit.training import lm_head
+from aims_kit.training.lm_head import cpu_lm_head, label_positions_only
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +72,69 @@ def test_trl_decides_again_after_training(fused_model, projected_rows):
         pass
     fused_model(input_ids=input_ids, labels=labels, fused_lm_head=True)
     assert projected_rows == [7]
+
+
+OUTPUTS = ("log_probs", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1")
+
+
+@pytest.mark.parametrize("dtype, temperature, softcap, bias", [
+    (torch.float32, 1.0, None, False),
+    (torch.bfloat16, 0.7, 30.0, True),   # bf16 autocast, as the kit trains on a CPU with native bf16
+])
+def test_the_plain_head_answers_what_the_tiled_head_answers(dtype, temperature, softcap, bias):
+    torch.manual_seed(1)
+    hidden = torch.randn(40, 16)
+    weight, bias_ = torch.randn(300, 16) * 0.5, (torch.randn(300) if bias else None)
+    targets = torch.randint(0, 300, (40,))
+    targets[0] = int((hidden[0] @ weight.T + (0 if bias_ is None else bias_)).argmax())  # one top-1 hit at least
+    tiled = trl_utils._ChunkedLogProbFunction
+
+    def run(head):
+        leaf = hidden.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            # a chunk of 128 words: the tiled head folds three tiles, the plain head projects once
+            out = head.apply(leaf, weight, bias_, targets, temperature, 128, softcap, 1.0, OUTPUTS)
+        (-(out[0].sum()) + 0.1 * out[1].sum()).backward()  # the entropy's gradient as well as the log-probabilities'
+        return out, leaf.grad
+
+    (tiled_out, tiled_grad), (plain_out, plain_grad) = run(tiled), run(lm_head.PlainLogProbs(tiled))
+    tolerance = {"rtol": 1e-4, "atol": 1e-4} if dtype == torch.float32 else {"rtol": 2e-2, "atol": 2e-2}
+    for name, a, b in zip(OUTPUTS, tiled_out, plain_out):
+        if name == "is_top1":
+            assert torch.equal(a, b) and bool(b.any()), name
+        else:
+            torch.testing.assert_close(b, a, **tolerance, msg=name)
+    torch.testing.assert_close(plain_grad, tiled_grad, **tolerance)
+
+
+def test_the_kit_head_scores_a_model_as_trl_does_and_trl_gets_its_head_back(fused_model):
+    torch.manual_seed(0)
+    input_ids = torch.randint(0, fused_model.config.vocab_size, (3, 12))
+    labels = torch.full_like(input_ids, -100)
+    labels[:, 8:] = input_ids[:, 8:]
+    tiled = trl_utils._ChunkedLogProbFunction
+    with label_positions_only():
+        expected = _scores(fused_model, input_ids, labels)
+    with cpu_lm_head():
+        assert isinstance(trl_utils._ChunkedLogProbFunction, lm_head.PlainLogProbs)
+        kit = _scores(fused_model, input_ids, labels)
+    assert trl_utils._ChunkedLogProbFunction is tiled
+    for a, b in zip(expected, kit):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+
+
+def test_logits_too_large_to_hold_go_to_trls_tiles(monkeypatch):
+    calls = []
+
+    class Tiled:
+        @staticmethod
+        def apply(*args):
+            calls.append(args[0].shape[0])
+            return (None,) * 5
+
+    monkeypatch.setattr(lm_head, "PLAIN_HEAD_MAX_LOGITS", 100 * 300 - 1)
+    head = lm_head.PlainLogProbs(Tiled)
+    head.apply(torch.randn(100, 8), torch.randn(300, 8), None, torch.zeros(100, dtype=torch.long), 1.0, 128)
+    assert calls == [100]
+    out = head.apply(torch.randn(99, 8), torch.randn(300, 8), None, torch.zeros(99, dtype=torch.long), 1.0, 128)
+    assert calls == [100] and out[0].shape == (99,)

@@ -6,7 +6,7 @@ answers can then differ by 1.7× (observed on OpenAI Moderation), which decides 
 fast" on the frontier. Here every evaluated run of a folder is timed in one process, on the same
 prompts (a seeded sample of the prompts every run was scored on, per dataset), by the same method
 (batched throughput, each run's own answer budget, backend and prompt format), ``repeats`` times
-after one warm-up pass; the median decides, the spread is shown.
+after one warm-up pass per run; the median decides, the spread is shown.
 
 Reading a measurement (:func:`read`, :func:`table`) loads no model library: the scoreboard and
 the report read it; only taking one (:func:`measure`) imports the evaluation stack.
@@ -45,7 +45,7 @@ def common_prompts(run_dirs: list[Path], dataset: str, n: int, seed: int) -> pd.
 
 
 def time_run(run, frame: pd.DataFrame, p: RunParams, repeats: int) -> list[float]:
-    """ms/prompt of ``repeats`` batched passes over ``frame``, after one untimed warm-up pass on a few prompts.
+    """ms/prompt of ``repeats`` batched passes over ``frame`` (warm the run up first: :func:`warm_up`).
 
     Each pass's figure is the one a record's ``ms_per_prompt`` holds (the classifier's own clock
     around generation or the encoder's head, :func:`aims_kit.scoring.evaluate.evaluate`), not the
@@ -53,9 +53,17 @@ def time_run(run, frame: pd.DataFrame, p: RunParams, repeats: int) -> list[float
     """
     from aims_kit.evaluation.benchmarks import score_loaded
 
-    score_loaded(run, frame.head(4), "latency", p, latency_sample=0, n_boot=0)
     return [float(score_loaded(run, frame, "latency", p, latency_sample=0, n_boot=0)[0]["ms_per_prompt"])
             for _ in range(repeats)]
+
+
+def warm_up(run, frame: pd.DataFrame, p: RunParams) -> None:
+    """One untimed pass on a few prompts, once per loaded run: the first call pays for oneDNN's kernel choices and
+    the allocator's first buffers. Once per run, not per dataset: a new prompt length needs no new warm-up, and the
+    median of the repeats absorbs what a first pass on it still costs."""
+    from aims_kit.evaluation.benchmarks import score_loaded
+
+    score_loaded(run, frame.head(4), "latency", p, latency_sample=0, n_boot=0)
 
 
 def measure(out_dir: str | Path, datasets: list[str], p: RunParams, *, prompts: int = 16, repeats: int = 3,
@@ -77,6 +85,8 @@ def measure(out_dir: str | Path, datasets: list[str], p: RunParams, *, prompts: 
     device = {}
     for run_dir in run_dirs:
         run = load_run(run_dir)
+        if frames:
+            warm_up(run, next(iter(frames.values())), p)
         per_dataset = {}
         for dataset, frame in frames.items():
             ms = time_run(run, frame, p, repeats)

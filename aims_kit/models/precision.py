@@ -45,28 +45,31 @@ def bf16_pays(speedup: float) -> bool:
 
 @lru_cache(maxsize=1)
 def bf16_speedup() -> float:
-    """bf16 over fp32 matmul throughput on this CPU, measured once per process (about 0.3 s).
+    """bf16 over fp32 matmul throughput on this CPU, measured once per process (about 0.1 s).
 
     Why a measurement and not a flag: AVX512-BF16 alone does not make bf16 faster. Measured with
     torch 2.13 on 2 threads, a 2048² matmul ran fp32 170 / bf16 410 GFLOP/s on an AMD EPYC
     (2.4x), but fp32 265 / bf16 156 on an Intel Xeon with AVX512-BF16 and no AMX (0.6x), where
     the default run's SFT notebook took 28:55 in bf16. The shape is a training step's
-    (256 rows through a 1024-wide layer); the faster of three timings per dtype counts.
+    (256 rows through a 1024-wide layer); the fastest of five timings per dtype counts, taken in
+    turns (bf16, fp32, bf16, ...), so that a moment's load on the cores slows both dtypes alike
+    instead of one: a probe of three timings per dtype, one dtype after the other, read 2.0-2.7x
+    on the EPYC but once chose fp32 there (perf/bench_train.py trained in fp32).
     """
     import time
 
-    def rate(dtype: torch.dtype) -> float:
-        a, b = torch.randn(256, 1024, dtype=dtype), torch.randn(1024, 1024, dtype=dtype)
-        a @ b
-        best = float("inf")
-        for _ in range(3):
+    operands = {dtype: (torch.randn(256, 1024, dtype=dtype), torch.randn(1024, 1024, dtype=dtype))
+                for dtype in (torch.bfloat16, torch.float32)}
+    best = dict.fromkeys(operands, float("inf"))
+    for a, b in operands.values():
+        a @ b  # oneDNN picks its kernel on the first call
+    for _ in range(5):
+        for dtype, (a, b) in operands.items():
             start = time.perf_counter()
             for _ in range(4):
                 a @ b
-            best = min(best, time.perf_counter() - start)
-        return 1.0 / best
-
-    return rate(torch.bfloat16) / rate(torch.float32)
+            best[dtype] = min(best[dtype], time.perf_counter() - start)
+    return best[torch.float32] / best[torch.bfloat16]
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -277,6 +280,25 @@ def prepare_for_inference(model):
         model.requires_grad_(True)
     model.eval()
     return model
+
+
+def inference_copy(model):
+    """A model still being trained, as its saved run will be evaluated: a copy with the adapter merged and the
+    weights in the policy's dtype (:func:`prepare_for_inference`), where the policy stores them otherwise; else the model itself.
+
+    Why: validation during training (the F1 that chooses the checkpoint) decoded from the
+    training model, whose fp32 weights bf16 autocast casts again at every decoding step, with
+    the adapter's two extra matmuls per adapted layer: on a 2-core AMD EPYC a validation prompt
+    took 1.7x (students) to 2.9x (intent SFT) as long as a test prompt of the saved run. The
+    copy also makes the choosing F1 come from the arithmetic the test F1 comes from. On a GPU,
+    or where the policy keeps what was loaded, no copy is made (no second model in memory).
+    """
+    import copy
+
+    policy = model_precision(model)
+    if policy.weights is None or all(p.dtype == policy.weights for p in model.parameters()):
+        return model
+    return prepare_for_inference(copy.deepcopy(model))
 
 
 #: How a run's config and records name a 4-bit base: QLoRA's NF4 with double quantisation.

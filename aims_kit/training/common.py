@@ -3,7 +3,6 @@ F1, saving the adapter, the log and that choice, progress."""
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -16,9 +15,11 @@ from aims_kit.models.precision import (
     compute_dtype as policy_dtype,
     dtype_name,
     has_cuda,
+    inference_copy,
     mixed_precision_flags,
     quantization_name,
 )
+from aims_kit.training.lm_head import cpu_lm_head
 
 
 @dataclass(frozen=True)
@@ -139,8 +140,8 @@ def val_f1_callback(val: pd.DataFrame, condition: str, tokenizer, max_new_tokens
         def on_evaluate(self, args, state, control, model=None, metrics=None, **kwargs):
             if model is None:
                 return
-            scores, _ = evaluation.evaluate(model, tokenizer, val, condition=condition, dataset="val", batch_size=batch_size,
-                                            max_new_tokens=max_new_tokens, latency_sample=0, n_boot=0)
+            scores, _ = evaluation.evaluate(inference_copy(model), tokenizer, val, condition=condition, dataset="val",
+                                            batch_size=batch_size, max_new_tokens=max_new_tokens, latency_sample=0, n_boot=0)
             if metrics is not None:
                 metrics["eval_" + SELECT_ON_F1] = scores["f1"]
             state.log_history.append({"step": state.global_step, "val_f1": scores["f1"],
@@ -181,34 +182,9 @@ def checkpoint_choice(trainer) -> dict:
     return {"split": "val", "metric": "f1" if logged == "val_f1" else "loss", "history": history, "best_step": best, "rule": rule}
 
 
-@contextmanager
-def label_positions_only():
-    """Within it, TRL's fused LM head projects only the positions that carry a label.
-
-    Why: TRL's trainers score tokens through a fused head (hidden state x 49,152-word
-    vocabulary, in tiles). On a Triton GPU it keeps only the positions whose label is not -100;
-    elsewhere it projects every position of the padded batch, so that a compiled kernel sees one
-    shape. The kit runs that head eagerly on CPU, where no shape is compiled, and an intent →
-    label batch labels about an eighth of its tokens: scoring every position took half of an SFT
-    step (perf/bench_train.py: 2.0x tokens/s with the same losses). TRL decides this in one
-    private function; a TRL without it is left as it is.
-    """
-    from trl.trainer import utils as trl_utils
-
-    decide = getattr(trl_utils, "_use_triton", None)
-    if decide is None:
-        yield
-        return
-    trl_utils._use_triton = lambda device: device.type == "cpu" or decide(device)
-    try:
-        yield
-    finally:
-        trl_utils._use_triton = decide
-
-
 def fit(trainer, **train_kwargs) -> None:
-    """``trainer.train(**train_kwargs)`` with the LM head scored at label positions only (:func:`label_positions_only`)."""
-    with label_positions_only():
+    """``trainer.train(**train_kwargs)`` with the kit's LM head on a CPU (:func:`aims_kit.training.lm_head.cpu_lm_head`)."""
+    with cpu_lm_head():
         trainer.train(**train_kwargs)
 
 
