@@ -54,8 +54,9 @@ class PlainLogProbs:
     tile again, then multiplies the logits' gradient back in float32 matmuls. On a CPU, where
     memory is not what limits a batch of a few thousand labelled tokens, projecting once in the
     compute dtype and letting autograd keep the logits is faster: 0.79 s against 1.89 s for the
-    head's forward and backward at a distillation batch's 1,000 labelled tokens (2-core AMD EPYC,
-    bf16; docs/measurements.md), about a quarter of a student's step.
+    head's forward and backward at a distillation batch's 1,000 labelled tokens, and a student's
+    training step 5.01 -> 4.20 s (2-core AMD EPYC, bf16; perf/bench_train.py, docs/measurements.md).
+    An intent -> label batch labels few positions, so its step barely changes (1.02x).
 
     Same numbers: the projection rounds the logits to the compute dtype as TRL's tiles do, and
     everything after it runs in float32 (log-probabilities equal to 1e-6, input gradients to
