@@ -155,3 +155,27 @@ def test_validation_decodes_a_merged_copy_in_the_policys_dtype_and_leaves_the_tr
         assert torch.equal(trained(input_ids=ids).logits.float(), expected)  # the trained model is untouched
         merged = copy(input_ids=ids).logits.float()
     torch.testing.assert_close(merged, expected, rtol=0.05, atol=0.05)  # the adapter's effect, in bf16
+
+
+def test_a_policy_holding_a_ref_adapter_is_validated_with_its_trained_adapter_merged(monkeypatch):
+    """GRPO's policy also holds TRL's frozen "ref" adapter for the KL term: the copy merges the active one only."""
+    from peft import get_peft_model
+    from run_factory import SMOKE_MODEL
+
+    from aims_kit.models import loading, lora
+
+    monkeypatch.setattr(precision, "model_precision",
+                        lambda model: precision.InferencePrecision(weights=torch.bfloat16, autocast=torch.bfloat16))
+    base, _ = loading.load_model(SMOKE_MODEL)
+    policy = get_peft_model(base.float(), lora.LoraSettings(extra={"init_lora_weights": False}).to_peft())
+    torch.manual_seed(7)
+    policy.add_adapter("ref", lora.LoraSettings(extra={"init_lora_weights": False}).to_peft())
+    ids = torch.arange(3, 11).reshape(1, 8)
+    with torch.no_grad():
+        policy.set_adapter("ref")
+        ref = policy(input_ids=ids).logits.float()
+        policy.set_adapter("default")
+        trained = policy(input_ids=ids).logits.float()
+        merged = precision.inference_copy(policy)(input_ids=ids).logits.float()
+    assert (trained - ref).abs().max() > 0.3  # the two adapters answer differently
+    torch.testing.assert_close(merged, trained, rtol=0.05, atol=0.05)

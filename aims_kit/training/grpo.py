@@ -39,7 +39,7 @@ from aims_kit.datasets.aims import require_split
 from aims_kit.inference.vllm import MAX_MODEL_LEN
 from aims_kit.models.loading import load_model, load_trained
 from aims_kit.models.lora import LoraSettings
-from aims_kit.models.precision import has_cuda, uses_4bit
+from aims_kit.models.precision import has_cuda, inference_copy, uses_4bit
 from aims_kit.scoring import evaluate as evaluation
 from aims_kit.scoring.judges import OnFailure, make_judge
 from aims_kit.training.common import TrainSettings, attach_progress, fit, trainer_kwargs
@@ -266,7 +266,7 @@ class _ValSelection:
 
     def evaluate(self, model, step: int) -> None:
         metrics, _ = evaluation.evaluate(
-            model,
+            inference_copy(model),  # the saved run's arithmetic; merges the trained adapter, not "ref"
             self.tokenizer,
             self.val,
             condition=CONDITION,
