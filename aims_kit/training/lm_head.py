@@ -13,7 +13,7 @@ Off a CPU, TRL's head runs as TRL ships it.
 
 from __future__ import annotations
 
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -107,8 +107,7 @@ def plain_head_on_cpu():
 
 
 @contextmanager
-def cpu_lm_head(*, plain: bool = True):
-    """The kit's head for a training: label positions only, and (``plain``) projected in one piece on a CPU."""
-    with label_positions_only(), plain_head_on_cpu() if plain else nullcontext():
+def cpu_lm_head():
+    """The kit's head for a training: label positions only, projected in one piece on a CPU."""
+    with label_positions_only(), plain_head_on_cpu():
         yield
-
