@@ -7,9 +7,10 @@ process, one path after the other:
   (label-only too) by ``model.generate`` — what evaluation did before the precision policy;
 - **kit, model.generate**: the kit's model and precision, but decoded by ``model.generate``, which
   keeps finished rows in the batch (runs that generate: the decoding lever alone);
-- **kit, DynamicCache**: the kit's decoding with transformers' ``DynamicCache``, which grows by
-  concatenation at every step, in place of the kit's reserved cache
-  (:mod:`aims_kit.inference.kv_cache`; runs that generate: the cache lever alone);
+- **kit, fixed batches**: the kit's decoding, but each batch decoded until its last row finishes
+  before the next starts, in place of the kit's continuous batch, where waiting prompts take the
+  places of finished rows (:func:`aims_kit.inference.generation.decode_batch`; runs that generate:
+  the refill lever alone);
 - **kit**: :func:`aims_kit.models.loading.load_for_inference` (adapter merged, bf16 weights and bf16
   autocast where the CPU multiplies bf16 natively) and :func:`aims_kit.scoring.evaluate.evaluate`
   (label-only runs read their label from one forward pass; every batch runs its prompts' shared
@@ -71,21 +72,19 @@ def parameter_counts(model) -> tuple[int, int]:
 
 
 @contextlib.contextmanager
-def dynamic_cache():
-    """Decode with transformers' ``DynamicCache`` (one concatenation per step) instead of the kit's reserved cache."""
-    from transformers import DynamicCache
-
-    kit = generation.ReservedCache
-    generation.ReservedCache = lambda capacity: DynamicCache()
+def fixed_batches():
+    """Decode fixed batches (a batch runs until its last row finishes) instead of the kit's continuous batch."""
+    kit = generation.REFILL
+    generation.REFILL = 1.0  # waiting prompts join only an empty batch
     try:
         yield
     finally:
-        generation.ReservedCache = kit
+        generation.REFILL = kit
 
 
 @contextlib.contextmanager
 def model_generate():
-    """Decode through ``model.generate`` (finished rows stay in the batch) instead of :func:`generation.greedy_batch`."""
+    """Decode through ``model.generate`` (finished rows stay in the batch) instead of :func:`generation.decode_batch`."""
     kit = generation.plain_greedy
     generation.plain_greedy = lambda model: False
     try:
@@ -177,7 +176,7 @@ def main() -> None:
                                                batch_size=args.batch_size, max_new_tokens=budget, latency_sample=0, n_boot=1000)
             levers = [("kit, generate()", prompt_tokens, "greedy path (shared prefix once, finished rows dropped)", "model.generate",
                        *rerun(model_generate)),
-                      ("kit, DynamicCache", own_tokens, "reserved cache", "DynamicCache", *rerun(dynamic_cache))]
+                      ("kit, fixed batches", own_tokens, "continuous batch", "fixed batches", *rerun(fixed_batches))]
         del kit_model
 
         f1_kit = {"f1": metrics["f1"], "f1_ci_low": metrics["f1_ci_low"], "f1_ci_high": metrics["f1_ci_high"]}

@@ -15,8 +15,9 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections import deque
 from dataclasses import dataclass
-from typing import ClassVar, Sequence
+from typing import Callable, ClassVar, Sequence
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
@@ -61,10 +62,12 @@ def encode_inputs(tokenizer, inputs: Sequence[ModelInput]) -> list[list[int]]:
 #: so a few long prompts do not pad a wide batch. On 2 CPU cores SmolLM2 label scoring took 68
 #: ms/prompt at 32 rows against 45 at 16 on AIMS test, where lengths vary most.
 BATCH_TOKENS = 2048
-#: The same cap for generation, where a step decodes one token per row and costs little per
-#: row: a reasoning student's 96-token answers on 128 XSTest prompts took 223 ms/prompt at 32
-#: rows and 2,048 tokens, 179 at 64 rows and 4,096 (2 CPU cores, SmolLM2-135M, bf16).
-GENERATE_BATCH_TOKENS = 4096
+#: The same cap for generation, on the prompts decoding side by side in the continuous batch
+#: (:func:`decode_batch`), where a step decodes one token per row and costs little per row. With
+#: finished rows' places refilled, a reasoning student (96-token answers, 2-core AMD EPYC, bf16,
+#: 64 rows) took, against fixed batches at 4,096: 0.93x the time at 4,096 and 0.82-0.85x at 8,192
+#: on AIMS test; 0.96x and 0.79x on 100 OpenAI Moderation prompts (0.76x at 16,384).
+GENERATE_BATCH_TOKENS = 8192
 
 
 def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int = BATCH_TOKENS) -> list[list[int]]:
@@ -118,57 +121,81 @@ def generate(
 ) -> Generation:
     """Generate for every conversation (or plain-text prompt), batched by similar length with left padding and KV cache.
 
-    Rows are grouped by prompt length (:func:`length_batches`) so a batch wastes little on
-    padding, then put back in input order. With ``num_return_sequences=k`` the outputs of row i are at ``i*k … i*k+k-1``.
-    A row stops at end-of-turn or at any of ``stop_strings``; the check runs on token tensors
-    inside ``generate`` (transformers' stop-string criteria), not per row in Python.
-    On a CUDA out-of-memory error the batch is halved and generation continues (said once).
+    Rows are taken in order of prompt length, so a batch wastes little on padding, then put back
+    in input order. With ``num_return_sequences=k`` the outputs of row i are at ``i*k … i*k+k-1``.
+    A row stops at end-of-turn or at any of ``stop_strings``. Where the kit decodes itself
+    (:func:`plain_greedy`, a sampler it applies) the batch is continuous (:func:`decode_batch`:
+    a finished row's place goes to the next waiting prompt); otherwise ``model.generate`` runs
+    fixed batches (:func:`length_batches`) with transformers' stop-string criteria.
+    On a CUDA out-of-memory error the batch is halved and generation continues (said each time).
     """
     encoded = encode_inputs(tokenizer, conversations)
     k = num_return_sequences
-    texts: list[str] = [""] * (len(encoded) * k)
-    counts: list[int] = [0] * (len(encoded) * k)
     reader = LabelProbability(tokenizer)
-    p_harmful: list[float | None] = [None] * (len(encoded) * k)
+    reader.start(len(encoded) * k, max_new_tokens)
     eos_ids = _eos_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id
-    stopping = _stop_criteria(tokenizer, stop_strings)
     top_k = sampling_top_k(model)
+    outputs: list[list[list[int]]] = [[] for _ in encoded]  # each prompt's k answers (new tokens)
     start = time.perf_counter()
-    pending = length_batches([len(x) for x in encoded], batch_size, GENERATE_BATCH_TOKENS)
-    halved = False
     bar = progress_bar(len(encoded), desc=desc, unit="prompt")
-    while pending:
-        batch = pending.pop(0)
-        try:
-            with inference_autocast(model):
-                if plain_greedy(model) and (k == 1 and not do_sample or do_sample and top_k is not None):
-                    out = decode_batch(model, tokenizer, [encoded[i] for i in batch], pad_id, eos_ids, stop_strings,
-                                       max_new_tokens, reader.start(), k=k, temperature=temperature if do_sample else None,
-                                       top_k=top_k or 0)
-                else:
-                    out = _generate_batch(model, [encoded[i] for i in batch], pad_id, eos_ids, stopping, max_new_tokens,
-                                          do_sample, temperature, k, reader.start())
-        except torch.cuda.OutOfMemoryError:
-            if len(batch) == 1:
-                raise
-            torch.cuda.empty_cache()
-            half = len(batch) // 2
-            if not halved:
-                warnings.warn(f"CUDA out of memory at batch size {len(batch)}: halving the batch and continuing", stacklevel=2)
-                halved = True
-            pending[:0] = [batch[:half], batch[half:]]
-            continue
-        for j, seq in enumerate(out):
-            row, sample = batch[j // k], j % k
-            used = _until_eos(seq, [*eos_ids, pad_id])
-            texts[row * k + sample] = tokenizer.decode(used, skip_special_tokens=True).strip()
-            counts[row * k + sample] = len(used) + (1 if len(used) < len(seq) else 0)
-            p_harmful[row * k + sample] = reader.read(j, used)
-        bar.update(len(batch))
+    if plain_greedy(model) and (k == 1 and not do_sample or do_sample and top_k is not None):
+
+        def finished(prompt: int, answers: list[list[int]]) -> None:
+            outputs[prompt] = answers
+            bar.update(1)
+
+        while True:
+            try:
+                with inference_autocast(model):
+                    decode_batch(model, tokenizer, encoded, pad_id, eos_ids, stop_strings, max_new_tokens, reader, k=k,
+                                 temperature=temperature if do_sample else None, top_k=top_k or 0,
+                                 batch_size=batch_size, max_tokens=GENERATE_BATCH_TOKENS, finished=finished)
+                break
+            except torch.cuda.OutOfMemoryError:
+                batch_size = _halved(batch_size)
+                bar.reset()
+    else:
+        _generate_batches(model, encoded, pad_id, eos_ids, _stop_criteria(tokenizer, stop_strings), max_new_tokens,
+                          do_sample, temperature, k, reader, batch_size, outputs, bar)
     bar.close()
+    texts, counts, p_harmful = [], [], []
+    for row, seq in enumerate(seq for answers in outputs for seq in answers):
+        used = _until_eos(seq, [*eos_ids, pad_id])
+        texts.append(tokenizer.decode(used, skip_special_tokens=True).strip())
+        counts.append(len(used) + (1 if len(used) < len(seq) else 0))
+        p_harmful.append(reader.read(row, used))
     seconds = time.perf_counter() - start
     return Generation(texts=texts, new_tokens=counts, seconds=seconds, p_harmful=p_harmful if reader.usable else None)
+
+
+def _halved(batch_size: int) -> int:
+    """Half of ``batch_size`` after a CUDA out-of-memory error (said); at one row the error is raised again."""
+    if batch_size == 1:
+        raise
+    torch.cuda.empty_cache()
+    warnings.warn(f"CUDA out of memory at batch size {batch_size}: halving the batch and continuing", stacklevel=3)
+    return batch_size // 2
+
+
+def _generate_batches(model, encoded, pad_id, eos_ids, stopping, max_new_tokens, do_sample, temperature, k,
+                      reader: "LabelProbability", batch_size: int, outputs: list, bar) -> None:
+    """``model.generate`` over fixed length-sorted batches, each prompt's ``k`` answers into ``outputs``."""
+    pending = length_batches([len(x) for x in encoded], batch_size, GENERATE_BATCH_TOKENS)
+    while pending:
+        batch = pending.pop(0)
+        rows = torch.tensor([i * k + s for i in batch for s in range(k)])
+        try:
+            with inference_autocast(model):
+                out = _generate_batch(model, [encoded[i] for i in batch], pad_id, eos_ids, stopping, max_new_tokens,
+                                      do_sample, temperature, k, reader.processor(rows))
+        except torch.cuda.OutOfMemoryError:
+            half = _halved(len(batch))
+            pending[:0] = [batch[:half], batch[half:]]
+            continue
+        for j, i in enumerate(batch):
+            outputs[i] = out[j * k:(j + 1) * k]
+        bar.update(len(batch))
 
 
 class LabelProbability:
@@ -204,16 +231,25 @@ class LabelProbability:
         self.ids = [*harmful, *safe]
         self.n_harmful = len(harmful)
         self.usable = bool(harmful) and bool(safe)
-        self.steps: list[torch.Tensor] = []
+        #: ``[output, token index, id]``: each output's kept logits at each of its tokens (NaN until written).
+        self.kept = torch.empty(0, 0, len(self.ids))
 
-    def start(self) -> "_KeepLabelLogits | None":
-        """A fresh logits processor for one ``generate`` call (``None`` when no first token tells the labels apart)."""
-        self.steps = []
-        return _KeepLabelLogits(torch.tensor(self.ids), self.steps) if self.usable else None
+    def start(self, outputs: int, max_new_tokens: int) -> None:
+        """Room for one ``generate`` call's ``outputs`` answers of up to ``max_new_tokens`` tokens each."""
+        self.kept = torch.full((outputs, max_new_tokens, len(self.ids)) if self.usable else (0, 0, 0), float("nan"))
+
+    def keep(self, rows: torch.Tensor, tokens: torch.Tensor, scores: torch.Tensor) -> None:
+        """The label words' logits of one decoding step: row j of ``scores`` is output ``rows[j]`` writing its token ``tokens[j]``."""
+        if self.usable:
+            self.kept[rows.cpu(), tokens.cpu()] = scores[:, torch.tensor(self.ids, device=scores.device)].float().cpu()
+
+    def processor(self, rows: torch.Tensor) -> "_KeepLabelLogits | None":
+        """A logits processor for one ``model.generate`` batch whose j-th sequence is output ``rows[j]`` (``None``: unusable)."""
+        return _KeepLabelLogits(self, rows) if self.usable else None
 
     def read(self, row: int, used: list[int]) -> float | None:
-        """P(harmful) of ``row`` of the last batch, whose new tokens up to end-of-turn are ``used`` (``None``: no label)."""
-        if not self.usable or not self.steps:
+        """P(harmful) of output ``row``, whose new tokens up to end-of-turn are ``used`` (``None``: no label)."""
+        if not self.usable:
             return None
         text = self.tokenizer.decode(used, skip_special_tokens=True)
         offset = formats.label_offset(text)
@@ -221,9 +257,9 @@ class LabelProbability:
         if offset is None or label is None:
             return None
         step = self._token_at(used, offset)
-        if step >= len(self.steps):
+        if step >= self.kept.shape[1]:
             return None
-        return agreeing(float(harmful_share(self.steps[step][row], self.n_harmful)), label)
+        return agreeing(float(harmful_share(self.kept[row, step], self.n_harmful)), label)
 
     def _token_at(self, used: list[int], offset: int) -> int:
         """The index of the token holding character ``offset`` of the decoded text (:func:`token_index_at`)."""
@@ -247,21 +283,15 @@ def agreeing(p: float, label: formats.Label) -> float:
 
 
 class _KeepLabelLogits(LogitsProcessor):
-    """Keeps each step's logits of a few token ids, and returns the logits unchanged."""
+    """Hands each ``model.generate`` step's logits to a :class:`LabelProbability`, and returns the logits unchanged."""
 
-    def __init__(self, ids: torch.Tensor, steps: list[torch.Tensor]):
-        self.ids, self.steps = ids, steps
+    def __init__(self, reader: LabelProbability, rows: torch.Tensor):
+        self.reader, self.rows, self.step = reader, rows, 0
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        self.steps.append(scores[:, self.ids.to(scores.device)].float().cpu())
+        self.reader.keep(self.rows, torch.full_like(self.rows, self.step), scores)
+        self.step += 1
         return scores
-
-    def keep_rows(self, scores: torch.Tensor, rows: torch.Tensor, batch: int) -> None:
-        """One step of :func:`decode_batch`, whose batch holds only ``rows`` of the ``batch`` it began with
-        (a finished row's entry stays NaN: :meth:`LabelProbability.read` never reaches past a row's end)."""
-        step = torch.full((batch, len(self.ids)), float("nan"))
-        step[rows.cpu()] = scores[:, self.ids.to(scores.device)].float().cpu()
-        self.steps.append(step)
 
 
 #: Generation-config settings that change which token greedy decoding picks; a model that sets
@@ -291,15 +321,15 @@ def shared_prefix_length(ids: Sequence[Sequence[int]]) -> int:
     return length
 
 
-def left_padded(ids: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows of token ids as one batch padded on the left, and its attention mask (0 on the pads)."""
-    width = max(len(x) for x in ids)
+def left_padded(ids: Sequence[Sequence[int]], pad_id: int, device, at_least: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of token ids as one batch padded on the left, every row by ``at_least`` pads or more, and its attention mask (0 on the pads)."""
+    width = max(len(x) for x in ids) + at_least
     input_ids = torch.tensor([[pad_id] * (width - len(x)) + list(x) for x in ids], device=device)
     attention = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=device)
     return input_ids, attention
 
 
-def prefill(model, ids: list[list[int]], pad_id: int, cache) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def prefill(model, ids: list[list[int]], pad_id: int, cache, pad_at_least: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The prompts' forward pass into ``cache``; returns the last position's logits, the attention mask and the positions.
 
     Why: every prompt a classifier reads starts with the same chat-template system turn and
@@ -308,7 +338,8 @@ def prefill(model, ids: list[list[int]], pad_id: int, cache) -> tuple[torch.Tens
     benchmark prompt. The prompt pass is about half of CPU evaluation's time, and it is
     arithmetic-bound (perf/bench_inference.py), so the rows' common prefix runs once, for one
     row, and its cache is copied to every row. Each row's own tokens follow, padded on the
-    left of that part (``[prefix, pad…, own tokens]``, pads masked), and positions count on from
+    left of that part (``[prefix, pad…, own tokens]``, pads masked; ``pad_at_least`` pads in every
+    row, see :meth:`_Decoding.prefilled`), and positions count on from
     the prefix as in a left-padded batch, so each row's answer is the one it gets alone, up to
     the last bits of the arithmetic (label agreement is measured by perf/bench_inference.py).
     A batch of one row, or one whose prefix is shorter than :data:`MIN_SHARED_PREFIX`, is one
@@ -321,7 +352,7 @@ def prefill(model, ids: list[list[int]], pad_id: int, cache) -> tuple[torch.Tens
     else:
         model(input_ids=torch.tensor([ids[0][:shared]], device=device), cache=cache, use_cache=True, logits_to_keep=1)
         cache.batch_repeat_interleave(len(ids))
-    input_ids, own_attention = left_padded([x[shared:] for x in ids], pad_id, device)
+    input_ids, own_attention = left_padded([x[shared:] for x in ids], pad_id, device, pad_at_least)
     attention = torch.cat([own_attention.new_ones((len(ids), shared)), own_attention], dim=1)
     positions = (attention.cumsum(-1) - 1).clamp(min=0)[:, shared:]
     logits = model(input_ids=input_ids, attention_mask=attention, position_ids=positions, cache=cache,
@@ -330,26 +361,33 @@ def prefill(model, ids: list[list[int]], pad_id: int, cache) -> tuple[torch.Tens
 
 
 def decode_batch(model, tokenizer, ids: list[list[int]], pad_id: int, eos_ids: list[int], stop_strings: Sequence[str],
-                 max_new_tokens: int, keep_logits: "_KeepLabelLogits | None" = None, *, k: int = 1,
-                 temperature: float | None = None, top_k: int = 0) -> list[list[int]]:
-    """Decode one batch, greedy (``temperature`` None) or ``k`` samples per prompt, dropping each row, and its KV
-    cache, once it has finished. Returns each output's new tokens (prompt i's samples at ``i*k … i*k+k-1``),
-    ending with its end-of-turn token where it wrote one.
+                 max_new_tokens: int, reader: LabelProbability | None = None, *, k: int = 1,
+                 temperature: float | None = None, top_k: int = 0, batch_size: int | None = None,
+                 max_tokens: int | None = None,
+                 finished: Callable[[int, list[list[int]]], None] | None = None) -> list[list[int]]:
+    """Decode every prompt of ``ids``, greedy (``temperature`` None) or ``k`` samples per prompt, as one continuous
+    batch. Returns each output's new tokens (prompt i's samples at ``i*k … i*k+k-1``), ending with its end-of-turn
+    token where it wrote one; ``finished(i, answers)`` hears of each prompt as its last sample ends, and
+    ``reader`` keeps the label words' logits of every step.
 
     Why drop rows: ``model.generate`` keeps a finished row in the batch to the end, so every later
     step multiplies it by every weight; an intent answer ends after 15-40 tokens of a 48-token
     budget and a label-only one after a few, so the batch's tail steps ran mostly on rows already
-    done. Here a row leaves at end-of-turn or once its new text holds one of ``stop_strings``, and
-    the remaining steps run on the rows still writing.
+    done. Here a row leaves at end-of-turn, at its own ``max_new_tokens``, or once its new text
+    holds one of ``stop_strings``.
+
+    Why refill (continuous batching): a decoding step reads every weight whatever its rows, so on a
+    2-core EPYC a step cost 34 ms at 1 row and 89 at 64, and with rows leaving as they finish the
+    reasoning students' steps averaged 19 rows (docs/measurements.md). Prompts wait shortest first;
+    the batch admits them up to ``batch_size`` prompts and ``max_tokens`` padded prompt tokens
+    (:func:`length_batches`' rule, on the batch as it stands; ``None``: all at once), and once a
+    quarter of its room is free (:data:`REFILL`) the next waiting prompts' pass runs and they join
+    the rows still writing (:meth:`_Decoding.joined`).
 
     Why share the prompt: DPO pair mining and GRPO rollouts draw ``k`` answers per prompt, and
     ``model.generate(num_return_sequences=k)`` runs k copies of each prompt through the whole
-    prompt pass. Here the prompts' pass runs once (:func:`prefill`, which also runs the batch's
-    common prefix once) and its cache is repeated k times for decoding.
-
-    Why reserve the cache: the batch's longest prompt plus ``max_new_tokens`` bounds its length, so
-    each layer's keys and values get that room once and every step writes in place
-    (:class:`aims_kit.inference.kv_cache.ReservedCache`) instead of copying the cache to grow it.
+    prompt pass. Here the prompts' pass runs once (:func:`prefill`, which also runs its common
+    prefix once) and its cache is repeated k times for decoding.
 
     Same answers: greedy decoding writes what ``model.generate`` writes, up to padding-shaped
     arithmetic in the last bits (label agreement: perf/bench_inference.py). Sampling draws from
@@ -357,38 +395,127 @@ def decode_batch(model, tokenizer, ids: list[list[int]], pad_id: int, eos_ids: l
     ``top_k`` largest kept (0: all), softmax, one multinomial draw per row per step; while no row
     has finished, the same seed draws the same tokens (tests/test_shared_sampling.py).
     """
-    device = model.device
-    cache = ReservedCache(max(len(x) for x in ids) + max_new_tokens)
-    logits, attention, positions = prefill(model, ids, pad_id, cache)
-    if k > 1:
-        cache.batch_repeat_interleave(k)
-        logits, attention, positions = (t.repeat_interleave(k, dim=0) for t in (logits, attention, positions))
-    rows = len(ids) * k
-    eos = torch.tensor(eos_ids, device=device)
-    active = torch.arange(rows, device=device)  # original output of each row still in the batch
-    written: list[list[int]] = [[] for _ in range(rows)]
+    waiting = deque(sorted(range(len(ids)), key=lambda i: len(ids[i])))
+    written: list[list[int]] = [[] for _ in range(len(ids) * k)]
+    unfinished = [k] * len(ids)
+    eos = torch.tensor(eos_ids, device=model.device)
     longest_stop = max((len(tokenizer(stop, add_special_tokens=False)["input_ids"]) for stop in stop_strings), default=0) + 2
-    for step in range(max_new_tokens):
-        if keep_logits is not None:
-            keep_logits.keep_rows(logits, active, rows)
-        tokens = logits.argmax(-1) if temperature is None else _sample(logits, temperature, top_k)
-        done = torch.isin(tokens, eos)
-        for j, (row, token) in enumerate(zip(active.tolist(), tokens.tolist())):
+    batch: _Decoding | None = None
+    while True:
+        group = _admitted(waiting, ids, 0 if batch is None else len(batch.rows), k, batch_size or len(ids), max_tokens)
+        if group:
+            joining = _Decoding.prefilled(model, [ids[i] for i in group], group, k, pad_id, max_new_tokens)
+            batch = joining if batch is None else batch.joined(joining, max_new_tokens)
+        if batch is None:
+            return written
+        rows = batch.rows.tolist()
+        if reader is not None:
+            reader.keep(batch.rows, torch.tensor([len(written[row]) for row in rows]), batch.logits)
+        tokens = batch.logits.argmax(-1) if temperature is None else _sample(batch.logits, temperature, top_k)
+        done = torch.isin(tokens, eos).tolist()
+        for j, (row, token) in enumerate(zip(rows, tokens.tolist())):
             written[row].append(token)
-            if stop_strings and not done[j]:
-                tail = tokenizer.decode(written[row][-longest_stop:], skip_special_tokens=True)
-                done[j] = any(stop in tail for stop in stop_strings)
-        if step == max_new_tokens - 1 or bool(done.all()):
+            done[j] = done[j] or len(written[row]) == max_new_tokens or bool(stop_strings) and any(
+                stop in tokenizer.decode(written[row][-longest_stop:], skip_special_tokens=True) for stop in stop_strings)
+            if done[j]:
+                unfinished[row // k] -= 1
+                if unfinished[row // k] == 0 and finished is not None:
+                    finished(row // k, written[row // k * k:(row // k + 1) * k])
+        batch = batch.advanced(model, tokens, torch.tensor(done, device=tokens.device))
+
+
+#: How much of a batch's room must be free before waiting prompts join it: joining copies the rows'
+#: caches into a new one, so it waits for a group worth that copy rather than refilling row by row.
+#: (1.0: only an empty batch takes prompts, fixed batches as ``perf/bench_inference.py`` compares.)
+REFILL = 0.25
+
+
+def _admitted(waiting: deque, ids: list[list[int]], rows: int, k: int, batch_size: int, max_tokens: int | None) -> list[int]:
+    """The waiting prompts (shortest first) to start decoding beside ``rows`` rows now, taken off ``waiting``.
+
+    Room: ``batch_size`` prompts, and ``max_tokens`` padded prompt tokens counted at the newest
+    (longest) prompt's length, ``k`` rows each; beside rows still writing, only once
+    :data:`REFILL` of the room is free.
+    """
+    group: list[int] = []
+    while waiting:
+        length = len(ids[waiting[0]])
+        room = k * min(batch_size, max(1, max_tokens // length) if max_tokens else batch_size)
+        if rows and not group and room - rows < max(k, int(REFILL * room)):
             break
+        if rows + k * (len(group) + 1) > room:
+            break
+        group.append(waiting.popleft())
+    return sorted(group)  # rows in input order: all prompts at once sample as model.generate's batch does
+
+
+@dataclass
+class _Decoding:
+    """The rows being decoded: one KV cache, their next-token logits, attention mask (0 on pads), last
+    positions, and which output each row writes."""
+
+    cache: ReservedCache
+    logits: torch.Tensor
+    attention: torch.Tensor
+    positions: torch.Tensor
+    rows: torch.Tensor
+
+    @classmethod
+    def prefilled(cls, model, ids: list[list[int]], prompts: list[int], k: int, pad_id: int, max_new_tokens: int) -> "_Decoding":
+        """Prompts ``prompts`` (token ids ``ids``) after their pass (:func:`prefill`), each repeated for its ``k`` samples.
+
+        The cache reserves the longest prompt plus ``max_new_tokens`` so every step writes in place
+        (:class:`aims_kit.inference.kv_cache.ReservedCache`) instead of copying the cache to grow it.
+
+        Every row gets one masked pad at least, because transformers drops an attention mask of all
+        ones at one query token, and SDPA then runs grouped-query attention through ``enable_gqa``,
+        which on a CPU in bf16 is slow: a 64-row SmolLM2 step at 100 keys took 222 ms without a
+        mask and 126 ms with one masked column (2-core AMD EPYC; with a mask transformers packs each
+        key head's query heads into one query instead). A masked key adds nothing to a softmax.
+        """
+        cache = ReservedCache(max(len(x) for x in ids) + 1 + max_new_tokens)
+        logits, attention, positions = prefill(model, ids, pad_id, cache, pad_at_least=1)
+        positions = positions[:, -1:]
+        if k > 1:
+            cache.batch_repeat_interleave(k)
+            logits, attention, positions = (t.repeat_interleave(k, dim=0) for t in (logits, attention, positions))
+        rows = torch.tensor([p * k + s for p in prompts for s in range(k)], device=logits.device)
+        return cls(cache, logits, attention, positions, rows)
+
+    def advanced(self, model, tokens: torch.Tensor, done: torch.Tensor) -> "_Decoding | None":
+        """The rows not ``done`` after one step that feeds them ``tokens`` (``None`` when every row is done).
+
+        A finished row leaves with its cache, so the remaining steps run on the rows still writing.
+        """
+        if bool(done.all()):
+            return None
         if bool(done.any()):
             still = (~done).nonzero().squeeze(1)
-            cache.batch_select_indices(still)
-            active, tokens, attention, positions = active[still], tokens[still], attention[still], positions[still]
-        attention = torch.cat([attention, attention.new_ones((len(active), 1))], dim=1)
-        positions = positions[:, -1:] + 1
-        logits = model(input_ids=tokens[:, None], attention_mask=attention, position_ids=positions, cache=cache,
-                       use_cache=True).logits[:, -1, :]
-    return written
+            self.cache.batch_select_indices(still)
+            self.rows, tokens, self.attention, self.positions = self.rows[still], tokens[still], self.attention[still], self.positions[still]
+        self.attention = torch.cat([self.attention, self.attention.new_ones((len(self.rows), 1))], dim=1)
+        self.positions = self.positions + 1
+        self.logits = model(input_ids=tokens[:, None], attention_mask=self.attention, position_ids=self.positions,
+                            cache=self.cache, use_cache=True).logits[:, -1, :]
+        return self
+
+    def joined(self, other: "_Decoding", room: int) -> "_Decoding":
+        """These rows and ``other``'s in one batch, each row's keys right-aligned at the next step's column.
+
+        Columns that are padding in every row here are dropped (rows that left took their tokens with
+        them) but one, so that every row keeps a masked pad (:meth:`prefilled` says why); the
+        narrower side is padded on the left with masked zeros, and the cache keeps ``room`` free
+        positions. Each row keeps its own positions, so it attends to what it attended to before,
+        up to padding-shaped arithmetic.
+        """
+        columns = self.attention.any(0).nonzero().squeeze(1)
+        width = max(len(columns) + 1, other.attention.shape[1])
+        attention = self.attention.new_zeros((len(self.rows) + len(other.rows), width))
+        attention[: len(self.rows), width - len(columns):] = self.attention[:, columns]
+        attention[len(self.rows):, width - other.attention.shape[1]:] = other.attention
+        self.cache.join(other.cache, columns, width, room)
+        return _Decoding(self.cache, torch.cat([self.logits, other.logits]), attention,
+                         torch.cat([self.positions, other.positions]), torch.cat([self.rows, other.rows]))
 
 
 def _sample(logits: torch.Tensor, temperature: float, top_k: int) -> torch.Tensor:

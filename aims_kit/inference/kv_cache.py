@@ -7,8 +7,8 @@ token: a cost that grows with the answer, paid on top of the step's matmuls.
 can grow (its widest prompt plus the answer budget), so each layer reserves that much once and
 each step writes its token into the next free slot. How much it pays depends on the machine's
 memory bandwidth against its matmul speed: on a 2-core AMD EPYC (bf16) the copies were 0.6% of a
-student's decoding step and the two caches time within noise (docs/measurements.md;
-``perf/bench_inference.py --no-fp32`` compares them on any machine).
+student's decoding step and the two caches timed within noise (docs/measurements.md). The cache
+also lets rows join a batch mid-answer (:meth:`ReservedCache.join`), which continuous batching needs.
 
 Same arithmetic: attention reads the filled part of the buffer (a view, no copy), the same keys
 and values in the same order as ``DynamicCache`` holds, so answers do not change
@@ -68,6 +68,24 @@ class ReservedLayer(DynamicLayer):
             self._key_buffer, self._value_buffer = self._key_buffer[indices], self._value_buffer[indices]
             self._expose()
 
+    def join(self, other: "ReservedLayer", columns: torch.Tensor, width: int, room: int) -> None:
+        """Rows of ``other`` appended below these, both right-aligned in ``width`` positions with ``room`` to spare.
+
+        Only ``columns`` of this layer are kept; positions nobody fills are zeros (the attention
+        mask hides them, and zeros, unlike an empty buffer's leftovers, cannot turn a masked score into NaN).
+        """
+        joined = []
+        for mine, theirs in ((self._key_buffer, other.keys), (self._value_buffer, other.values)):
+            rows = mine.shape[0]
+            buffer = mine.new_empty((rows + theirs.shape[0], mine.shape[1], width + room, mine.shape[-1]))
+            buffer[:, :, :width].zero_()
+            buffer[:rows, :, width - len(columns):width] = mine[:, :, columns]
+            buffer[rows:, :, width - theirs.shape[2]:width] = theirs
+            joined.append(buffer)
+        self._key_buffer, self._value_buffer = joined
+        self.length = width
+        self._expose()
+
     def reset(self) -> None:
         self.length = 0
         super().reset()
@@ -93,3 +111,8 @@ class ReservedCache(Cache):
 
     def __init__(self, capacity: int):
         super().__init__(layer_class_to_replicate=lambda: ReservedLayer(capacity))
+
+    def join(self, other: "ReservedCache", columns: torch.Tensor, width: int, room: int) -> None:
+        """``other``'s rows appended below these in every layer (:meth:`ReservedLayer.join`): continuous batching."""
+        for mine, theirs in zip(self.layers, other.layers, strict=True):
+            mine.join(theirs, columns, width, room)
