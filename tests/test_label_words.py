@@ -81,19 +81,21 @@ def test_p_is_put_on_the_written_labels_side_when_the_other_classes_forms_outwei
     reader = generation.LabelProbability(tokenizer)
     for answer, written, expected_side in [("harmful", "harmful", "harmful"), ("benign", "safe", "safe")]:
         used = tokenizer(answer, add_special_tokens=False)["input_ids"]
-        reader.start(1, len(used))
+        reader.start(len(used))
         logits = torch.zeros(1, len(reader.ids))
         # the written word's class gets one form far above the rest, the other class many forms just below it
         mine = [i for i, t in enumerate(reader.ids) if t == used[0]]
         others = range(reader.n_harmful, len(reader.ids)) if written == "harmful" else range(reader.n_harmful)
         logits[0, mine] = 3.0
         logits[0, list(others)] = 2.9
-        reader.kept[0] = logits[0]  # every step
+        reader.kept[0] = logits.expand(len(used), -1).clone()  # every step
         raw = float(generation.harmful_share(logits[0], reader.n_harmful))
         assert (raw >= 0.5) != (written == "harmful")  # the masses alone disagree with the written word
         p = reader.read(0, used)
         assert (p >= 0.5) == (expected_side == "harmful")
         assert p == (0.5 if written == "harmful" else generation.BELOW_HALF)
+    assert not reader.kept  # each output is read once, and its logits freed
+    reader.kept[0] = torch.zeros(8, len(reader.ids))
     assert reader.read(0, tokenizer("no label here", add_special_tokens=False)["input_ids"]) is None
 
 

@@ -97,13 +97,15 @@ def test_p_harmful_is_read_at_the_step_that_wrote_the_label():
     reader = LabelProbability(tokenizer)
     assert reader.usable
     used = tokenizer("Intent: bake bread; Harm: harmful", add_special_tokens=False)["input_ids"]
-    reader.start(1, len(used))
+    reader.start(len(used))
     n_harmful, n_safe = reader.n_harmful, len(reader.ids) - reader.n_harmful
     for step in range(len(used)):  # harmful words' tokens 2 logits above safe ones only at the label's step
         logits = torch.zeros(1, len(reader.ids))
         if tokenizer.decode(used[step:]).strip().startswith("harmful"):
             logits[0, :n_harmful] = 2.0
-        reader.kept[0, step] = logits[0]
+        reader.kept.setdefault(0, torch.zeros(len(used), len(reader.ids)))[step] = logits[0]
     e2 = float(torch.tensor(2.0).exp())
     assert reader.read(0, used) == pytest.approx(n_harmful * e2 / (n_harmful * e2 + n_safe))
+    assert not reader.kept  # read once, then freed
+    reader.kept[0] = torch.zeros(8, len(reader.ids))
     assert reader.read(0, tokenizer("no label", add_special_tokens=False)["input_ids"]) is None

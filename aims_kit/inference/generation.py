@@ -132,20 +132,26 @@ def generate(
     encoded = encode_inputs(tokenizer, conversations)
     k = num_return_sequences
     reader = LabelProbability(tokenizer)
-    reader.start(len(encoded) * k, max_new_tokens)
     eos_ids = _eos_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id
     top_k = sampling_top_k(model)
-    outputs: list[list[list[int]]] = [[] for _ in encoded]  # each prompt's k answers (new tokens)
+    texts, counts = [""] * (len(encoded) * k), [0] * (len(encoded) * k)
+    p_harmful: list[float | None] = [None] * (len(encoded) * k)
+
+    def finished(prompt: int, answers: list[list[int]]) -> None:
+        """Prompt ``prompt``'s answers (new tokens) as text, token count and P(harmful), as soon as they are done."""
+        for sample, seq in enumerate(answers):
+            used = _until_eos(seq, [*eos_ids, pad_id])
+            texts[prompt * k + sample] = tokenizer.decode(used, skip_special_tokens=True).strip()
+            counts[prompt * k + sample] = len(used) + (1 if len(used) < len(seq) else 0)
+            p_harmful[prompt * k + sample] = reader.read(prompt * k + sample, used)
+        bar.update(1)
+
     start = time.perf_counter()
     bar = progress_bar(len(encoded), desc=desc, unit="prompt")
     if plain_greedy(model) and (k == 1 and not do_sample or do_sample and top_k is not None):
-
-        def finished(prompt: int, answers: list[list[int]]) -> None:
-            outputs[prompt] = answers
-            bar.update(1)
-
         while True:
+            reader.start(max_new_tokens)
             try:
                 with inference_autocast(model):
                     decode_batch(model, tokenizer, encoded, pad_id, eos_ids, stop_strings, max_new_tokens, reader, k=k,
@@ -156,15 +162,10 @@ def generate(
                 batch_size = _halved(batch_size)
                 bar.reset()
     else:
+        reader.start(max_new_tokens)
         _generate_batches(model, encoded, pad_id, eos_ids, _stop_criteria(tokenizer, stop_strings), max_new_tokens,
-                          do_sample, temperature, k, reader, batch_size, outputs, bar)
+                          do_sample, temperature, k, reader, batch_size, finished)
     bar.close()
-    texts, counts, p_harmful = [], [], []
-    for row, seq in enumerate(seq for answers in outputs for seq in answers):
-        used = _until_eos(seq, [*eos_ids, pad_id])
-        texts.append(tokenizer.decode(used, skip_special_tokens=True).strip())
-        counts.append(len(used) + (1 if len(used) < len(seq) else 0))
-        p_harmful.append(reader.read(row, used))
     seconds = time.perf_counter() - start
     return Generation(texts=texts, new_tokens=counts, seconds=seconds, p_harmful=p_harmful if reader.usable else None)
 
@@ -179,8 +180,9 @@ def _halved(batch_size: int) -> int:
 
 
 def _generate_batches(model, encoded, pad_id, eos_ids, stopping, max_new_tokens, do_sample, temperature, k,
-                      reader: "LabelProbability", batch_size: int, outputs: list, bar) -> None:
-    """``model.generate`` over fixed length-sorted batches, each prompt's ``k`` answers into ``outputs``."""
+                      reader: "LabelProbability", batch_size: int,
+                      finished: Callable[[int, list[list[int]]], None]) -> None:
+    """``model.generate`` over fixed length-sorted batches; ``finished(i, answers)`` hears each prompt's ``k`` answers."""
     pending = length_batches([len(x) for x in encoded], batch_size, GENERATE_BATCH_TOKENS)
     while pending:
         batch = pending.pop(0)
@@ -194,8 +196,7 @@ def _generate_batches(model, encoded, pad_id, eos_ids, stopping, max_new_tokens,
             pending[:0] = [batch[:half], batch[half:]]
             continue
         for j, i in enumerate(batch):
-            outputs[i] = out[j * k:(j + 1) * k]
-        bar.update(len(batch))
+            finished(i, out[j * k:(j + 1) * k])
 
 
 class LabelProbability:
@@ -231,25 +232,36 @@ class LabelProbability:
         self.ids = [*harmful, *safe]
         self.n_harmful = len(harmful)
         self.usable = bool(harmful) and bool(safe)
-        #: ``[output, token index, id]``: each output's kept logits at each of its tokens (NaN until written).
-        self.kept = torch.empty(0, 0, len(self.ids))
+        #: Each output still unread: its kept logits, ``[token index, id]`` (NaN until written).
+        self.kept: dict[int, torch.Tensor] = {}
+        self.max_new_tokens = 0
 
-    def start(self, outputs: int, max_new_tokens: int) -> None:
-        """Room for one ``generate`` call's ``outputs`` answers of up to ``max_new_tokens`` tokens each."""
-        self.kept = torch.full((outputs, max_new_tokens, len(self.ids)) if self.usable else (0, 0, 0), float("nan"))
+    def start(self, max_new_tokens: int) -> None:
+        """A fresh ``generate`` call, whose answers have up to ``max_new_tokens`` tokens."""
+        self.kept, self.max_new_tokens = {}, max_new_tokens
 
     def keep(self, rows: torch.Tensor, tokens: torch.Tensor, scores: torch.Tensor) -> None:
-        """The label words' logits of one decoding step: row j of ``scores`` is output ``rows[j]`` writing its token ``tokens[j]``."""
-        if self.usable:
-            self.kept[rows.cpu(), tokens.cpu()] = scores[:, torch.tensor(self.ids, device=scores.device)].float().cpu()
+        """The label words' logits of one decoding step: row j of ``scores`` is output ``rows[j]`` writing its token ``tokens[j]``.
+
+        Kept per output until :meth:`read` takes them, so memory follows the answers being
+        written, not every answer of a call at its whole budget.
+        """
+        if not self.usable:
+            return
+        values = scores[:, torch.tensor(self.ids, device=scores.device)].float().cpu()
+        for value, row, token in zip(values, rows.tolist(), tokens.tolist()):
+            if row not in self.kept:
+                self.kept[row] = torch.full((self.max_new_tokens, len(self.ids)), float("nan"))
+            self.kept[row][token] = value
 
     def processor(self, rows: torch.Tensor) -> "_KeepLabelLogits | None":
         """A logits processor for one ``model.generate`` batch whose j-th sequence is output ``rows[j]`` (``None``: unusable)."""
         return _KeepLabelLogits(self, rows) if self.usable else None
 
     def read(self, row: int, used: list[int]) -> float | None:
-        """P(harmful) of output ``row``, whose new tokens up to end-of-turn are ``used`` (``None``: no label)."""
-        if not self.usable:
+        """P(harmful) of output ``row``, whose new tokens up to end-of-turn are ``used`` (``None``: no label); read once."""
+        kept = self.kept.pop(row, None)
+        if kept is None:
             return None
         text = self.tokenizer.decode(used, skip_special_tokens=True)
         offset = formats.label_offset(text)
@@ -257,9 +269,9 @@ class LabelProbability:
         if offset is None or label is None:
             return None
         step = self._token_at(used, offset)
-        if step >= self.kept.shape[1]:
+        if step >= len(kept):
             return None
-        return agreeing(float(harmful_share(self.kept[row, step], self.n_harmful)), label)
+        return agreeing(float(harmful_share(kept[step], self.n_harmful)), label)
 
     def _token_at(self, used: list[int], offset: int) -> int:
         """The index of the token holding character ``offset`` of the decoded text (:func:`token_index_at`)."""
