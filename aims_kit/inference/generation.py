@@ -79,12 +79,18 @@ def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int = BA
     batches: list[list[int]] = []
     for i in order:
         current = batches[-1] if batches else None
-        # sorted ascending, so the newcomer is the longest row: padded size = rows x its length
-        if current is not None and len(current) < batch_size and (len(current) + 1) * lengths[i] <= max_tokens:
+        # sorted ascending, so the newcomer is the longest row
+        if current is not None and len(current) < batch_room(lengths[i], batch_size, max_tokens):
             current.append(i)
         else:
             batches.append([i])
     return batches
+
+
+def batch_room(length: int, batch_size: int, max_tokens: int | None) -> int:
+    """How many prompts of ``length`` tokens (the longest) one batch holds: ``batch_size``, and no more
+    padded tokens (rows x that length) than ``max_tokens`` (``None``: no cap), but one at least."""
+    return min(batch_size, max(1, max_tokens // length)) if max_tokens else batch_size
 
 
 #: Generation-config samplers :func:`decode_batch` does not apply (each at its neutral value there).
@@ -137,6 +143,7 @@ def generate(
     top_k = sampling_top_k(model)
     texts, counts = [""] * (len(encoded) * k), [0] * (len(encoded) * k)
     p_harmful: list[float | None] = [None] * (len(encoded) * k)
+    bar = progress_bar(len(encoded), desc=desc, unit="prompt")
 
     def finished(prompt: int, answers: list[list[int]]) -> None:
         """Prompt ``prompt``'s answers (new tokens) as text, token count and P(harmful), as soon as they are done."""
@@ -148,7 +155,6 @@ def generate(
         bar.update(1)
 
     start = time.perf_counter()
-    bar = progress_bar(len(encoded), desc=desc, unit="prompt")
     if plain_greedy(model) and (k == 1 and not do_sample or do_sample and top_k is not None):
         while True:
             reader.start(max_new_tokens)
@@ -445,14 +451,14 @@ REFILL = 0.25
 def _admitted(waiting: deque, ids: list[list[int]], rows: int, k: int, batch_size: int, max_tokens: int | None) -> list[int]:
     """The waiting prompts (shortest first) to start decoding beside ``rows`` rows now, taken off ``waiting``.
 
-    Room: ``batch_size`` prompts, and ``max_tokens`` padded prompt tokens counted at the newest
-    (longest) prompt's length, ``k`` rows each; beside rows still writing, only once
+    Room: :func:`batch_room` at the newest (longest) prompt's length, ``k`` rows a prompt; beside
+    rows still writing, waiting prompts join only once
     :data:`REFILL` of the room is free.
     """
     group: list[int] = []
     while waiting:
         length = len(ids[waiting[0]])
-        room = k * min(batch_size, max(1, max_tokens // length) if max_tokens else batch_size)
+        room = k * batch_room(length, batch_size, max_tokens)
         if rows and not group and room - rows < max(k, int(REFILL * room)):
             break
         if rows + k * (len(group) + 1) > room:
