@@ -429,7 +429,7 @@ def decode_batch(model, tokenizer, ids: list[list[int]], pad_id: int, eos_ids: l
         rows = batch.rows.tolist()
         if reader is not None:
             reader.keep(batch.rows, torch.tensor([len(written[row]) for row in rows]), batch.logits)
-        tokens = batch.logits.argmax(-1) if temperature is None else _sample(batch.logits, temperature, top_k)
+        tokens = _greedy(batch.logits) if temperature is None else _sample(batch.logits, temperature, top_k)
         done = torch.isin(tokens, eos).tolist()
         for j, (row, token) in enumerate(zip(rows, tokens.tolist())):
             written[row].append(token)
@@ -534,6 +534,16 @@ class _Decoding:
         self.cache.join(other.cache, columns, width, room)
         return _Decoding(self.cache, torch.cat([self.logits, other.logits]), attention,
                          torch.cat([self.positions, other.positions]), torch.cat([self.rows, other.rows]))
+
+
+def _greedy(logits: torch.Tensor) -> torch.Tensor:
+    """Each row's likeliest token, the first on a tie, as ``model.generate`` picks it from float32 logits.
+
+    Why float32: torch's CPU argmax over bf16 logits is not vectorised; at 36 rows x 49,152 words
+    it took 3.2 ms against 0.8 ms for casting and taking it in float32 (the same values, so the
+    same token), 3.5% of a decoding step (2-core AMD EPYC).
+    """
+    return logits.float().argmax(-1)
 
 
 def _sample(logits: torch.Tensor, temperature: float, top_k: int) -> torch.Tensor:

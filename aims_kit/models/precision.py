@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from aims_kit.core.params import PRECISIONS
+from aims_kit.models.packing import pack_linears
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +261,8 @@ def inference_autocast(model):
 
 
 def prepare_for_inference(model):
-    """Merge a LoRA adapter into its base and store the weights in the policy's dtype; returns the model.
+    """Merge a LoRA adapter into its base and store the weights in the policy's dtype (on a CPU, linear
+    weights also in the matmul kernel's layout); returns the model.
 
     Merging removes two small matmuls per adapted layer from every decoding step; only for
     models that will not be trained again (the adapter is checked as active before, by
@@ -278,6 +280,9 @@ def prepare_for_inference(model):
         # weight with requires_grad=True (SmolLM2 forward: 190 vs 26 ms/prompt; fp32 is
         # unaffected). Inference runs under torch.inference_mode, so no gradient is ever kept.
         model.requires_grad_(True)
+        # A decoding step reads every weight: laid out once for the CPU's kernel, not at every
+        # call (same products bit for bit, where this CPU gives them; aims_kit/models/packing.py).
+        pack_linears(model)
     model.eval()
     return model
 
