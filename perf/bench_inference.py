@@ -11,6 +11,9 @@ process, one path after the other:
   before the next starts, in place of the kit's continuous batch, where waiting prompts take the
   places of finished rows (:func:`aims_kit.inference.generation.decode_batch`; runs that generate:
   the refill lever alone);
+- **kit, plain weights**: the kit's decoding, but every linear multiplies by its weight in
+  PyTorch's layout, which oneDNN reorders at every call, in place of the weights laid out once
+  (:mod:`aims_kit.models.packing`; runs that generate: that lever alone, same answers expected);
 - **kit**: :func:`aims_kit.models.loading.load_for_inference` (adapter merged, bf16 weights and bf16
   autocast where the CPU multiplies bf16 natively) and :func:`aims_kit.scoring.evaluate.evaluate`
   (label-only runs read their label from one forward pass; every batch runs its prompts' shared
@@ -34,6 +37,7 @@ import argparse
 import contextlib
 import os
 import time
+import weakref
 from pathlib import Path
 
 import torch
@@ -43,7 +47,7 @@ from aims_kit.datasets import benchmarks, formats
 from aims_kit.evaluation.runs import answer_budget
 from aims_kit.inference import generation
 from aims_kit.models import loading as models
-from aims_kit.models import precision
+from aims_kit.models import packing, precision
 from aims_kit.notebook import experiments
 from aims_kit.scoring import evaluate as evaluation
 from aims_kit.scoring import stats
@@ -91,6 +95,17 @@ def model_generate():
         yield
     finally:
         generation.plain_greedy = kit
+
+
+@contextlib.contextmanager
+def plain_weights():
+    """Multiply by weights in PyTorch's layout (reordered by oneDNN at every call) instead of the kit's packed ones."""
+    kit = packing._PACKED
+    packing._PACKED = weakref.WeakKeyDictionary()  # no layer finds its packed weight: the plain call
+    try:
+        yield
+    finally:
+        packing._PACKED = kit
 
 
 def fp32_path(run_dir: Path, frame, condition: str, budget: int, batch_size: int) -> tuple[list[str], float, float]:
@@ -176,7 +191,8 @@ def main() -> None:
                                                batch_size=args.batch_size, max_new_tokens=budget, latency_sample=0, n_boot=1000)
             levers = [("kit, generate()", prompt_tokens, "greedy path (shared prefix once, finished rows dropped)", "model.generate",
                        *rerun(model_generate)),
-                      ("kit, fixed batches", own_tokens, "continuous batch", "fixed batches", *rerun(fixed_batches))]
+                      ("kit, fixed batches", own_tokens, "continuous batch", "fixed batches", *rerun(fixed_batches)),
+                      ("kit, plain weights", own_tokens, "packed weights", "plain weights", *rerun(plain_weights))]
         del kit_model
 
         f1_kit = {"f1": metrics["f1"], "f1_ci_low": metrics["f1_ci_low"], "f1_ci_high": metrics["f1_ci_high"]}
