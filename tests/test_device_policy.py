@@ -179,3 +179,31 @@ def test_a_policy_holding_a_ref_adapter_is_validated_with_its_trained_adapter_me
         merged = precision.inference_copy(policy)(input_ids=ids).logits.float()
     assert (trained - ref).abs().max() > 0.3  # the two adapters answer differently
     torch.testing.assert_close(merged, trained, rtol=0.05, atol=0.05)
+
+
+def test_the_validation_copy_runs_its_own_forward_when_a_trainer_patched_the_models(monkeypatch):
+    """TRL's trainers replace ``forward`` on the instance with a closure over the original model's forward:
+    a deep copy kept calling the trained model. The copy must compute with its own merged weights."""
+    from peft import get_peft_model
+    from run_factory import SMOKE_MODEL
+    from trl.trainer import add_fused_lm_head
+
+    from aims_kit.models import loading, lora
+
+    monkeypatch.setattr(precision, "model_precision",
+                        lambda model: precision.InferencePrecision(weights=torch.bfloat16, autocast=torch.bfloat16))
+    base, _ = loading.load_model(SMOKE_MODEL)
+    base = base.float()
+    add_fused_lm_head(base)  # what SFT, DPO and GRPO trainers do before wrapping with PEFT
+    assert "forward" in vars(base)
+    trained = get_peft_model(base, lora.LoraSettings(extra={"init_lora_weights": False}).to_peft())
+    copy = precision.inference_copy(trained)
+    calls = []
+    trained.get_base_model().model.register_forward_hook(lambda *args: calls.append(1))  # after the copy: not copied
+    ids = torch.arange(3, 11).reshape(1, 8)
+    with torch.no_grad():
+        logits = copy(input_ids=ids).logits
+        trained(input_ids=ids)
+    assert len(calls) == 1  # the trained model ran once: for its own call, not for the copy's
+    assert logits.dtype == torch.bfloat16  # computed by the bf16 copy, not by the fp32 model under autocast
+    assert "forward" in vars(base)  # the trained model keeps its fused head for training
