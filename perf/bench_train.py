@@ -15,9 +15,10 @@ bf16) twice, from the same seed on the same records:
 The per-step losses are printed side by side: a faster path must train the same model. The
 peak is a large matmul timed here in the precision training computes in, so "% of peak" is
 against this machine's own limit. FLOPs per step are estimated from the parameter count
-(2 x parameters x tokens forward, plus the backward through the LoRA blocks and the head).
+(2 x parameters x tokens forward, DPO's reference forward too, plus the backward through the LoRA
+blocks and the head). ``grpo`` times GRPO's policy update apart from its rollouts (:func:`grpo_update`).
 
-    python perf/bench_train.py [--model HuggingFaceTB/SmolLM2-135M-Instruct] [--steps 8] [--regimes sft,distill,dpo]
+    python perf/bench_train.py [--model HuggingFaceTB/SmolLM2-135M-Instruct] [--steps 8] [--regimes sft,distill,dpo,grpo]
     python perf/bench_train.py --paths "label positions,kit"   # the head lever alone
 """
 
@@ -135,11 +136,63 @@ def train(model_name: str, settings: TrainSettings, records: list[dict], kind: s
             "params": parameters_and_backward_share(trainer.model)}
 
 
-def step_gflop(tokens: float, model_params: int, backward_share: float) -> float:
-    """Estimated GFLOPs of one step with every position projected: forward over every parameter,
-    the backward's input gradients through the adapted share (LoRA's own weights are negligible).
+def step_gflop(tokens: float, model_params: int, backward_share: float, forwards: int = 1) -> float:
+    """Estimated GFLOPs of one step with every position projected: ``forwards`` passes over every
+    parameter (DPO's reference model adds one: the adapter disabled, the same tokens), the
+    backward's input gradients through the adapted share (LoRA's own weights are negligible).
     The label-positions path does less work for the same tokens, so its figure is the useful rate."""
-    return 2 * model_params * tokens * (1 + backward_share) / 1e9
+    return 2 * model_params * tokens * (forwards + backward_share) / 1e9
+
+
+#: Forward passes per step over the step's tokens: DPO also runs its reference model on them.
+FORWARDS = {"sft": 1, "distill": 1, "dpo": 2, "grpo": 1}
+
+
+def grpo_update(model_name: str, steps: int, layers: int) -> dict:
+    """GRPO's policy update alone: seconds per step less its rollouts and scoring, and its tokens.
+
+    A step of TRL's GRPO trainer first samples and scores (rollouts through the kit's shared-prompt
+    decoding, rewards, the reference's log-probabilities for the KL term), then runs the policy
+    forward and backward on those prompts and completions. Both are timed inside the kit's own
+    ``train_grpo`` (cpu profile's shape: 4 prompts x 4 rollouts, 48 tokens, LoRA on the top
+    ``layers`` blocks of the base, label-only reward); the first step warms up and is left out.
+    """
+    from aims_kit.notebook import experiments
+    from aims_kit.training import grpo
+
+    splits = experiments.load_splits("", 22)
+    scoring, update, tokens, losses = [], [], [], []
+    make = grpo.shared_prompt_trainer
+
+    def timed(base: type) -> type:
+        class Timed(make(base)):
+            def _generate_and_score_completions(self, inputs):
+                start = time.perf_counter()
+                out = super()._generate_and_score_completions(inputs)
+                scoring.append(time.perf_counter() - start)
+                tokens.append(int(out["prompt_mask"].sum() + out["completion_mask"].sum()))
+                return out
+
+            def training_step(self, model, inputs, num_items_in_batch=None):
+                start, before = time.perf_counter(), len(scoring)
+                loss = super().training_step(model, inputs, num_items_in_batch)
+                update.append(time.perf_counter() - start - sum(scoring[before:]))
+                losses.append(float(loss))
+                return loss
+
+        return Timed
+
+    settings = grpo.GRPOSettings(reward_set="label_only", start="base", num_generations=4, prompts_per_step=4,
+                                 temperature=1.0, learning_rate=1e-4, steps=steps, eval_steps=steps, val_limit=8,
+                                 max_completion_length=48, lora=LoraSettings(top_layers=layers))
+    grpo.shared_prompt_trainer = timed
+    try:
+        trainer = grpo.train_grpo(model_name, splits.train, splits.val, settings=settings, run_dir=Path(tempfile.mkdtemp()))
+    finally:
+        grpo.shared_prompt_trainer = make
+    return {"s_per_step": sum(update[1:]) / max(1, len(update) - 1), "scoring_s": sum(scoring[1:]) / max(1, len(scoring) - 1),
+            "tokens_per_step": sum(tokens[1:]) / max(1, len(tokens) - 1), "losses": losses,
+            "params": parameters_and_backward_share(trainer.model)}
 
 
 def main() -> None:
@@ -148,7 +201,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--layers", type=int, default=10, help="LoRA on the top N blocks (the cpu profile's lora_layers)")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--regimes", default="sft,distill,dpo")
+    parser.add_argument("--regimes", default="sft,distill,dpo,grpo")
     parser.add_argument("--paths", default=",".join(PATHS),
                         help="which heads to time, of: " + ", ".join(PATHS) + " (the first is the baseline of the ratios)")
     args = parser.parse_args()
@@ -158,12 +211,21 @@ def main() -> None:
     peak = matmul_peak(dtype)
     print(f"matmul peak here: {peak:,.0f} GFLOP/s in {dtype} ({torch.get_num_threads()} threads)")
     for regime in args.regimes.split(","):
+        if regime == "grpo":
+            run = grpo_update(args.model, args.steps, args.layers)
+            gflops = step_gflop(run["tokens_per_step"], *run["params"]) / run["s_per_step"]
+            print(f"\ngrpo: 4 prompts x 4 rollouts a step, {args.steps} steps, {dtype}\n"
+                  f"  policy update: {run['s_per_step']:6.2f} s/step  {run['tokens_per_step'] / run['s_per_step']:7.0f} tokens/s"
+                  f"  ~{gflops:5.0f} GFLOP/s = {100 * gflops / peak:3.0f}% of peak\n"
+                  f"  rollouts, rewards and the reference's log-probabilities before it: {run['scoring_s']:6.2f} s/step\n"
+                  f"  loss per step: {' '.join(f'{loss:.4f}' for loss in run['losses'])}")
+            continue
         records, kind = regime_records(regime, 22)
         paths = args.paths.split(",")
         runs = {label: train(args.model, settings, records, kind, PATHS[label]) for label in paths}
         print(f"\n{regime}: {len(records)} records, batch {args.batch_size}, {args.steps} steps, {dtype}")
         for label, run in runs.items():
-            gflops = step_gflop(run["tokens_per_step"], *run["params"]) / run["s_per_step"]
+            gflops = step_gflop(run["tokens_per_step"], *run["params"], FORWARDS[regime]) / run["s_per_step"]
             print(f"  {label:>16}: {run['s_per_step']:6.2f} s/step  {run['tokens_per_step'] / run['s_per_step']:7.0f} tokens/s"
                   f"  ~{gflops:5.0f} GFLOP/s = {100 * gflops / peak:3.0f}% of peak")
         if len(runs) < 2:
