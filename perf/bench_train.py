@@ -190,9 +190,21 @@ def grpo_update(model_name: str, steps: int, layers: int) -> dict:
         trainer = grpo.train_grpo(model_name, splits.train, splits.val, settings=settings, run_dir=Path(tempfile.mkdtemp()))
     finally:
         grpo.shared_prompt_trainer = make
-    return {"s_per_step": sum(update[1:]) / max(1, len(update) - 1), "scoring_s": sum(scoring[1:]) / max(1, len(scoring) - 1),
-            "tokens_per_step": sum(tokens[1:]) / max(1, len(tokens) - 1), "losses": losses,
-            "params": parameters_and_backward_share(trainer.model)}
+    return {"s_per_step": _after_first(update), "scoring_s": _after_first(scoring), "tokens_per_step": _after_first(tokens),
+            "losses": losses, "params": parameters_and_backward_share(trainer.model)}
+
+
+def _after_first(values: list[float]) -> float:
+    """The mean of ``values`` without the first (the warm-up step), or the first where it is alone."""
+    kept = values[1:] or values
+    return sum(kept) / len(kept)
+
+
+def rate(run: dict, regime: str, peak: float) -> str:
+    """A run's seconds per step, tokens/s and estimated GFLOP/s as a share of ``peak``."""
+    gflops = step_gflop(run["tokens_per_step"], *run["params"], FORWARDS[regime]) / run["s_per_step"]
+    return (f"{run['s_per_step']:6.2f} s/step  {run['tokens_per_step'] / run['s_per_step']:7.0f} tokens/s"
+            f"  ~{gflops:5.0f} GFLOP/s = {100 * gflops / peak:3.0f}% of peak")
 
 
 def main() -> None:
@@ -213,10 +225,8 @@ def main() -> None:
     for regime in args.regimes.split(","):
         if regime == "grpo":
             run = grpo_update(args.model, args.steps, args.layers)
-            gflops = step_gflop(run["tokens_per_step"], *run["params"]) / run["s_per_step"]
             print(f"\ngrpo: 4 prompts x 4 rollouts a step, {args.steps} steps, {dtype}\n"
-                  f"  policy update: {run['s_per_step']:6.2f} s/step  {run['tokens_per_step'] / run['s_per_step']:7.0f} tokens/s"
-                  f"  ~{gflops:5.0f} GFLOP/s = {100 * gflops / peak:3.0f}% of peak\n"
+                  f"  policy update: {rate(run, regime, peak)}\n"
                   f"  rollouts, rewards and the reference's log-probabilities before it: {run['scoring_s']:6.2f} s/step\n"
                   f"  loss per step: {' '.join(f'{loss:.4f}' for loss in run['losses'])}")
             continue
@@ -225,9 +235,7 @@ def main() -> None:
         runs = {label: train(args.model, settings, records, kind, PATHS[label]) for label in paths}
         print(f"\n{regime}: {len(records)} records, batch {args.batch_size}, {args.steps} steps, {dtype}")
         for label, run in runs.items():
-            gflops = step_gflop(run["tokens_per_step"], *run["params"], FORWARDS[regime]) / run["s_per_step"]
-            print(f"  {label:>16}: {run['s_per_step']:6.2f} s/step  {run['tokens_per_step'] / run['s_per_step']:7.0f} tokens/s"
-                  f"  ~{gflops:5.0f} GFLOP/s = {100 * gflops / peak:3.0f}% of peak")
+            print(f"  {label:>16}: {rate(run, regime, peak)}")
         if len(runs) < 2:
             continue
         base = runs[paths[0]]
