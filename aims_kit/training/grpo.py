@@ -188,7 +188,7 @@ def length_grouped(base: type) -> type:
     (:mod:`aims_kit.training.length_groups`).
 
     Why: a step's rollouts are padded to its longest prompt, and one long prompt among four made
-    up to 46% of the policy update's positions padding (perf/bench_train.py ``--regimes grpo``).
+    up to 37% of the policy update's positions padding (perf/bench_train.py ``--regimes grpo``).
     TRL's repeat sampler still repeats each prompt for its ``num_generations`` rollouts; it walks
     the rows in order (``shuffle_dataset=False``, set by :func:`train_grpo`) and the kit's grouped,
     shuffled order says which row each position is.

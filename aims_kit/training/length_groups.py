@@ -1,7 +1,7 @@
 """Training batches of rows of about the same length, for the trainers whose rows transformers cannot measure.
 
 A batch is padded to its longest row, and AIMS prompts run from about 10 to over 200 tokens: a
-random batch of 8 DPO pairs was 39% padding, a GRPO step of 4 prompts up to 46%
+random batch of 8 DPO pairs was 39% padding, a GRPO step of 4 prompts up to 37%
 (perf/bench_train.py). SFT groups its rows with transformers' ``group_by_length``, which reads
 an ``input_ids`` column; TRL's preference dataset has ``prompt_ids`` / ``chosen_ids`` /
 ``rejected_ids`` instead, and GRPO's has only the untokenized prompt, so DPO and GRPO draw their
