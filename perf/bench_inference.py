@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import time
 import weakref
 from pathlib import Path
 
@@ -52,18 +51,6 @@ from aims_kit.notebook import experiments
 from aims_kit.scoring import evaluate as evaluation
 from aims_kit.scoring import stats
 from aims_kit.scoring.metrics import binary_metrics
-
-
-def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 8) -> float:
-    """Dense matmul GFLOP/s of this machine in ``dtype`` (best of ``repeats``), the roofline's ceiling."""
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    a @ b  # warm-up: oneDNN picks its kernel on the first call
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best / 1e9
 
 
 def parameter_counts(model) -> tuple[int, int]:
@@ -157,7 +144,7 @@ def main() -> None:
             raise SystemExit(f"{args.dataset}: {found.note}")
         frame = found.frame
     frame = frame.head(args.prompts) if args.prompts else frame
-    peaks = {"float32": matmul_peak(torch.float32), "bfloat16": matmul_peak(torch.bfloat16)}
+    peaks = {"float32": precision.matmul_peak(torch.float32), "bfloat16": precision.matmul_peak(torch.bfloat16)}
     print(f"{len(frame)} prompts of {args.dataset}, {torch.get_num_threads()} threads; matmul peak: "
           f"fp32 {peaks['float32']:.0f} GFLOP/s, bf16 {peaks['bfloat16']:.0f} GFLOP/s (native bf16: {precision.cpu_has_fast_bf16()})")
     print(f"  {'path':<16} {'ms/prompt':>9} {'prompt t':>8} {'gen t':>8} {'GFLOP/p':>8} {'GFLOP/s':>9} {'%peak':>7}   F1 [95% CI]")

@@ -23,7 +23,7 @@ import argparse
 import time
 
 import torch
-from bench_inference import matmul_peak, parameter_counts
+from bench_inference import parameter_counts
 
 from aims_kit.datasets import formats
 from aims_kit.inference import generation
@@ -31,7 +31,7 @@ from aims_kit.models import loading as models
 from aims_kit.models import precision
 from aims_kit.notebook import experiments
 from aims_kit.notebook.doctor import cpu_bf16_note as doctor_bf16
-from aims_kit.models.precision import cpu_name
+from aims_kit.models.precision import cpu_name, matmul_peak
 
 
 def sample(path: str, model, tokenizer, ids: list[list[int]], k: int, temperature: float, budget: int, batch: int, seed: int):

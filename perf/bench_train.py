@@ -3,14 +3,16 @@
 Each regime (SFT intent → label, a distillation student on the shipped ``human_intent`` traces,
 DPO on pairs whose rejected answer flips the gold label) trains with the cpu profile's settings
 (LoRA on the top ``--layers`` blocks, batches grouped by length, fp32 unless the CPU has native
-bf16) twice, from the same seed on the same records:
+bf16) once per path, from the same seed on the same records:
 
 - ``every position``: TRL's fused LM head as it runs off a Triton GPU, projecting every position
   of the padded batch through the 49,152-word vocabulary (the kit's path until 2026-12);
 - ``label positions``: projecting only the positions that carry a label, through TRL's tiles
   (:func:`aims_kit.training.lm_head.label_positions_only`, the kit's path until 2026-12-07);
-- ``kit``: the kit's path, :func:`aims_kit.training.common.fit`: label positions, projected in
-  one piece on a CPU (:func:`aims_kit.training.lm_head.cpu_lm_head`).
+- ``plain head``: label positions, projected in one piece on a CPU
+  (:func:`aims_kit.training.lm_head.cpu_lm_head`, the kit's path until 2026-12-07);
+- ``kit``: the kit's path, :func:`aims_kit.training.common.fit`: that head, and the frozen weights
+  cast to bf16 once (:func:`aims_kit.models.frozen_casts.frozen_weights_cast_once`).
 
 The per-step losses are printed side by side: a faster path must train the same model. The
 peak is a large matmul timed here in the precision training computes in, so "% of peak" is
@@ -19,7 +21,7 @@ against this machine's own limit. FLOPs per step are estimated from the paramete
 blocks and the head). ``grpo`` times GRPO's policy update apart from its rollouts (:func:`grpo_update`).
 
     python perf/bench_train.py [--model HuggingFaceTB/SmolLM2-135M-Instruct] [--steps 8] [--regimes sft,distill,dpo,grpo]
-    python perf/bench_train.py --paths "label positions,kit"   # the head lever alone
+    python perf/bench_train.py --paths "plain head,kit"   # the cast-once lever alone
 """
 
 from __future__ import annotations
@@ -37,13 +39,13 @@ from aims_kit.datasets import formats
 from aims_kit.models.loading import load_model
 from aims_kit.models.lora import LoraSettings
 from aims_kit.notebook import experiments
-from aims_kit.training.common import TrainSettings, trainer_kwargs
+from aims_kit.training.common import TrainSettings, kit_training, trainer_kwargs
 from aims_kit.training.dpo import length_grouped
 from aims_kit.training.dpo_pairs import dpo_records
 from aims_kit.training.lm_head import cpu_lm_head, label_positions_only
 from aims_kit.training.sft import sft_records
 from aims_kit.training.teachers import TracesFileTeacher
-from bench_inference import matmul_peak  # perf/ is on the path when a script here runs
+from aims_kit.models.precision import matmul_peak
 
 
 def regime_records(regime: str, seed: int) -> tuple[list[dict], str]:
@@ -86,8 +88,9 @@ def parameters_and_backward_share(model) -> tuple[int, float]:
     return total, (blocks + head) / total
 
 
-#: The paths compared: name -> the head's context for the training.
-PATHS = {"every position": nullcontext, "label positions": label_positions_only, "kit": cpu_lm_head}
+#: The paths compared: name -> the context a training runs in, given its model.
+PATHS = {"every position": lambda model: nullcontext(), "label positions": lambda model: label_positions_only(),
+         "plain head": lambda model: cpu_lm_head(), "kit": kit_training}
 
 
 def train(model_name: str, settings: TrainSettings, records: list[dict], kind: str, head) -> dict:
@@ -128,7 +131,7 @@ def train(model_name: str, settings: TrainSettings, records: list[dict], kind: s
     trainer.remove_callback(PrinterCallback)  # disable_tqdm's per-log dicts: the losses are printed below
     trainer.add_callback(_Clock())
     start = time.perf_counter()
-    with head():
+    with head(trainer.model):
         trainer.train()
     # The first step warms allocators and caches: timed from its end, and its tokens left out with it
     # (a length-grouped sampler puts the longest batch first).
@@ -217,7 +220,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--regimes", default="sft,distill,dpo,grpo")
     parser.add_argument("--paths", default=",".join(PATHS),
-                        help="which heads to time, of: " + ", ".join(PATHS) + " (the first is the baseline of the ratios)")
+                        help="which paths to time, of: " + ", ".join(PATHS) + " (the first is the baseline of the ratios)")
     args = parser.parse_args()
     settings = TrainSettings(learning_rate=1e-3, max_steps=args.steps, batch_size=args.batch_size, eval_steps=args.steps,
                              lora=LoraSettings(top_layers=args.layers))

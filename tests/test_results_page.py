@@ -37,6 +37,18 @@ def test_the_page_names_machine_time_headlines_power_and_the_controlled_timing(f
     assert "profile: `study`" in page
 
 
+def test_the_page_puts_the_machines_speed_beside_each_notebooks_time(folder):
+    status = results.read_json(folder / "status.json")
+    status["completed"].append("06_eval.ipynb")
+    status["seconds"]["06_eval.ipynb"] = 530.0
+    status["matmul_gflops"] = {"02_sft.ipynb": 421.0, "06_eval.ipynb": 378.0}
+    results.atomic_write_json(folder / "status.json", status)
+    page = report.markdown_report(folder)
+    assert "| notebook | time | matmul GFLOP/s before it |" in page
+    assert "| 02_sft.ipynb | 12:34 | 421 |" in page and "| 06_eval.ipynb | 8:50 | 378 |" in page
+    assert "read 378-421 GFLOP/s" in page
+
+
 def test_a_run_that_recorded_no_machine_says_so(folder):
     status = results.read_json(folder / "status.json")
     del status["machines"]

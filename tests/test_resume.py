@@ -87,7 +87,10 @@ def test_runner_resume_skips_completed_notebooks(tmp_path):
     runner.run_all(notebooks_dir=books, resume=session, log=lines.append)
     assert counter.read_text() == "x", "the completed notebook ran again"
     assert any("01_count.ipynb completed earlier, skipped" in line for line in lines)
-    assert json.loads((session / "status.json").read_text())["completed"] == ["01_count.ipynb", "02_flaky.ipynb"]
+    status = json.loads((session / "status.json").read_text())
+    assert status["completed"] == ["01_count.ipynb", "02_flaky.ipynb"]
+    # the machine's speed before each notebook: the first attempt's for 01, the resumed one's for 02
+    assert set(status["matmul_gflops"]) == {"01_count.ipynb", "02_flaky.ipynb"} and min(status["matmul_gflops"].values()) > 0
     assert (session / "report.html").exists()
 
 

@@ -39,7 +39,8 @@ def _packed_call(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | Non
     return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
 
 
-def _source(weight: torch.Tensor) -> tuple:
+def weight_stamp(weight: torch.Tensor) -> tuple:
+    """What a copy made from ``weight`` was made from: its storage, in-place version and dtype (a change in any makes the copy stale)."""
     return weight.data_ptr(), weight._version, weight.dtype
 
 
@@ -54,7 +55,7 @@ class PackedLinear(torch.nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         entry = _PACKED.get(self)
         if (entry is None or torch.is_grad_enabled() or x.device.type != "cpu" or x.dtype != self.weight.dtype
-                or entry[0] != _source(self.weight)):
+                or entry[0] != weight_stamp(self.weight)):
             return F.linear(x, self.weight, self.bias)
         return _packed_call(x, entry[1], self.bias)
 
@@ -97,6 +98,6 @@ def pack_linears(model: torch.nn.Module) -> int:
         if not packs_exactly(module.weight.dtype):
             continue
         module.__class__ = PackedLinear
-        _PACKED[module] = (_source(module.weight), _reorder(module.weight))
+        _PACKED[module] = (weight_stamp(module.weight), _reorder(module.weight))
         packed += 1
     return packed

@@ -18,7 +18,7 @@ import torch
 from aims_kit.core.profiles import PROFILES
 from aims_kit.models import memory
 from aims_kit.models.precision import (bf16_speedup, compute_dtype, cpu_has_fast_bf16, cpu_name, cuda_capability, dtype_name,
-                                       has_cuda)
+                                       has_cuda, matmul_peak)
 
 
 @dataclass
@@ -66,6 +66,18 @@ def machine() -> str:
         return f"CUDA GPU {torch.cuda.get_device_name()} (compute capability {major}.{minor}), {gpu_memory_gib():.1f} GiB"
     pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
     return f"CPU {cpu_name()}, {os.cpu_count()} cores, {pages * size / memory.GIB:.0f} GiB RAM, {cpu_bf16_note()}"
+
+
+def machine_speed() -> float | None:
+    """This CPU's matmul GFLOP/s in the dtype the kit computes in now (about half a second), ``None`` on a GPU machine.
+
+    A run takes it before each notebook (``status.json``, the results page's times), so two runs'
+    times can be read against how fast the shared machine was during each. Not on a GPU: the
+    runner's process would hold a CUDA context, and its memory, for the whole run.
+    """
+    if has_cuda():
+        return None
+    return round(matmul_peak(compute_dtype("cpu"), repeats=4))
 
 
 def _device_lines() -> list[str]:

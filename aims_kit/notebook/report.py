@@ -319,6 +319,23 @@ def _departures(parameters: dict, status: dict) -> list[str]:
     return lines
 
 
+def time_table(seconds: dict[str, float], speeds: dict[str, float]) -> pd.DataFrame:
+    """Each notebook's time, and the machine's matmul GFLOP/s measured just before it where the run took it."""
+    frame = pd.DataFrame({"notebook": list(seconds), "time": [format_duration(s) for s in seconds.values()]})
+    if speeds:
+        frame["matmul GFLOP/s before it"] = [f"{speeds[name]:,.0f}" if name in speeds else "" for name in seconds]
+    return frame
+
+
+def _speed_note(speeds: dict[str, float]) -> str:
+    """One sentence on how far the machine's speed moved during the run (empty where it was not measured)."""
+    if not speeds:
+        return ""
+    low, high = min(speeds.values()), max(speeds.values())
+    return (f" The machine's matmul speed, taken before each notebook in the dtype the kit computed in, read "
+            f"{low:,.0f}-{high:,.0f} GFLOP/s: on a shared machine a time compares with another run's only at a like speed.")
+
+
 def markdown_report(out_dir: Path) -> str:
     """The results page of one run folder (``docs/results.md``): every number from that folder alone.
 
@@ -352,9 +369,8 @@ def markdown_report(out_dir: Path) -> str:
     ]
     lines += [f"- {line}" for line in _departures(parameters, status)]
     if seconds:
-        lines += ["", "## Time per notebook", "",
-                  markdown_table(pd.DataFrame({"notebook": list(seconds), "time": [format_duration(s) for s in seconds.values()]})),
-                  "", f"Total: {format_duration(sum(seconds.values()))}."]
+        lines += ["", "## Time per notebook", "", markdown_table(time_table(seconds, status.get("matmul_gflops", {}))),
+                  "", f"Total: {format_duration(sum(seconds.values()))}.{_speed_note(status.get('matmul_gflops', {}))}"]
     lines += ["", "## Claims scoreboard", "", f"Rule: {claims.RULE_TEXT}. Verdicts are defined in the report and in "
               "`aims_kit/evaluation/claims.py`.", "", "### Reading", ""]
     lines += [f"- {claim_reading(claims.headline(entries, c))}" for c in claims.CLAIMS]

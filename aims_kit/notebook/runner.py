@@ -465,6 +465,8 @@ def _run_notebooks(session: Path, parameters: dict, only: list[str] | None, note
     durations: dict[str, float] = status.get("seconds", {})
     # The machine those seconds were measured on (a resumed run keeps the first one's and adds its own).
     machines: list[str] = list(dict.fromkeys([*status.get("machines", []), doctor.machine()]))
+    #: The machine's matmul GFLOP/s before each notebook (:func:`doctor.machine_speed`): the speed its time was taken at.
+    speeds: dict[str, float] = status.get("matmul_gflops", {})
     selected = selected_notebooks(only, notebooks_dir)
     log(f"AIMS Kit: {len(selected)} notebooks, profile {parameters['profile']!r}, writing to {session}")
     started = time.perf_counter()
@@ -474,8 +476,9 @@ def _run_notebooks(session: Path, parameters: dict, only: list[str] | None, note
         if name in completed:
             log(f"{tag} completed earlier, skipped")
             continue
+        speed = doctor.machine_speed()
         t0 = time.perf_counter()
-        log(f"{tag} ...")
+        log(f"{tag} ..." + (f" (matmul {speed:,.0f} GFLOP/s)" if speed else ""))
         output = session / "notebooks" / name
         with LiveStatus(session / "progress.jsonl", tag, live) if live else contextlib.nullcontext():
             execute(notebook, output, values)
@@ -483,7 +486,9 @@ def _run_notebooks(session: Path, parameters: dict, only: list[str] | None, note
         stamp_duration(output, seconds, parameters["profile"])
         completed.append(name)
         durations[name] = round(seconds, 1)
-        atomic_write_json(status_path, {"completed": completed, "seconds": durations, "machines": machines})
+        if speed:
+            speeds[name] = speed
+        atomic_write_json(status_path, {"completed": completed, "seconds": durations, "machines": machines, "matmul_gflops": speeds})
         log(f"{tag} done in {format_duration(seconds)}")
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     log(f"Notebooks finished in {format_duration(time.perf_counter() - started)}; "

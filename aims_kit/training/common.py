@@ -3,6 +3,7 @@ F1, saving the adapter, the log and that choice, progress."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pandas as pd
 
 from aims_kit.core.params import TrainingBasics
 from aims_kit.core.results import atomic_write_json, share_like_umask
+from aims_kit.models.frozen_casts import frozen_weights_cast_once
 from aims_kit.models.lora import LoraSettings
 from aims_kit.models.precision import (
     compute_dtype as policy_dtype,
@@ -183,9 +185,18 @@ def checkpoint_choice(trainer) -> dict:
 
 
 def fit(trainer, **train_kwargs) -> None:
-    """``trainer.train(**train_kwargs)`` with the kit's LM head on a CPU (:func:`aims_kit.training.lm_head.cpu_lm_head`)."""
-    with cpu_lm_head():
+    """``trainer.train(**train_kwargs)`` within :func:`kit_training`."""
+    with kit_training(trainer.model):
         trainer.train(**train_kwargs)
+
+
+@contextmanager
+def kit_training(model):
+    """What the kit changes for the length of a training: its LM head on a CPU
+    (:func:`aims_kit.training.lm_head.cpu_lm_head`) and the frozen weights cast to the autocast
+    dtype once (:func:`aims_kit.models.frozen_casts.frozen_weights_cast_once`); the same losses either way."""
+    with cpu_lm_head(), frozen_weights_cast_once(model):
+        yield
 
 
 def save_training(trainer, run_dir: Path) -> None:

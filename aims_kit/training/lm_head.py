@@ -18,6 +18,8 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 
+from aims_kit.models.frozen_casts import cast_once
+
 #: Largest ``[tokens, vocabulary]`` logits the plain head holds at once (float32: 2 GiB): a
 #: distillation batch holds about 1,000 x 49,152; anything larger is left to TRL's tiles.
 PLAIN_HEAD_MAX_LOGITS = 2**29
@@ -74,7 +76,7 @@ class PlainLogProbs:
         autocast = torch.is_autocast_enabled("cpu")
         dtype = torch.get_autocast_dtype("cpu") if autocast else hidden.dtype
         with torch.autocast("cpu", enabled=False):
-            logits = F.linear(hidden.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype))
+            logits = F.linear(hidden.to(dtype), cast_once(weight, dtype), None if bias is None else cast_once(bias, dtype))
         z = logits.float() * logit_scale
         if softcap:
             z = softcap * torch.tanh(z / softcap)
