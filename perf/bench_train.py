@@ -218,6 +218,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--layers", type=int, default=10, help="LoRA on the top N blocks (the cpu profile's lora_layers)")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="time the paths in turns this many times (a shared machine's speed drifts between runs)")
     parser.add_argument("--regimes", default="sft,distill,dpo,grpo")
     parser.add_argument("--paths", default=",".join(PATHS),
                         help="which paths to time, of: " + ", ".join(PATHS) + " (the first is the baseline of the ratios)")
@@ -237,17 +239,18 @@ def main() -> None:
             continue
         records, kind = regime_records(regime, 22)
         paths = args.paths.split(",")
-        runs = {label: train(args.model, settings, records, kind, PATHS[label]) for label in paths}
+        runs = [(label, train(args.model, settings, records, kind, PATHS[label])) for _ in range(args.rounds) for label in paths]
         print(f"\n{regime}: {len(records)} records, batch {args.batch_size}, {args.steps} steps, {dtype}")
-        for label, run in runs.items():
+        for label, run in runs:
             print(f"  {label:>16}: {rate(run, regime, peak)}")
-        if len(runs) < 2:
+        if len(paths) < 2:
             continue
-        base = runs[paths[0]]
-        for label in paths[1:]:
-            print(f"  speed ratio {label} / {paths[0]}: {base['s_per_step'] / runs[label]['s_per_step']:.2f}x")
-        print(f"  loss per step ({' | '.join(paths)}):")
-        for step, losses in enumerate(zip(*(runs[label]["losses"] for label in paths)), start=1):
+        for start in range(0, len(runs), len(paths)):  # each round's ratios against its own baseline
+            base = runs[start][1]
+            for label, run in runs[start + 1:start + len(paths)]:
+                print(f"  speed ratio {label} / {paths[0]}: {base['s_per_step'] / run['s_per_step']:.2f}x")
+        print(f"  loss per step ({' | '.join(label for label, _ in runs)}):")
+        for step, losses in enumerate(zip(*(run["losses"] for _, run in runs)), start=1):
             print(f"    {step:3d}  " + " | ".join(f"{loss:.4f}" for loss in losses))
 
 if __name__ == "__main__":
