@@ -70,6 +70,16 @@ def test_a_kept_cast_follows_an_in_place_change_and_trainable_weights_are_cast_t
         assert cast.grad_fn is not None and frozen_casts.cast_once(trainable, torch.bfloat16) is not cast
 
 
+def test_a_cast_kept_while_decoding_under_inference_mode_serves_the_next_training_step():
+    layer = torch.nn.Linear(4, 8, bias=False).requires_grad_(False)
+    x = torch.randn(3, 4, requires_grad=True)
+    with frozen_casts.frozen_weights_cast_once(layer), torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.inference_mode():
+            layer(x.detach())  # a rollout decoded on the training model
+        layer(x).float().sum().backward()  # an inference tensor here could not be saved for backward
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
 def test_outside_the_context_nothing_is_kept():
     weight = torch.randn(8, 4)
     assert frozen_casts.cast_once(weight, torch.bfloat16) is not frozen_casts.cast_once(weight, torch.bfloat16)

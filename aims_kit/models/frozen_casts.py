@@ -46,7 +46,8 @@ def cast_once(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     key = (id(weight), dtype)
     entry = _CASTS.get(key)
     if entry is None or entry[0]() is not weight or entry[1] != weight_stamp(weight):
-        entry = (weakref.ref(weight), weight_stamp(weight), weight.detach().to(dtype))
+        with torch.inference_mode(False):  # made while decoding under inference mode, it still serves the next backward
+            entry = (weakref.ref(weight), weight_stamp(weight), weight.detach().to(dtype))
         _CASTS[key] = entry
     return entry[2]
 
