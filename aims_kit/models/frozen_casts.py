@@ -55,11 +55,12 @@ def cast_once(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 class CastOnceLinear(torch.nn.Linear):
     """An ``nn.Linear`` whose frozen weight, under CPU autocast, goes into the product as its kept cast (:func:`cast_once`).
 
-    Without autocast, off a CPU, or with a weight that takes a gradient, it is a plain linear layer.
+    Without autocast, or off a CPU, it is a plain linear layer; a weight that takes a gradient, or any weight
+    outside :func:`frozen_weights_cast_once`, :func:`cast_once` casts at the call, as autocast would.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _CASTS is None or self.weight.requires_grad or x.device.type != "cpu" or not torch.is_autocast_enabled("cpu"):
+        if x.device.type != "cpu" or not torch.is_autocast_enabled("cpu"):
             return F.linear(x, self.weight, self.bias)
         dtype = torch.get_autocast_dtype("cpu")
         bias = None if self.bias is None else cast_once(self.bias, dtype)

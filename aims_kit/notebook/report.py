@@ -369,8 +369,9 @@ def markdown_report(out_dir: Path) -> str:
     ]
     lines += [f"- {line}" for line in _departures(parameters, status)]
     if seconds:
-        lines += ["", "## Time per notebook", "", markdown_table(time_table(seconds, status.get("matmul_gflops", {}))),
-                  "", f"Total: {format_duration(sum(seconds.values()))}.{_speed_note(status.get('matmul_gflops', {}))}"]
+        speeds = status.get("matmul_gflops", {})
+        lines += ["", "## Time per notebook", "", markdown_table(time_table(seconds, speeds)),
+                  "", f"Total: {format_duration(sum(seconds.values()))}.{_speed_note(speeds)}"]
     lines += ["", "## Claims scoreboard", "", f"Rule: {claims.RULE_TEXT}. Verdicts are defined in the report and in "
               "`aims_kit/evaluation/claims.py`.", "", "### Reading", ""]
     lines += [f"- {claim_reading(claims.headline(entries, c))}" for c in claims.CLAIMS]
