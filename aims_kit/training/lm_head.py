@@ -79,10 +79,13 @@ class PlainLogProbs:
             logits = F.linear(hidden.to(dtype), cast_once(weight, dtype), None if bias is None else cast_once(bias, dtype))
         # A scale or temperature of 1 leaves every value as it is: skipped, since each pass over
         # [tokens, vocabulary] float32 logits (and its backward) costs a student's step ~75 ms here.
-        z = logits.float() if logit_scale == 1 else logits.float() * logit_scale
+        z = logits.float()
+        if logit_scale != 1:
+            z = z * logit_scale
         if softcap:
             z = softcap * torch.tanh(z / softcap)
-        z = z if temperature == 1 else z / temperature
+        if temperature != 1:
+            z = z / temperature
         log_p = torch.log_softmax(z, dim=-1)
         log_probs = log_p.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
         entropy = -(log_p.exp() * log_p).sum(-1) if "entropy" in outputs else None
