@@ -5,7 +5,8 @@ the tiny model that the head's projection receives one row per labelled position
 one per position of the padded batch, that the log-probabilities (the loss) and their gradients
 are unchanged, and that TRL's own decision is restored afterwards. The kit's plain head
 (training.lm_head.PlainLogProbs) must answer every output TRL's tiled head answers, with the
-same gradients.
+same gradients, and its scores taken a block of rows at a time (training.lm_head.LabelScores)
+must equal, bit for bit, the same ops over the whole logits.
 """
 
 import pytest
@@ -79,7 +80,7 @@ OUTPUTS = ("log_probs", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1")
 
 @pytest.mark.parametrize("dtype, temperature, softcap, bias, scale", [
     (torch.float32, 1.0, None, False, 1.0),
-    (torch.bfloat16, 0.7, 30.0, True, 1.0),   # bf16 autocast, as the kit trains on a CPU with native bf16
+    (torch.bfloat16, 0.7, None, True, 1.0),   # bf16 autocast, as the kit trains on a CPU with native bf16
     (torch.float32, 1.3, None, True, 0.5),    # a model that scales its logits (e.g. Granite's logit_scale)
 ])
 def test_the_plain_head_answers_what_the_tiled_head_answers(dtype, temperature, softcap, bias, scale):
@@ -124,6 +125,44 @@ def test_the_kit_head_scores_a_model_as_trl_does_and_trl_gets_its_head_back(fuse
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
 
 
+def _whole_tensor_scores(logits, targets, scale, temperature):
+    """The plain head as torch ops over the whole logits (the kit's head until 2026-12-08), for autograd to differentiate."""
+    z = logits.float() * scale / temperature
+    log_p = torch.log_softmax(z, dim=-1)
+    return (log_p.gather(-1, targets.unsqueeze(-1)).squeeze(-1), -(log_p.exp() * log_p).sum(-1),
+            torch.logsumexp(2 * log_p, dim=-1), z.mean(-1), z.argmax(-1) == targets)
+
+
+@pytest.mark.parametrize("dtype, scale, temperature", [
+    (torch.bfloat16, 1.0, 1.0),   # the kit's SFT, DPO and distillation
+    (torch.bfloat16, 1.0, 1.2),   # GRPO's rollout temperature
+    (torch.float32, 0.5, 1.3),
+])
+def test_scores_taken_a_block_of_rows_at_a_time_equal_the_whole_tensors_bit_for_bit(monkeypatch, dtype, scale, temperature):
+    torch.manual_seed(2)
+    vocab = 300
+    logits = (torch.randn(40, vocab) * 4).to(dtype)
+    targets = torch.randint(0, vocab, (40,))
+    weights = torch.linspace(0.5, 1.5, 40)
+    # blocks of 3 rows: thirteen full blocks and a last one of a single row
+    monkeypatch.setattr(lm_head, "PLAIN_HEAD_BLOCK_BYTES", 3 * 4 * vocab + 5)
+
+    def run(score, entropy_weight):
+        leaf = logits.clone().requires_grad_()
+        out = score(leaf, targets, scale, temperature)
+        (-(out[0] * weights).sum() + entropy_weight * out[1].sum()).backward()
+        return out, leaf.grad
+
+    whole, whole_grad = run(_whole_tensor_scores, 0.0)
+    blocks, blocks_grad = run(lambda *args: lm_head.LabelScores.apply(*args, OUTPUTS), 0.0)
+    for name, a, b in zip(OUTPUTS, whole, blocks):
+        assert torch.equal(a, b), name
+    assert torch.equal(whole_grad, blocks_grad) and bool(blocks_grad.ne(0).all())
+    # an entropy that takes a gradient too: its derivative in closed form, equal to autograd's to rounding
+    torch.testing.assert_close(run(lambda *args: lm_head.LabelScores.apply(*args, OUTPUTS), 0.3)[1],
+                               run(_whole_tensor_scores, 0.3)[1], rtol=1e-5, atol=1e-6)
+
+
 def test_logits_too_large_to_hold_go_to_trls_tiles(monkeypatch):
     calls = []
 
@@ -139,3 +178,6 @@ def test_logits_too_large_to_hold_go_to_trls_tiles(monkeypatch):
     assert calls == [100]
     out = head.apply(torch.randn(99, 8), torch.randn(300, 8), None, torch.zeros(99, dtype=torch.long), 1.0, 128)
     assert calls == [100] and out[0].shape == (99,)
+    # soft-capped logits (Gemma 2's) are left to TRL's head at any size
+    head.apply(torch.randn(5, 8), torch.randn(300, 8), None, torch.zeros(5, dtype=torch.long), 1.0, 128, 30.0)
+    assert calls == [100, 5]
