@@ -29,7 +29,7 @@ its arithmetic ran at the peak.
 
     python perf/bench_inference.py --run RUNS/sft-label_only-… --run RUNS/sft-intent_label-…
     python perf/bench_inference.py --run RUN --dataset xstest      # the shipped XSTest (450 prompts)
-    python perf/bench_inference.py --no-fp32 --repeats 3 --run RUN # the kit's pass 3 times: median and range against the floor
+    python perf/bench_inference.py --no-fp32 --repeats 3 --run RUN # the kit and each lever 3 times: medians and ranges
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ def main() -> None:
                         help="padded prompt tokens a generation batch may hold (the kit's planner)")
     parser.add_argument("--no-fp32", action="store_true", help="skip the plain fp32 path (compare the kit's own levers only)")
     parser.add_argument("--repeats", type=int, default=1,
-                        help="time the kit's path this many times and report the median (this machine's passes move ±10%%)")
+                        help="time the kit's path and each lever this many times and report medians (this machine's passes move ±10%%)")
     args = parser.parse_args()
     generation.GENERATE_BATCH_TOKENS = args.batch_tokens
 
@@ -168,29 +168,32 @@ def main() -> None:
         # warm-up (oneDNN picks its kernels on first use), so the first timed path pays no more than the others
         evaluation.evaluate(kit_model, tokenizer, frame.head(4), condition=condition, dataset=args.dataset,
                             max_new_tokens=budget, latency_sample=0, n_boot=0)
-        passes = [evaluation.evaluate(kit_model, tokenizer, frame, condition=condition, dataset=args.dataset,
-                                      batch_size=args.batch_size, max_new_tokens=budget, latency_sample=0, n_boot=1000)
-                  for _ in range(max(args.repeats, 1))]
-        metrics, predictions = passes[0]
+        def timed_passes(name):
+            """The kit's evaluation ``--repeats`` times: the first pass's metrics and predictions, the sorted ms/prompt."""
+            passes = [evaluation.evaluate(kit_model, tokenizer, frame, condition=condition, dataset=args.dataset,
+                                          batch_size=args.batch_size, max_new_tokens=budget, latency_sample=0, n_boot=1000)
+                      for _ in range(max(args.repeats, 1))]
+            ms = sorted(m["ms_per_prompt"] for m, _ in passes)
+            if len(passes) > 1:
+                same = all([p["output"] for p in other] == [p["output"] for p in passes[0][1]] for _, other in passes[1:])
+                print(f"  {name} over {len(passes)} passes: {ms[0]:.1f}-{ms[-1]:.1f} ms/prompt (median below); "
+                      f"the same answers in every pass: {same}")
+            return (*passes[0], ms)
+
+        metrics, predictions, kit_ms = timed_passes("kit")
         kit_labels = [p["pred"] for p in predictions]
-        kit_ms = sorted(m["ms_per_prompt"] for m, _ in passes)
         kit_seconds = statistics.median(kit_ms) * len(frame) / 1000
-        if len(passes) > 1:
-            same = all([p["output"] for p in other] == [p["output"] for p in predictions] for _, other in passes[1:])
-            print(f"  kit over {len(passes)} passes: {kit_ms[0]:.1f}-{kit_ms[-1]:.1f} ms/prompt (median below); "
-                  f"the same answers in every pass: {same}")
         # the kit's path with one lever undone at a time (runs that generate): row name, prompt tokens counted,
-        # the lever, what stands in for it, and that path's metrics and predictions
+        # the lever, what stands in for it, and that path's metrics, predictions and sorted ms/prompt
         levers = []
         if metrics["label_method"] == "generated":
-            def rerun(undo):
+            def rerun(undo, instead):
                 with undo():
-                    return evaluation.evaluate(kit_model, tokenizer, frame, condition=condition, dataset=args.dataset,
-                                               batch_size=args.batch_size, max_new_tokens=budget, latency_sample=0, n_boot=1000)
-            levers = [("kit, generate()", prompt_tokens, "greedy path (shared prefix once, finished rows dropped)", "model.generate",
-                       *rerun(model_generate)),
-                      ("kit, fixed batches", own_tokens, "continuous batch", "fixed batches", *rerun(fixed_batches)),
-                      ("kit, plain weights", own_tokens, "packed weights", "plain weights", *rerun(plain_weights))]
+                    return (instead, *timed_passes(f"with {instead}"))
+            levers = [("kit, generate()", prompt_tokens, "greedy path (shared prefix once, finished rows dropped)",
+                       *rerun(model_generate, "model.generate")),
+                      ("kit, fixed batches", own_tokens, "continuous batch", *rerun(fixed_batches, "fixed batches")),
+                      ("kit, plain weights", own_tokens, "packed weights", *rerun(plain_weights, "plain weights"))]
         del kit_model
 
         f1_kit = {"f1": metrics["f1"], "f1_ci_low": metrics["f1_ci_low"], "f1_ci_high": metrics["f1_ci_high"]}
@@ -201,8 +204,8 @@ def main() -> None:
             print(row("fp32 generation", fp32_seconds, len(frame), prompt_tokens, fp32_tokens, params, peaks["float32"], f1_fp32))
         kit_name = f"kit ({metrics['compute_dtype']}, {metrics['label_method']})"
         peak = peaks.get(metrics["compute_dtype"], peaks["float32"])
-        for name, tokens, lever, instead, other, other_predictions in levers:
-            other_seconds = other["ms_per_prompt"] * len(frame) / 1000
+        for name, tokens, lever, instead, other, other_predictions, other_ms in levers:
+            other_seconds = statistics.median(other_ms) * len(frame) / 1000
             print(row(name, other_seconds, len(frame), tokens, other["tokens_per_prompt"], params, peak,
                       {key: other[key] for key in ("f1", "f1_ci_low", "f1_ci_high")}))
             same_text = sum(a["output"] == b["output"] for a, b in zip(other_predictions, predictions)) / len(frame)
