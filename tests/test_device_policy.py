@@ -124,6 +124,18 @@ def test_bf16_on_a_cpu_is_chosen_by_what_it_measures(monkeypatch, amx, avx512_bf
     assert precision.compute_dtype("cpu") == (torch.bfloat16 if fast else torch.float32)
 
 
+@pytest.mark.parametrize("cpuinfo, name", [
+    # a VM that names only the vendor's line: the family and model numbers tell its generations apart
+    ("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\n\n"
+     "processor\t: 1\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: Another\n", "AMD EPYC (cpu family 26, model 2)"),
+    ("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8488C\nflags\t\t: fpu amx_tile\n",
+     "Intel(R) Xeon(R) Platinum 8488C"),
+    ("processor\t: 0\nBogoMIPS\t: 50.00\nCPU implementer\t: 0x41\n", None),  # ARM names no model: platform's name instead
+])
+def test_a_cpu_is_named_by_its_first_processor_with_family_and_model(cpuinfo, name):
+    assert precision.cpu_name_in(cpuinfo) == name
+
+
 def test_the_bf16_probe_measures_a_positive_ratio_once():
     ratio = precision.bf16_speedup()
     assert ratio > 0 and precision.bf16_speedup() == ratio  # cached: one probe per process
