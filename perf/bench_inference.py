@@ -169,7 +169,8 @@ def main() -> None:
         evaluation.evaluate(kit_model, tokenizer, frame.head(4), condition=condition, dataset=args.dataset,
                             max_new_tokens=budget, latency_sample=0, n_boot=0)
         def timed_passes(name):
-            """The kit's evaluation ``--repeats`` times: the first pass's metrics and predictions, the sorted ms/prompt."""
+            """The evaluation ``--repeats`` times (with whatever lever is undone around it): the first pass's
+            metrics and predictions, and every pass's ms/prompt, sorted."""
             passes = [evaluation.evaluate(kit_model, tokenizer, frame, condition=condition, dataset=args.dataset,
                                           batch_size=args.batch_size, max_new_tokens=budget, latency_sample=0, n_boot=1000)
                       for _ in range(max(args.repeats, 1))]

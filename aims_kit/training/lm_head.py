@@ -13,6 +13,7 @@ Off a CPU, TRL's head runs as TRL ships it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
@@ -171,7 +172,7 @@ def _block_rows(tokens: int, vocab: int) -> int:
     return max(1, min(tokens, PLAIN_HEAD_BLOCK_BYTES // (4 * vocab)))
 
 
-def _row_blocks(tokens: int, rows: int):
+def _row_blocks(tokens: int, rows: int) -> Iterator[slice]:
     """Consecutive slices of ``rows`` rows covering ``tokens``."""
     return (slice(start, min(start + rows, tokens)) for start in range(0, tokens, rows))
 
