@@ -98,8 +98,9 @@ class LabelScores(torch.autograd.Function):
     gradient, its cast), and on a CPU a 200 MB pass into fresh memory costs about 3x one into
     memory in cache. Here the only full-size float32 tensor is the log-softmax kept for backward;
     every other pass runs on :data:`PLAIN_HEAD_BLOCK_BYTES` of rows in one reused buffer. The
-    head's forward and backward at a student's 1,000 labelled tokens: 539-551 -> 351-363 ms; a
-    student's step 2.70 -> 1.96-2.18 s (2-core AMD EPYC, cpu family 26, bf16; docs/measurements.md).
+    head's forward and backward at a student's 1,000 labelled tokens: 539-551 -> 351-363 ms and
+    804 -> 251 MB at its peak; a student's step 2.70 -> 1.96-2.18 s (2-core AMD EPYC, cpu family
+    26, bf16; docs/measurements.md).
 
     Same numbers: each block runs the kernels autograd ran on the whole tensor, row by row, in the
     same order (cast, scale, temperature, log-softmax; in backward the gathered gradient through
