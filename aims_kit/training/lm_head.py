@@ -151,12 +151,13 @@ class LabelScores(torch.autograd.Function):
         grad = torch.empty((tokens, vocab), dtype=ctx.dtype)
         sparse, block = (torch.empty((_block_rows(tokens, vocab), vocab), dtype=torch.float32) for _ in range(2))
         for rows in _row_blocks(tokens, block.shape[0]):
+            g_z = block[: rows.stop - rows.start]
             if grad_log_probs is None:
-                g_z = block[: rows.stop - rows.start].zero_()
+                g_z.zero_()
             else:
                 # the gathered gradient (zeros but at the target), through the log-softmax's own backward kernel
                 g = sparse[: rows.stop - rows.start].zero_().scatter_(-1, targets[rows, None], grad_log_probs[rows, None])
-                g_z = torch._log_softmax_backward_data(g, log_p[rows], -1, torch.float32, out=block[: g.shape[0]])
+                torch._log_softmax_backward_data(g, log_p[rows], -1, torch.float32, out=g_z)
             if grad_entropy is not None:
                 # d H / d z_j = -p_j (log p_j + H)
                 g_z.sub_(torch.exp(log_p[rows]).mul_(log_p[rows] + entropy[rows, None]).mul_(grad_entropy[rows, None]))
